@@ -1,0 +1,155 @@
+"""The `successor` command: run, status, report, config."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .config import ConfigError, RunConfig, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Successor: verified successor models.")
+err = Console(stderr=True)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {msg}", highlight=False)
+    raise typer.Exit(code)
+
+
+class LiveView:
+    """The rich display: generation, stage, experiments done of N, and an ETA from finished generations."""
+
+    def __init__(self, total_generations: int, done_before: int):
+        self.total, self.done = total_generations, done_before
+        self.gen, self.stage_name, self.exp = 0, "starting", (0, 0)
+        self.t0, self.done_here = time.time(), 0
+        self.last: list[str] = []
+        self.live: Live | None = None
+
+    def render(self) -> Table:
+        t = Table(title="successor run", show_header=False, min_width=60)
+        remaining = self.total - self.done
+        eta = "-"
+        if self.done_here:
+            eta = f"{(time.time() - self.t0) / self.done_here * remaining:.0f}s"
+        t.add_row("generation", f"{self.gen} ({self.done}/{self.total} done)")
+        t.add_row("stage", self.stage_name)
+        t.add_row("experiments", f"{self.exp[0]}/{self.exp[1]}")
+        t.add_row("elapsed / ETA", f"{time.time() - self.t0:.0f}s / {eta}")
+        for line in self.last[-4:]:
+            t.add_row("", line)
+        return t
+
+    def _refresh(self) -> None:
+        if self.live:
+            self.live.update(self.render())
+
+    def stage(self, generation: int, name: str) -> None:
+        self.gen, self.stage_name = generation, name
+        self._refresh()
+
+    def experiments(self, done: int, total: int) -> None:
+        self.exp = (done, total)
+        self._refresh()
+
+    def generation_done(self, generation: int, promoted: bool, frontier: int) -> None:
+        self.done += 1
+        self.done_here += 1
+        self.last.append(f"gen {generation}: {'promoted' if promoted else 'refused'}, frontier {frontier}")
+        self._refresh()
+
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Argument(None, help="YAML run config (overlays the preset)"),
+    run_dir: Path = typer.Option(..., "--run-dir", help="run directory; re-running resumes it"),
+    preset: str = typer.Option("default", "--preset", help="preset to start from"),
+    quiet: bool = typer.Option(False, "--quiet", help="no live display"),
+) -> None:
+    """Run (or resume) the generation loop."""
+    try:
+        cfg = load_config(config, preset)
+        from .loop import Loop
+        from .run import RunDir
+
+        rd = RunDir(run_dir, cfg)
+    except ConfigError as e:
+        _fail(str(e))
+    done_before = len(rd.store.q("SELECT idx FROM generations WHERE status='done'"))
+    view = LiveView(cfg.loop.generations + 1, done_before)
+    loop = Loop(rd, view)
+    if quiet or not sys.stderr.isatty():
+        loop.run_all()
+    else:
+        with Live(view.render(), console=err, refresh_per_second=2) as live:
+            view.live = live
+            loop.run_all()
+    _print_summary(run_dir)
+
+
+def _print_summary(run_dir: Path) -> None:
+    from .status import status_dict
+
+    s = status_dict(run_dir)
+    t = Table(title=f"lineage of {run_dir}")
+    for col in ("gen", "champion", "promoted", "frontier", "reason"):
+        t.add_column(col)
+    for g in s["generations"]:
+        t.add_row(str(g["generation"]), (g["champion"] or "-")[:12], "yes" if g["promoted"] else "no",
+                  str(g["frontier"]), (g["gate"] or {}).get("reason", "-"))
+    Console().print(t)
+
+
+@app.command()
+def status(
+    run_dir: Path = typer.Argument(..., help="run directory"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Each generation: champion, promoted or not, the gate's statistics and the >=99% frontier."""
+    from .status import status_dict
+
+    if not (run_dir / "lineage.db").exists():
+        _fail(f"{run_dir} is not a run directory (no lineage.db)")
+    if as_json:
+        print(json.dumps(status_dict(run_dir), indent=2))
+    else:
+        _print_summary(run_dir)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
+    """Write report/report.md and report/report.html with PNG plots."""
+    from .report import write_report
+
+    if not (run_dir / "lineage.db").exists():
+        _fail(f"{run_dir} is not a run directory (no lineage.db)")
+    out = write_report(run_dir)
+    Console().print(f"report written: {out / 'report.md'} and {out / 'report.html'}")
+
+
+@app.command("config")
+def config_cmd(
+    schema: bool = typer.Option(False, "--schema", help="print the JSON schema of the run config"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="print a preset, resolved"),
+    check: Optional[Path] = typer.Option(None, "--check", help="validate a config file"),
+) -> None:
+    """Show the config schema, a resolved preset, or validate a config file."""
+    if schema:
+        print(json.dumps(RunConfig.model_json_schema(), indent=2))
+        return
+    try:
+        cfg = load_config(check, preset)
+    except ConfigError as e:
+        _fail(str(e))
+    print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+
+
+def main() -> None:  # pragma: no cover
+    app()

@@ -1,0 +1,125 @@
+"""The run config: YAML validated by pydantic, with presets. One bad field gives one clear line and exit 2."""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .workloads.tinylm.recipe import Recipe
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskConfig(Strict):
+    name: Literal["addition"] = "addition"
+    human_levels: tuple[int, int] = Field((1, 8), description="inclusive range of levels with human labels")
+    human_per_level: int = Field(2000, ge=10)
+    eval_max_level: int = Field(16, ge=2, le=60, description="evaluate every level from 1 to this")
+    dev_per_level: int = Field(100, ge=10)
+    validation_per_level: int = Field(100, ge=10)
+    sealed_per_level: int = Field(200, ge=10)
+
+    @model_validator(mode="after")
+    def _levels(self) -> "TaskConfig":
+        lo, hi = self.human_levels
+        if not 1 <= lo <= hi:
+            raise ValueError(f"human_levels must satisfy 1 <= lo <= hi, got {self.human_levels}")
+        if self.eval_max_level <= hi:
+            raise ValueError("eval_max_level must exceed the longest human level, or there is nothing to learn")
+        return self
+
+
+class ResearcherConfig(Strict):
+    name: Literal["evolution"] = "evolution"
+    candidates: int = Field(3, ge=1, le=64, description="candidates proposed per generation")
+    mutation_rate: float = Field(0.3, gt=0.0, le=1.0)
+    crossover: bool = True
+
+
+class CuratorConfig(Strict):
+    filter: Literal["none", "length", "majority", "offset-vote"] = "offset-vote"
+    problems: int = Field(1500, ge=1, description="problems labelled per curated level")
+    offsets: list[int] = Field([0, 3, 7], description="position offsets each voter decodes under")
+    voters: int = Field(3, ge=1, description="models in a majority vote: the champion and the top candidates")
+    agreement: float = Field(1.0, gt=0.5, le=1.0, description="fraction of votes a label needs to be kept")
+    solve_threshold: float = Field(0.99, gt=0.0, le=1.0, description="accuracy at which a level counts solved")
+    alarm_gap: float = Field(0.25, ge=0.0, le=1.0, description="stop curating a level whose vote agreement "
+                             "exceeds the champion's dev accuracy there by more than this")
+    min_kept: int = Field(20, ge=0, description="fewer kept labels than this and the level is not curated")
+    policy: Literal["accumulate", "replace"] = "accumulate"
+
+
+class GateConfig(Strict):
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    min_effect: float = Field(0.005, ge=0.0, lt=1.0, description="minimum gain in sealed accuracy")
+    solve_threshold: float = Field(0.99, gt=0.0, le=1.0)
+    forget_tolerance: float = Field(0.0, ge=0.0, lt=1.0, description="allowed drop below solve_threshold "
+                                    "on a level the champion solved")
+
+
+class LoopConfig(Strict):
+    generations: int = Field(5, ge=1, le=1000, description="generations after the bootstrap (generation 0)")
+    experiment_timeout_s: float = Field(900.0, gt=0)
+    threads: int | None = Field(None, ge=1, description="torch threads per experiment (default: all cores)")
+
+
+class RunConfig(Strict):
+    name: str = "successor"
+    seed: int = 0
+    workload: Literal["tinylm"] = "tinylm"
+    task: TaskConfig = TaskConfig()
+    bootstrap: Recipe = Recipe(init="scratch", steps=3000, mix_newest=0.0, mix_human=1.0)
+    successor: Recipe = Recipe(steps=400, lr=5e-4, warmup=0)
+    researcher: ResearcherConfig = ResearcherConfig()
+    curator: CuratorConfig = CuratorConfig()
+    gate: GateConfig = GateConfig()
+    loop: LoopConfig = LoopConfig()
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased as one line that names the field."""
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("successor.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, where: str) -> dict:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of fields")
+    return data
+
+
+def load_config(path: Path | None = None, preset: str | None = None) -> RunConfig:
+    """Preset (default: `default`) overlaid with the YAML file, then validated."""
+    name = preset or "default"
+    if name not in preset_names():
+        raise ConfigError(f"preset: unknown preset {name!r}; known: {', '.join(preset_names())}")
+    data = _read_yaml(resources.files("successor.presets").joinpath(f"{name}.yaml").read_text(), f"preset {name}")
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config: file not found: {path}")
+        data = _merge(data, _read_yaml(path.read_text(), str(path)))
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or "config"
+        raise ConfigError(f"{field}: {err['msg']} (got {err.get('input')!r})") from None

@@ -1,0 +1,61 @@
+"""Data shards and tiers. A shard is JSONL of labelled problems, stored under the digest of its content.
+
+Tiers (DESIGN.md): train/curated and dev are shown to candidates; validation and sealed are harness-only. Tiers
+are generated from the run seed with disjoint random streams, so they never share a generator state.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .tasks import Problem, Task
+
+TIER_STREAM = {"human": 1, "dev": 2, "validation": 3, "sealed": 4, "curate": 5}
+
+
+def tier_rng(seed: int, tier: str, *extra: int) -> np.random.Generator:
+    return np.random.default_rng([seed, TIER_STREAM[tier], *extra])
+
+
+def labelled(task: Task, levels: list[int], per_level: int, rng: np.random.Generator) -> list[tuple[Problem, str]]:
+    """Problems with their true answers (only the harness calls this: it uses the hidden checker)."""
+    out = []
+    for lvl in levels:
+        for p in task.generate(lvl, per_level, rng):
+            out.append((p, task.answer(p)))
+    return out
+
+
+def shard_bytes(items: list[tuple[Problem, str]]) -> bytes:
+    lines = [json.dumps({"prompt": p.prompt, "level": p.level, "label": y}, sort_keys=True) for p, y in items]
+    return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def save_shard(items: list[tuple[Problem, str]], directory: Path) -> tuple[str, Path]:
+    """Write a shard named by its sha256; returns (digest, path). Writing the same content twice is a no-op."""
+    data = shard_bytes(items)
+    digest = hashlib.sha256(data).hexdigest()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{digest}.jsonl"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return digest, path
+
+
+def load_shard(path: Path) -> list[tuple[Problem, str]]:
+    out = []
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            d = json.loads(line)
+            out.append((Problem(prompt=d["prompt"], level=int(d["level"])), d["label"]))
+    return out
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,85 @@
+"""The gate: a successor replaces the champion only if it is verifiably better on the sealed tier.
+
+Checks, in order, each giving a recorded reason on refusal:
+1. no forgetting: every level the champion solved (>= solve_threshold) stays solved;
+2. effect: sealed accuracy rises by at least `min_effect`;
+3. significance: an exact one-sided McNemar test (a binomial test on the discordant pairs) on the same sealed
+   items, Holm-corrected over every contender tried in the generation.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy.stats import binomtest
+from statsmodels.stats.multitest import multipletests
+
+from .config import GateConfig
+
+
+@dataclass
+class PairedStats:
+    n: int
+    champion_acc: float
+    contender_acc: float
+    gained: int  # items the contender gets right and the champion wrong
+    lost: int  # items the champion gets right and the contender wrong
+    p_value: float
+    forgotten: dict[int, tuple[float, float]] = field(default_factory=dict)  # level -> (champion, contender)
+
+
+@dataclass
+class Decision:
+    name: str
+    promoted: bool
+    reason: str
+    stats: dict
+
+
+def flatten(items: dict[int, list[int]]) -> np.ndarray:
+    return np.array([x for lvl in sorted(items) for x in items[lvl]], dtype=bool)
+
+
+def paired(champion: dict[int, list[int]], contender: dict[int, list[int]], cfg: GateConfig) -> PairedStats:
+    """Paired statistics on identical sealed items (levels must match)."""
+    if sorted(champion) != sorted(contender) or any(len(champion[k]) != len(contender[k]) for k in champion):
+        raise ValueError("champion and contender were not evaluated on the same sealed items")
+    a, b = flatten(champion), flatten(contender)
+    gained, lost = int((b & ~a).sum()), int((a & ~b).sum())
+    p = binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue if gained + lost else 1.0
+    forgotten = {}
+    for lvl in sorted(champion):
+        ca, cb = float(np.mean(champion[lvl])), float(np.mean(contender[lvl]))
+        if ca >= cfg.solve_threshold and cb < cfg.solve_threshold - cfg.forget_tolerance:
+            forgotten[lvl] = (ca, cb)
+    return PairedStats(len(a), float(a.mean()), float(b.mean()), gained, lost, float(p), forgotten)
+
+
+def decide(
+    champion: dict[int, list[int]], contenders: dict[str, dict[int, list[int]]], cfg: GateConfig
+) -> dict[str, Decision]:
+    """One decision per contender. Holm runs over all of them: trying more candidates raises the bar."""
+    names = list(contenders)
+    stats = {n: paired(champion, contenders[n], cfg) for n in names}
+    pvals = [stats[n].p_value for n in names]
+    reject, p_adj, _, _ = multipletests(pvals, alpha=cfg.alpha, method="holm")
+    out = {}
+    for n, rej, padj in zip(names, reject, p_adj):
+        s = stats[n]
+        effect = s.contender_acc - s.champion_acc
+        info = asdict(s) | {"p_holm": float(padj), "m": len(names), "alpha": cfg.alpha, "effect": effect,
+                            "min_effect": cfg.min_effect}
+        info["forgotten"] = {str(k): list(v) for k, v in s.forgotten.items()}
+        if s.forgotten:
+            lv = ", ".join(f"{k} ({v[0]:.2f}->{v[1]:.2f})" for k, v in s.forgotten.items())
+            reason = f"refused: forgets solved level(s) {lv}"
+        elif effect < cfg.min_effect:
+            reason = f"refused: effect {effect:+.4f} below the minimum {cfg.min_effect:.4f}"
+        elif not rej:
+            reason = (f"refused: not significant (p={s.p_value:.3g}, Holm-adjusted {padj:.3g} > alpha "
+                      f"{cfg.alpha} over {len(names)} contenders)")
+        else:
+            reason = (f"promoted: +{effect:.4f} sealed accuracy, {s.gained} gained vs {s.lost} lost, "
+                      f"Holm-adjusted p={padj:.3g}")
+        out[n] = Decision(n, reason.startswith("promoted"), reason, info)
+    return out

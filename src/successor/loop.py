@@ -1,0 +1,356 @@
+"""The generation loop: the ten stages of DESIGN.md, each committing its result before the next begins.
+
+A stage is a method `_<name>(g, ctx) -> dict`. Its result is stored in `stages`; on a re-run a finished stage is
+read back instead of redone, and a finished experiment is never run again (experiments are named by the digest
+of their job: recipe, parent and data).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from . import evaluator
+from .curator import curate_level
+from .data import load_shard, save_shard, tier_rng
+from .executor import LocalExecutor
+from .gate import decide
+from .researchers.evolution import Evolution, recipe_key
+from .run import RunDir
+from .tasks import Problem
+from .workloads.tinylm import checkpoint
+from .workloads.tinylm.recipe import Recipe
+
+STAGES = ["assess", "propose", "implement", "experiment", "interpret", "select", "curate", "train", "evaluate",
+          "gate"]
+
+
+class Progress:
+    """What the loop tells a display. The CLI's rich view overrides these; the default says nothing."""
+
+    def stage(self, generation: int, name: str) -> None: ...
+
+    def experiments(self, done: int, total: int) -> None: ...
+
+    def generation_done(self, generation: int, promoted: bool, frontier: int) -> None: ...
+
+
+class Loop:
+    def __init__(self, run: RunDir, progress: Progress | None = None):
+        self.run = run
+        self.cfg = run.cfg
+        self.store = run.store
+        self.audit = run.audit
+        self.task = run.task
+        self.progress = progress or Progress()
+        self.executor = LocalExecutor(self.cfg.loop.experiment_timeout_s, self.cfg.loop.threads)
+        self.researcher = Evolution(self.cfg.researcher)
+        self._models: dict[str, object] = {}
+
+    # -- driver ----------------------------------------------------------------------------------------------
+    def run_all(self) -> None:
+        resumed = self.store.generation(0) is not None
+        self.audit.append("run.resume" if resumed else "run.start", run_dir=str(self.run.root),
+                          tiers={k: t.digest for k, t in self.run.tiers.items()})
+        for g in range(self.cfg.loop.generations + 1):
+            row = self.store.generation(g)
+            if row is not None and row["status"] == "done":
+                continue
+            self.generation(g)
+        self.audit.append("run.finished", champion=self.store.champion())
+
+    def generation(self, g: int) -> None:
+        champion = self.store.champion()
+        self.store.open_generation(g, champion, self.run.tiers["sealed"].digest)
+        if self.store.stage_result(g, "assess") is None:
+            self.audit.append("generation.start", generation=g, champion=champion,
+                              sealed_digest=self.run.tiers["sealed"].digest)
+        ctx: dict = {"champion": champion}
+        for name in STAGES:
+            result = self.store.stage_result(g, name)
+            if result is None:
+                self.progress.stage(g, name)
+                self.store.stage_started(g, name)
+                result = getattr(self, f"_{name}")(g, ctx)
+                self.store.stage_done(g, name, result)
+                self.audit.append(f"stage.{name}", generation=g, result=_brief(result))
+            ctx[name] = result
+        gate = ctx["gate"]
+        self.store.close_generation(g, gate["promoted"], gate["champion"], gate["frontier"])
+        self.audit.append("generation.end", generation=g, promoted=gate["promoted"], champion=gate["champion"],
+                          frontier=gate["frontier"])
+        self.progress.generation_done(g, gate["promoted"], gate["frontier"])
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def model(self, digest: str):
+        if digest not in self._models:
+            self._models[digest] = checkpoint.load(self.store.model_path(digest))
+        return self._models[digest]
+
+    def tier_items(self, tier: str) -> list[Problem]:
+        return [p for p, _ in load_shard(self.run.tiers[tier].path)]
+
+    def grade(self, digest: str, tier: str) -> dict[int, list[int]]:
+        t = self.run.tiers[tier]
+        items = self.store.evaluation(digest, tier, t.digest)
+        if items is None:
+            items = evaluator.grade(self.model(digest), self.task, self.tier_items(tier))
+            self.store.save_evaluation(digest, tier, t.digest, items)
+        return items
+
+    def accepted_data(self) -> list[str]:
+        """Curated shards of promoted generations, oldest first."""
+        rows = self.store.q("SELECT path FROM data_manifests WHERE kind='curated' AND accepted=1 "
+                            "ORDER BY generation")
+        return [r["path"] for r in rows]
+
+    def make_job(self, g: int, cand: str, recipe: Recipe, parent: str | None, newest: list[str],
+                 older: list[str]) -> str:
+        """Write a job into its workspace; the experiment id is the digest of what defines the work."""
+        body = {
+            "task": self.cfg.task.name,
+            "recipe": recipe.model_dump(),
+            "parent": parent if recipe.init == "parent" else None,
+            "data": {"human": [self.run.tiers["human"].digest], "newest": [Path(p).stem for p in newest],
+                     "older": [Path(p).stem for p in older]},
+        }
+        exp_id = "x" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:15]
+        ws = self.run.workspace(exp_id)
+        ws.mkdir(parents=True, exist_ok=True)
+        job = {
+            "task": self.cfg.task.name,
+            "recipe": recipe.model_dump(),
+            "parent": str(self.store.model_path(parent)) if body["parent"] else None,
+            "data": {"human": [str(self.run.tiers["human"].path)], "newest": newest, "older": older},
+            "dev": str(self.run.tiers["dev"].path),
+            "out": str(ws / "out"),
+            "threads": self.executor.threads,
+        }
+        (ws / "job.json").write_text(json.dumps(job, indent=2))
+        return exp_id
+
+    def execute(self, g: int, cand: str, exp_id: str, kind: str) -> dict:
+        """Run an experiment unless it already finished (then its recorded outcome is returned)."""
+        row = self.store.experiment(exp_id)
+        if row is not None and row["status"] in ("done", "failed", "timeout"):
+            return dict(row)
+        ws = self.run.workspace(exp_id)
+        shutil.rmtree(ws / "out", ignore_errors=True)  # a half-written output of a killed attempt
+        self.store.experiment_started(exp_id, cand, g, kind)
+        self.audit.append("experiment.start", generation=g, candidate=cand, experiment=exp_id, kind=kind)
+        outcome = self.executor.run(ws / "job.json")
+        model, metrics = None, None
+        if outcome.status == "done":
+            try:
+                model, metrics = self._collect(g, exp_id, ws / "out")
+            except (OSError, ValueError, KeyError) as e:
+                outcome.status, outcome.error = "failed", f"unreadable output: {e}"
+        self.store.experiment_finished(exp_id, outcome.status, outcome.wall_s, model, outcome.error, metrics)
+        self.audit.append("experiment.end", generation=g, experiment=exp_id, status=outcome.status, model=model,
+                          error=outcome.error, wall_s=round(outcome.wall_s, 2))
+        return dict(self.store.experiment(exp_id))
+
+    def _collect(self, g: int, exp_id: str, out: Path) -> tuple[str, dict]:
+        metrics = json.loads((out / "metrics.json").read_text())
+        self.model_check(out / "checkpoint")
+        digest = checkpoint.digest(out / "checkpoint")
+        dest = self.run.models_dir / digest
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(out / "checkpoint", dest.with_suffix(".tmp"), dirs_exist_ok=True)
+            dest.with_suffix(".tmp").rename(dest)
+        parent = self.store.generation(g)["parent_model"]
+        self.store.add_model(digest, str(dest), parent, g, exp_id)
+        return digest, metrics
+
+    @staticmethod
+    def model_check(path: Path) -> None:
+        checkpoint.load(path)  # loads as data; raises ValueError on a malformed checkpoint
+
+    # -- the ten stages --------------------------------------------------------------------------------------
+    def _assess(self, g: int, ctx: dict) -> dict:
+        if ctx["champion"] is None:
+            return {"dev_acc": {}, "frontier": 0, "weakest": []}
+        acc = evaluator.accuracy(self.grade(ctx["champion"], "dev"))
+        thr = self.cfg.curator.solve_threshold
+        front = evaluator.frontier(acc, thr)
+        weakest = [lvl for lvl, a in acc.items() if a < thr][:3]
+        return {"dev_acc": {str(k): v for k, v in acc.items()}, "frontier": front, "weakest": weakest}
+
+    def _propose(self, g: int, ctx: dict) -> dict:
+        rng = np.random.default_rng([self.cfg.seed, 7, g])
+        if g == 0:
+            proposals = [(self.cfg.bootstrap, "bootstrap: train the first champion on human data")]
+        else:
+            rows = self.store.q("SELECT c.recipe, c.parent_model, c.recipe_key, c.id FROM candidates c")
+            scores = {}
+            for r in self.store.q("SELECT generation, result FROM stages WHERE name='interpret' AND status='done'"):
+                for cid, info in json.loads(r["result"]).items():
+                    scores[cid] = info["score"] if info["score"] is not None else float("-inf")
+            history = [(Recipe(**json.loads(r["recipe"])), scores[r["id"]]) for r in rows if r["id"] in scores
+                       and r["id"] != "g0c0"]
+            tried = {r["recipe_key"] for r in rows if r["parent_model"] == ctx["champion"]}
+            incumbent = self._incumbent(ctx["champion"])
+            props = self.researcher.propose(incumbent, history, tried, self.cfg.researcher.candidates, rng)
+            proposals = [(p.recipe, p.rationale) for p in props]
+        ids = []
+        for i, (recipe, why) in enumerate(proposals):
+            recipe = recipe.model_copy(update={"seed": int(rng.integers(2**31))})
+            cid = f"g{g}c{i}"
+            self.store.x("INSERT OR REPLACE INTO candidates VALUES(?,?,?,?,?,?,?)", cid, g, i,
+                         recipe.model_dump_json(), recipe_key(recipe), why, ctx["champion"])
+            ids.append(cid)
+        return {"candidates": ids}
+
+    def _incumbent(self, champion: str) -> Recipe:
+        row = self.store.one("SELECT c.recipe FROM gate_decisions d JOIN candidates c ON c.id=d.candidate_id "
+                             "WHERE d.model=? AND d.promoted=1 AND d.generation>0", champion)
+        return Recipe(**json.loads(row["recipe"])) if row else self.cfg.successor
+
+    def _recipe(self, cid: str) -> Recipe:
+        return Recipe(**json.loads(self.store.one("SELECT recipe FROM candidates WHERE id=?", cid)["recipe"]))
+
+    def _implement(self, g: int, ctx: dict) -> dict:
+        data = self.accepted_data()
+        newest, older = data[-1:], data[:-1]
+        return {"experiments": {cid: self.make_job(g, cid, self._recipe(cid), ctx["champion"], newest, older)
+                                for cid in ctx["propose"]["candidates"]}}
+
+    def _experiment(self, g: int, ctx: dict) -> dict:
+        exps = ctx["implement"]["experiments"]
+        out = {}
+        for i, (cid, exp_id) in enumerate(exps.items()):
+            self.progress.experiments(i, len(exps))
+            row = self.execute(g, cid, exp_id, "candidate")
+            out[cid] = {"experiment": exp_id, "status": row["status"], "model": row["model"], "error": row["error"]}
+        self.progress.experiments(len(exps), len(exps))
+        return out
+
+    def _interpret(self, g: int, ctx: dict) -> dict:
+        """Research memory: each candidate's validation score, or why it failed, for later proposals."""
+        out = {}
+        for cid, e in ctx["experiment"].items():
+            if e["status"] != "done":
+                out[cid] = {"score": None, "status": e["status"], "note": e["error"]}
+                continue
+            acc = evaluator.accuracy(self.grade(e["model"], "validation"))
+            out[cid] = {"score": evaluator.score(acc), "status": "done",
+                        "frontier": evaluator.frontier(acc, self.cfg.curator.solve_threshold),
+                        "note": _recipe_diff(self._recipe(cid), self.cfg.successor)}
+        return out
+
+    def _select(self, g: int, ctx: dict) -> dict:
+        done = sorted((c for c, i in ctx["interpret"].items() if i["score"] is not None),
+                      key=lambda c: -ctx["interpret"][c]["score"])
+        return {"selected": done[0] if done else None, "ranking": done}
+
+    def _curate(self, g: int, ctx: dict) -> dict:
+        cfg = self.cfg.curator
+        if g == 0:
+            return {"level": None, "skipped": "bootstrap generation trains on human data only"}
+        if ctx["select"]["selected"] is None:
+            return {"level": None, "skipped": "no candidate finished"}
+        level = ctx["assess"]["frontier"] + 1
+        if level > self.cfg.task.eval_max_level:
+            return {"level": None, "skipped": f"level {level} is beyond eval_max_level"}
+        others = [self.model(ctx["experiment"][c]["model"]) for c in ctx["select"]["ranking"]]
+        problems = self.task.generate(level, cfg.problems, tier_rng(self.cfg.seed, "curate", g))
+        dev_acc = ctx["assess"]["dev_acc"].get(str(level), 0.0)
+        cur = curate_level(self.task, cfg, level, problems, dev_acc, self.model(ctx["champion"]), others)
+        noise = float(np.mean([not self.task.check(p, y) for p, y in cur.items])) if cur.items else None
+        stats = {"level": level, "labelled": cur.labelled, "kept": len(cur.items), "agreement": cur.agreement,
+                 "champion_dev_acc": dev_acc, "filter": cfg.filter, "skipped": cur.skipped,
+                 "true_noise_hidden": noise}  # measured with the hidden checker; never used to decide
+        if cur.skipped:
+            return stats | {"shard": None}
+        digest, path = save_shard(cur.items, self.run.data_dir)
+        self.store.x("INSERT OR REPLACE INTO data_manifests VALUES(?,?,?,?,?,?,?,0)", digest, g, "curated",
+                     str(path), len(cur.items), json.dumps([level]), json.dumps(stats))
+        return stats | {"shard": str(path)}
+
+    def _train(self, g: int, ctx: dict) -> dict:
+        sel = ctx["select"]["selected"]
+        if sel is None:
+            return {"successor": None, "experiment": None}
+        data = self.accepted_data()
+        shard = ctx["curate"].get("shard")
+        if shard and self.cfg.curator.policy == "accumulate":
+            newest, older = [shard], data
+        elif shard:
+            newest, older = [shard], []
+        else:
+            newest, older = data[-1:], data[:-1]
+        exp_id = self.make_job(g, sel, self._recipe(sel), ctx["champion"], newest, older)
+        row = self.execute(g, sel, exp_id, "successor")
+        return {"successor": row["model"], "experiment": exp_id, "status": row["status"], "error": row["error"]}
+
+    def _evaluate(self, g: int, ctx: dict) -> dict:
+        models = {"champion": ctx["champion"], "successor": ctx["train"]["successor"]}
+        for cid in ctx["select"]["ranking"]:
+            if cid != ctx["select"]["selected"]:
+                models[cid] = ctx["experiment"][cid]["model"]
+        out = {}
+        for name, digest in models.items():
+            if digest is None:
+                continue
+            out[name] = {"model": digest, **{tier: {str(k): v for k, v in
+                                                    evaluator.accuracy(self.grade(digest, tier)).items()}
+                                             for tier in ("validation", "sealed")}}
+        return out
+
+    def _gate(self, g: int, ctx: dict) -> dict:
+        champion = ctx["champion"]
+        sealed = self.run.tiers["sealed"]
+        sel = ctx["select"]["selected"]
+        contenders: dict[str, dict] = {}
+        names: dict[str, str] = {}
+        for name, info in ctx["evaluate"].items():
+            if name == "champion":
+                continue
+            cid = sel if name == "successor" else name
+            contenders[cid] = self.grade(info["model"], "sealed")
+            names[cid] = info["model"]
+        champ_items = (self.grade(champion, "sealed") if champion else
+                       {lvl: [0] * len(v) for lvl, v in next(iter(contenders.values())).items()} if contenders
+                       else {})
+        decisions = decide(champ_items, contenders, self.cfg.gate) if contenders else {}
+        for cid in ctx["propose"]["candidates"]:  # failed candidates are refused too, with their failure
+            if cid not in decisions:
+                e = ctx["experiment"][cid]
+                why = ctx["train"].get("error") if cid == sel else e["error"]
+                self._decide(g, cid, None, "candidate", False, f"refused: experiment {e['status']}: {why}", {})
+        promoted = False
+        for cid, d in decisions.items():
+            role = "successor" if cid == sel else "candidate"
+            reason, ok = d.reason, d.promoted
+            if role == "candidate" and ok:
+                reason, ok = "not promoted: passes the gate but was not selected on validation", False
+            promoted = promoted or ok
+            self._decide(g, cid, names[cid], role, ok, reason, d.stats)
+        new_champion = ctx["train"]["successor"] if promoted else champion
+        front = evaluator.frontier(evaluator.accuracy(self.grade(new_champion, "sealed")),
+                                   self.cfg.gate.solve_threshold) if new_champion else 0
+        if promoted:
+            self.store.x("UPDATE data_manifests SET accepted=1 WHERE generation=? AND kind='curated'", g)
+        return {"promoted": promoted, "champion": new_champion, "frontier": front, "sealed_digest": sealed.digest,
+                "reasons": {cid: d.reason for cid, d in decisions.items()}}
+
+    def _decide(self, g, cid, model, role, promoted, reason, stats) -> None:
+        self.store.x("INSERT OR REPLACE INTO gate_decisions VALUES(?,?,?,?,?,?,?,strftime('%s','now'))", g, cid,
+                     model, role, int(promoted), reason, json.dumps(stats))
+        self.audit.append("gate.decision", generation=g, candidate=cid, model=model, role=role,
+                          promoted=promoted, reason=reason)
+
+
+def _recipe_diff(recipe: Recipe, base: Recipe) -> str:
+    a, b = recipe.model_dump(exclude={"seed"}), base.model_dump(exclude={"seed"})
+    return ", ".join(f"{k}={a[k]}" for k in a if a[k] != b[k]) or "base recipe"
+
+
+def _brief(result: dict) -> dict:
+    """Audit events carry the stage result, minus bulky per-level tables."""
+    text = json.dumps(result)
+    return result if len(text) < 4000 else {"digest": hashlib.sha256(text.encode()).hexdigest()}

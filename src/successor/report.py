@@ -1,0 +1,3 @@
+"""Placeholder replaced below."""
+def write_report(run_dir):
+    raise NotImplementedError

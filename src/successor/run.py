@@ -1,0 +1,93 @@
+"""A run on disk: its directory layout, resolved config, data tiers, store and audit log.
+
+    run_dir/config.yaml            the config as resolved (a re-run must match it)
+    run_dir/lineage.db             the SQLite store
+    run_dir/audit.jsonl            the hash-chained audit log
+    run_dir/artifacts/data/        human, dev and curated shards (candidate-visible), named by digest
+    run_dir/artifacts/models/      checkpoints (safetensors + config.json), named by digest
+    run_dir/harness/               validation and sealed tiers (harness-only)
+    run_dir/workspaces/<exp>/      one folder per experiment: job.json, log.txt, out/
+    run_dir/report/                what `successor report` writes
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .audit import AuditLog
+from .config import ConfigError, RunConfig
+from .data import file_digest, labelled, save_shard, tier_rng
+from .store import Store
+from .tasks import Task, get_task
+
+
+@dataclass
+class Tier:
+    name: str
+    path: Path
+    digest: str
+
+
+class RunDir:
+    def __init__(self, root: Path, cfg: RunConfig):
+        self.root = Path(root)
+        self.cfg = cfg
+        self.task: Task = get_task(cfg.task.name)
+        self._claim()
+        self.store = Store(self.root / "lineage.db")
+        self.audit = AuditLog(self.root / "audit.jsonl")
+        self.tiers = self._tiers()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "artifacts" / "data"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "artifacts" / "models"
+
+    def workspace(self, exp_id: str) -> Path:
+        return self.root / "workspaces" / exp_id
+
+    def _claim(self) -> None:
+        """Write the resolved config, or check that an existing run directory holds the same one."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / "config.yaml"
+        resolved = self.cfg.model_dump(mode="json")
+        if path.exists():
+            old = yaml.safe_load(path.read_text())
+            if old != resolved:
+                diff = sorted(k for k in set(old) | set(resolved) if old.get(k) != resolved.get(k))
+                raise ConfigError(f"run-dir: {self.root} holds a run with a different config "
+                                  f"(sections differ: {', '.join(diff)}); use a new --run-dir")
+        else:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
+            tmp.replace(path)
+
+    def _tiers(self) -> dict[str, Tier]:
+        """Generate the tiers once from the run seed (idempotent: content-addressed files)."""
+        t, seed = self.cfg.task, self.cfg.seed
+        lo, hi = t.human_levels
+        every = list(range(1, t.eval_max_level + 1))
+        plan = {
+            "human": (list(range(lo, hi + 1)), t.human_per_level, self.data_dir),
+            "dev": (every, t.dev_per_level, self.data_dir),
+            "validation": (every, t.validation_per_level, self.root / "harness"),
+            "sealed": (every, t.sealed_per_level, self.root / "harness"),
+        }
+        tiers = {}
+        for name, (levels, per, where) in plan.items():
+            known = self.store.get_meta(f"tier.{name}")
+            if known and (where / f"{known}.jsonl").exists():
+                path = where / f"{known}.jsonl"
+                if file_digest(path) != known:
+                    raise RuntimeError(f"tier {name} at {path} does not match its recorded digest")
+                tiers[name] = Tier(name, path, known)
+                continue
+            digest, path = save_shard(labelled(self.task, levels, per, tier_rng(seed, name)), where)
+            self.store.set_meta(f"tier.{name}", digest)
+            tiers[name] = Tier(name, path, digest)
+        return tiers

@@ -1,0 +1,42 @@
+"""`successor status`: the lineage as data, read straight from the store."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+
+def status_dict(run_dir: Path) -> dict:
+    db = sqlite3.connect(f"file:{Path(run_dir) / 'lineage.db'}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    gens = []
+    for g in db.execute("SELECT * FROM generations ORDER BY idx"):
+        decisions = db.execute("SELECT * FROM gate_decisions WHERE generation=? ORDER BY candidate_id",
+                               (g["idx"],)).fetchall()
+        succ = next((d for d in decisions if d["role"] == "successor"), None)
+        gens.append({
+            "generation": g["idx"],
+            "status": g["status"],
+            "parent": g["parent_model"],
+            "champion": g["champion_model"],
+            "promoted": bool(g["promoted"]) if g["promoted"] is not None else None,
+            "frontier": g["frontier"],
+            "sealed_digest": g["sealed_digest"],
+            "wall_s": round(g["finished"] - g["started"], 1) if g["finished"] else None,
+            "gate": ({"candidate": succ["candidate_id"], "reason": succ["reason"], "stats": json.loads(succ["stats"])}
+                     if succ else None),
+            "decisions": [{"candidate": d["candidate_id"], "role": d["role"], "promoted": bool(d["promoted"]),
+                           "reason": d["reason"]} for d in decisions],
+        })
+    stage = db.execute("SELECT generation, name FROM stages WHERE status='running' ORDER BY started DESC "
+                       "LIMIT 1").fetchone()
+    db.close()
+    done = [g for g in gens if g["status"] == "done"]
+    return {
+        "run_dir": str(run_dir),
+        "generations": gens,
+        "promoted": sum(1 for g in done if g["promoted"]),
+        "champion": done[-1]["champion"] if done else None,
+        "frontier": done[-1]["frontier"] if done else None,
+        "in_progress": {"generation": stage["generation"], "stage": stage["name"]} if stage else None,
+    }

@@ -1,0 +1,139 @@
+"""The lineage store: one SQLite file per run (`lineage.db`). Every write commits at once, so a kill -9 loses
+at most the step in flight, and a re-run resumes from what is here."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS generations(
+  idx INTEGER PRIMARY KEY, parent_model TEXT, status TEXT NOT NULL, sealed_digest TEXT,
+  started REAL, finished REAL, promoted INTEGER, champion_model TEXT, frontier INTEGER);
+CREATE TABLE IF NOT EXISTS stages(
+  generation INTEGER, name TEXT, status TEXT NOT NULL, started REAL, finished REAL, result TEXT,
+  PRIMARY KEY(generation, name));
+CREATE TABLE IF NOT EXISTS candidates(
+  id TEXT PRIMARY KEY, generation INTEGER NOT NULL, ordinal INTEGER NOT NULL, recipe TEXT NOT NULL,
+  recipe_key TEXT NOT NULL, rationale TEXT, parent_model TEXT);
+CREATE TABLE IF NOT EXISTS experiments(
+  id TEXT PRIMARY KEY, candidate_id TEXT NOT NULL, generation INTEGER NOT NULL, kind TEXT NOT NULL,
+  status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, started REAL, finished REAL, wall_s REAL,
+  model TEXT, error TEXT, metrics TEXT);
+CREATE TABLE IF NOT EXISTS models(
+  digest TEXT PRIMARY KEY, path TEXT NOT NULL, parent TEXT, generation INTEGER, experiment_id TEXT, created REAL);
+CREATE TABLE IF NOT EXISTS evaluations(
+  model TEXT, tier TEXT, tier_digest TEXT, level INTEGER, n INTEGER, correct INTEGER, items TEXT,
+  PRIMARY KEY(model, tier, tier_digest, level));
+CREATE TABLE IF NOT EXISTS data_manifests(
+  digest TEXT, generation INTEGER, kind TEXT, path TEXT, n INTEGER, levels TEXT, stats TEXT,
+  accepted INTEGER NOT NULL DEFAULT 1, PRIMARY KEY(digest, generation, kind));
+CREATE TABLE IF NOT EXISTS gate_decisions(
+  generation INTEGER, candidate_id TEXT, model TEXT, role TEXT, promoted INTEGER NOT NULL, reason TEXT NOT NULL,
+  stats TEXT, decided REAL, PRIMARY KEY(generation, candidate_id));
+"""
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- generic helpers -------------------------------------------------------------------------------------
+    def q(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        return self.db.execute(sql, args).fetchall()
+
+    def one(self, sql: str, *args: Any) -> sqlite3.Row | None:
+        return self.db.execute(sql, args).fetchone()
+
+    def x(self, sql: str, *args: Any) -> None:
+        self.db.execute(sql, args)
+
+    # -- meta ------------------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.one("SELECT value FROM meta WHERE key=?", key)
+        return row["value"] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.x("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", key, value)
+
+    # -- stages: the unit of resumption ----------------------------------------------------------------------
+    def stage_result(self, generation: int, name: str) -> dict | None:
+        row = self.one("SELECT status, result FROM stages WHERE generation=? AND name=?", generation, name)
+        return json.loads(row["result"]) if row and row["status"] == "done" else None
+
+    def stage_started(self, generation: int, name: str) -> None:
+        self.x("INSERT INTO stages(generation, name, status, started) VALUES(?,?,?,?) "
+               "ON CONFLICT(generation, name) DO UPDATE SET status='running', started=excluded.started",
+               generation, name, "running", time.time())
+
+    def stage_done(self, generation: int, name: str, result: dict) -> None:
+        self.x("UPDATE stages SET status='done', finished=?, result=? WHERE generation=? AND name=?",
+               time.time(), json.dumps(result, sort_keys=True), generation, name)
+
+    # -- generations -----------------------------------------------------------------------------------------
+    def generation(self, idx: int) -> sqlite3.Row | None:
+        return self.one("SELECT * FROM generations WHERE idx=?", idx)
+
+    def open_generation(self, idx: int, parent_model: str | None, sealed_digest: str) -> None:
+        self.x("INSERT OR IGNORE INTO generations(idx, parent_model, status, sealed_digest, started) "
+               "VALUES(?,?,?,?,?)", idx, parent_model, "running", sealed_digest, time.time())
+
+    def close_generation(self, idx: int, promoted: bool, champion: str, frontier: int) -> None:
+        self.x("UPDATE generations SET status='done', finished=?, promoted=?, champion_model=?, frontier=? "
+               "WHERE idx=?", time.time(), int(promoted), champion, frontier, idx)
+
+    def champion(self) -> str | None:
+        row = self.one("SELECT champion_model FROM generations WHERE status='done' ORDER BY idx DESC LIMIT 1")
+        return row["champion_model"] if row else None
+
+    # -- experiments -----------------------------------------------------------------------------------------
+    def experiment(self, exp_id: str) -> sqlite3.Row | None:
+        return self.one("SELECT * FROM experiments WHERE id=?", exp_id)
+
+    def experiment_started(self, exp_id: str, candidate_id: str, generation: int, kind: str) -> None:
+        self.x("INSERT INTO experiments(id, candidate_id, generation, kind, status, attempts, started) "
+               "VALUES(?,?,?,?, 'running', 1, ?) ON CONFLICT(id) DO UPDATE SET status='running', "
+               "attempts=attempts+1, started=excluded.started, error=NULL",
+               exp_id, candidate_id, generation, kind, time.time())
+
+    def experiment_finished(self, exp_id: str, status: str, wall_s: float, model: str | None,
+                            error: str | None, metrics: dict | None) -> None:
+        self.x("UPDATE experiments SET status=?, finished=?, wall_s=?, model=?, error=?, metrics=? WHERE id=?",
+               status, time.time(), wall_s, model, error, json.dumps(metrics) if metrics is not None else None,
+               exp_id)
+
+    # -- models and evaluations ------------------------------------------------------------------------------
+    def add_model(self, digest: str, path: str, parent: str | None, generation: int, experiment_id: str | None):
+        self.x("INSERT OR IGNORE INTO models(digest, path, parent, generation, experiment_id, created) "
+               "VALUES(?,?,?,?,?,?)", digest, path, parent, generation, experiment_id, time.time())
+
+    def model_path(self, digest: str) -> Path:
+        row = self.one("SELECT path FROM models WHERE digest=?", digest)
+        if row is None:
+            raise KeyError(f"unknown model {digest[:12]}")
+        return Path(row["path"])
+
+    def evaluation(self, model: str, tier: str, tier_digest: str) -> dict[int, list[int]] | None:
+        rows = self.q("SELECT level, items FROM evaluations WHERE model=? AND tier=? AND tier_digest=?",
+                      model, tier, tier_digest)
+        return {r["level"]: json.loads(r["items"]) for r in rows} or None
+
+    def save_evaluation(self, model: str, tier: str, tier_digest: str, items: dict[int, list[int]]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            for level, hits in items.items():
+                self.db.execute(
+                    "INSERT OR REPLACE INTO evaluations VALUES(?,?,?,?,?,?,?)",
+                    (model, tier, tier_digest, level, len(hits), int(sum(hits)), json.dumps(hits)),
+                )

@@ -1,0 +1,16 @@
+"""Problem families. `get_task(name)` is the registry; add a task by adding a module and a line here."""
+from __future__ import annotations
+
+from .addition import Addition
+from .base import PAD_ID, VOCAB_SIZE, Problem, Task, decode, encode
+
+TASKS: dict[str, type] = {"addition": Addition}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}")
+    return TASKS[name]()
+
+
+__all__ = ["PAD_ID", "VOCAB_SIZE", "Problem", "Task", "decode", "encode", "get_task", "TASKS"]

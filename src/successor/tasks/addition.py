@@ -1,0 +1,48 @@
+"""Reversed addition: `a+b=c` with every number written least significant digit first.
+
+Difficulty is the operand length n; both operands have exactly n digits and the answer is written with exactly
+n+1 digits (a trailing zero when there is no final carry), so the answer length is known from the level.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Problem
+
+
+class Addition:
+    name = "addition"
+
+    def generate(self, level: int, n: int, rng: np.random.Generator) -> list[Problem]:
+        if level < 1:
+            raise ValueError(f"addition level must be >= 1, got {level}")
+        digits = rng.integers(0, 10, size=(n, 2, level))
+        if level > 1:  # the most significant digit (last, reversed) is nonzero so length == level exactly
+            digits[:, :, -1] = rng.integers(1, 10, size=(n, 2))
+        out = []
+        for row in digits:
+            a = "".join(map(str, row[0]))
+            b = "".join(map(str, row[1]))
+            out.append(Problem(prompt=f"{a}+{b}=", level=level))
+        return out
+
+    def answer_length(self, level: int) -> int:
+        return level + 1
+
+    def answer(self, problem: Problem) -> str:
+        a_rev, b_rev = problem.prompt.rstrip("=").split("+")
+        total = int(a_rev[::-1]) + int(b_rev[::-1])
+        return str(total).zfill(problem.level + 1)[::-1]
+
+    def check(self, problem: Problem, answer: str) -> bool:
+        return answer == self.answer(problem)
+
+    def position_ids(self, level: int, offset: int = 0) -> list[int]:
+        """Aligned digit-index positions: operand digit k sits at k, '=' at 1 and answer digit k at k+1.
+
+        The token that predicts answer digit k therefore sits at position k, beside the operand digits it adds.
+        '+' gets 0. A training offset shifts every nonzero position, so longer numbers reuse trained slots.
+        """
+        operand = [k + offset for k in range(1, level + 1)]
+        answer = [k + 1 + offset for k in range(1, level + 2)]
+        return operand + [0] + operand + [1 + offset] + answer

@@ -1,0 +1,65 @@
+"""Batched greedy decoding, with a KV cache (fast path) and by full re-encoding (the reference)."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from ...tasks import Problem, Task, decode, encode
+from .model import TinyLM
+from .sequences import position_ids
+
+
+@torch.no_grad()
+def greedy_same_level(
+    model: TinyLM, task: Task, problems: list[Problem], offset: int = 0, use_cache: bool = True
+) -> list[str]:
+    """Decode answers for problems that share one level (so prompts have equal length and need no padding)."""
+    level = problems[0].level
+    assert all(p.level == level for p in problems), "one level per call"
+    A = task.answer_length(level)
+    prompt = torch.tensor([encode(p.prompt) for p in problems], dtype=torch.long)
+    B, P = prompt.shape
+    pos_full = torch.tensor(position_ids(task, model.cfg.position, level, P + A, offset), dtype=torch.long)
+    pos_full = pos_full.unsqueeze(0).expand(B, -1)
+    was_training = model.training
+    model.eval()
+    seq = prompt
+    if use_cache:
+        logits, cache = model(prompt, pos_full[:, :P])
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        out = [nxt]
+        for i in range(1, A):
+            logits, cache = model(nxt, pos_full[:, P + i - 1 : P + i], cache)
+            nxt = logits[:, -1].argmax(-1, keepdim=True)
+            out.append(nxt)
+        answer = torch.cat(out, dim=1)
+    else:
+        for _ in range(A):
+            logits, _ = model(seq, pos_full[:, : seq.shape[1]])
+            seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        answer = seq[:, P:]
+    model.train(was_training)
+    return [decode(row.tolist()) for row in answer]
+
+
+def greedy(
+    model: TinyLM,
+    task: Task,
+    problems: list[Problem],
+    offset: int = 0,
+    batch_size: int = 512,
+    use_cache: bool = True,
+) -> list[str]:
+    """Decode any mix of levels: groups by level, batches, and returns answers in the input order."""
+    by_level: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(problems):
+        by_level[p.level].append(i)
+    answers: list[str] = [""] * len(problems)
+    for idxs in by_level.values():
+        for s in range(0, len(idxs), batch_size):
+            chunk = idxs[s : s + batch_size]
+            outs = greedy_same_level(model, task, [problems[i] for i in chunk], offset, use_cache)
+            for i, a in zip(chunk, outs):
+                answers[i] = a
+    return answers

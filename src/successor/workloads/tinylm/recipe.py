@@ -1,0 +1,52 @@
+"""The tinylm recipe: every knob a researcher may turn, typed and bounded, and the space evolution searches."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Recipe(BaseModel):
+    """How one model is trained. Architecture fields only apply when training from scratch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_layer: int = Field(4, ge=1, le=12)
+    n_embd: int = Field(128, ge=16, le=1024)
+    n_head: int = Field(4, ge=1, le=16)
+    ffn_mult: int = Field(4, ge=1, le=8)
+    position: Literal["digit_index", "digit_rope", "learned", "rope", "none"] = "digit_index"
+    max_offset: int = Field(20, ge=0, le=64, description="random position offset range used in training")
+    dropout: float = Field(0.0, ge=0.0, le=0.5)
+    lr: float = Field(1e-3, gt=0.0, le=0.1)
+    schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    warmup: int = Field(50, ge=0)
+    batch_size: int = Field(64, ge=1, le=4096)
+    steps: int = Field(3000, ge=1)
+    weight_decay: float = Field(0.1, ge=0.0, le=1.0)
+    init: Literal["parent", "scratch"] = "parent"
+    seed: int = 0
+    mix_newest: float = Field(0.5, ge=0.0, le=1.0, description="batch share of the newest curated data")
+    mix_human: float = Field(0.25, ge=0.0, le=1.0, description="batch share of human data; the rest is older")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Recipe":
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.mix_newest + self.mix_human > 1.0 + 1e-9:
+            raise ValueError("mix_newest + mix_human must be <= 1")
+        return self
+
+
+# The evolution researcher mutates these fields among these values (ordered, so a mutation is a neighbour step).
+SEARCH_SPACE: dict[str, list] = {
+    "lr": [1e-4, 2e-4, 3e-4, 5e-4, 7e-4, 1e-3, 1.5e-3, 2e-3, 3e-3],
+    "steps": [100, 150, 200, 300, 400, 600, 800, 1200],
+    "weight_decay": [0.0, 0.01, 0.05, 0.1, 0.2],
+    "warmup": [0, 10, 25, 50, 100],
+    "schedule": ["cosine", "constant", "linear"],
+    "max_offset": [0, 5, 10, 20, 30],
+    "mix_newest": [0.25, 0.4, 0.5, 0.6, 0.75],
+    "mix_human": [0.1, 0.2, 0.25, 0.3, 0.5],
+    "batch_size": [32, 48, 64, 96, 128],
+}

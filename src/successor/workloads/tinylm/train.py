@@ -1,0 +1,163 @@
+"""The tinylm training loop: one readable function, plus the entry point a candidate's subprocess runs.
+
+`python -m successor.workloads.tinylm.train JOB.json` reads a job (recipe, parent checkpoint, data shards, dev
+set, output folder), trains, and writes a safetensors checkpoint and `metrics.json` into the output folder.
+Dev accuracy in metrics.json is the candidate's own report: shown to humans, never used to promote it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...data import load_shard
+from ...tasks import PAD_ID, VOCAB_SIZE, Problem, Task, get_task
+from . import checkpoint
+from .decode import greedy
+from .model import ModelConfig, TinyLM
+from .recipe import Recipe
+from .sequences import IGNORE, training_batch
+
+
+class Mixture:
+    """Samples training examples from named sources with fixed batch shares (empty sources drop out)."""
+
+    def __init__(self, sources: dict[str, list[tuple[Problem, str]]], weights: dict[str, float]):
+        names = [n for n in sources if sources[n] and weights.get(n, 0.0) > 0]
+        if not names:
+            raise ValueError("the training mixture is empty")
+        w = np.array([weights[n] for n in names], dtype=float)
+        self.names, self.p = names, w / w.sum()
+        self.sources = sources
+
+    def sample(self, n: int, rng: np.random.Generator) -> list[tuple[Problem, str]]:
+        which = rng.choice(len(self.names), size=n, p=self.p)
+        out = []
+        for k in which:
+            src = self.sources[self.names[k]]
+            out.append(src[rng.integers(len(src))])
+        return out
+
+
+def lr_at(step: int, recipe: Recipe) -> float:
+    if recipe.warmup and step < recipe.warmup:
+        return recipe.lr * (step + 1) / recipe.warmup
+    frac = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+    if recipe.schedule == "cosine":
+        return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+    if recipe.schedule == "linear":
+        return recipe.lr * (1.0 - 0.9 * frac)
+    return recipe.lr
+
+
+def new_model(recipe: Recipe, max_positions: int = 128) -> TinyLM:
+    cfg = ModelConfig(
+        vocab_size=VOCAB_SIZE,
+        n_layer=recipe.n_layer,
+        n_embd=recipe.n_embd,
+        n_head=recipe.n_head,
+        ffn_mult=recipe.ffn_mult,
+        dropout=recipe.dropout,
+        position=recipe.position,
+        max_positions=max_positions,
+    )
+    return TinyLM(cfg)
+
+
+def accuracy_by_level(model: TinyLM, task: Task, items: list[tuple[Problem, str]]) -> dict[int, float]:
+    answers = greedy(model, task, [p for p, _ in items])
+    hits: dict[int, list[bool]] = {}
+    for (p, label), a in zip(items, answers):
+        hits.setdefault(p.level, []).append(a == label)
+    return {lvl: float(np.mean(h)) for lvl, h in sorted(hits.items())}
+
+
+def train(
+    task: Task,
+    recipe: Recipe,
+    mixture: Mixture,
+    parent: TinyLM | None = None,
+    log_every: int = 50,
+    progress=None,
+) -> tuple[TinyLM, dict]:
+    """Train per the recipe; returns the model and a metrics dict. Raises FloatingPointError on a NaN loss."""
+    torch.manual_seed(recipe.seed)
+    rng = np.random.default_rng(recipe.seed)
+    if recipe.init == "parent" and parent is not None:
+        model = parent
+        model.cfg.dropout = recipe.dropout
+    else:
+        model = new_model(recipe)
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=recipe.lr,
+        betas=(0.9, 0.98),
+    )
+    curve, tokens, t0 = [], 0, time.time()
+    for step in range(recipe.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, recipe)
+        batch = mixture.sample(recipe.batch_size, rng)
+        offsets = rng.integers(0, recipe.max_offset + 1, size=len(batch))
+        idx, pos, tgt = training_batch(task, model.cfg.position, [b[0] for b in batch], [b[1] for b in batch], offsets)
+        logits, _ = model(idx, pos)
+        loss = torch.nn.functional.cross_entropy(
+            logits.view(-1, logits.size(-1)), tgt.view(-1), ignore_index=IGNORE
+        )
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        tokens += int((idx != PAD_ID).sum())
+        if step % log_every == 0 or step == recipe.steps - 1:
+            curve.append([step, round(loss.item(), 5)])
+            if progress:
+                progress(step + 1, recipe.steps, loss.item())
+    model.eval()
+    wall = time.time() - t0
+    return model, {"steps": recipe.steps, "loss_curve": curve, "train_wall_s": round(wall, 3), "tokens": tokens}
+
+
+def run_job(job_path: Path) -> dict:
+    """Run one job file (the subprocess entry point). Writes checkpoint/ and metrics.json next to `out`."""
+    job = json.loads(Path(job_path).read_text())
+    torch.set_num_threads(int(job.get("threads") or os.cpu_count() or 1))
+    task = get_task(job["task"])
+    recipe = Recipe(**job["recipe"])
+    out = Path(job["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    sources = {name: [x for p in paths for x in load_shard(Path(p))] for name, paths in job["data"].items()}
+    mix_older = max(0.0, 1.0 - recipe.mix_newest - recipe.mix_human)
+    mixture = Mixture(sources, {"newest": recipe.mix_newest, "human": recipe.mix_human, "older": mix_older})
+    parent = checkpoint.load(Path(job["parent"])) if job.get("parent") else None
+
+    def progress(step: int, total: int, loss: float) -> None:
+        tmp = out / "progress.json.tmp"
+        tmp.write_text(json.dumps({"step": step, "total": total, "loss": loss}))
+        os.replace(tmp, out / "progress.json")
+
+    model, metrics = train(task, recipe, mixture, parent, progress=progress)
+    if job.get("dev"):
+        metrics["dev_self_reported"] = accuracy_by_level(model, task, load_shard(Path(job["dev"])))
+    checkpoint.save(model, out / "checkpoint", meta={"recipe": recipe.model_dump(), "task": job["task"]})
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    os.replace(tmp, out / "metrics.json")
+    return metrics
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through subprocesses
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m successor.workloads.tinylm.train JOB.json")
+    run_job(Path(sys.argv[1]))
