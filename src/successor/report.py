@@ -1,3 +1,235 @@
-"""Placeholder replaced below."""
-def write_report(run_dir):
-    raise NotImplementedError
+"""`successor report`: the lineage as a human-readable page (Markdown and HTML) with two PNG plots.
+
+Reads the store read-only, so it can run beside a live loop or on a killed run; whatever is missing (a running
+generation, a stage not yet done) shows as a dash instead of failing.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers; set before anything imports pyplot
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from .audit import verify  # noqa: E402
+from .status import status_dict  # noqa: E402
+
+DASH = "—"
+HIDDEN = "measured with the hidden checker, never used by the loop"
+CAND_HEAD = ["candidate", "role", "recipe differences", "experiment", "validation score", "promoted",
+             "gate reason"]
+CUR_HEAD = ["generation", "level", "labels kept / labelled", "agreement", "true noise rate (hidden)†", "note"]
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:4px 8px;
+text-align:left;vertical-align:top}th{background:#f0f0f0}tr:nth-child(even){background:#fafafa}
+img{max-width:100%;border:1px solid #eee}.ok{color:#070}.bad{color:#b00}.muted{color:#777}"""
+
+
+def _stage(db: sqlite3.Connection, g: int, name: str) -> dict | None:
+    """A stage's result only once it is done: a running stage has no result to show."""
+    row = db.execute("SELECT status, result FROM stages WHERE generation=? AND name=?", (g, name)).fetchone()
+    return json.loads(row["result"]) if row and row["status"] == "done" and row["result"] else None
+
+
+def _fmt(x: Any, spec: str = ".3f") -> str:
+    return DASH if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def _sealed_grid(db: sqlite3.Connection) -> tuple[list[int], list[int], np.ndarray]:
+    """(levels, generations, accuracy[level, generation]) of each finished generation's champion."""
+    gens = db.execute("SELECT idx, champion_model, sealed_digest FROM generations "
+                      "WHERE champion_model IS NOT NULL ORDER BY idx").fetchall()
+    acc: dict[tuple[int, int], float] = {}
+    for g in gens:
+        sql, args = "SELECT level, n, correct FROM evaluations WHERE model=? AND tier='sealed'", [g["champion_model"]]
+        if g["sealed_digest"]:
+            sql, args = sql + " AND tier_digest=?", args + [g["sealed_digest"]]
+        for r in db.execute(sql, args):
+            if r["n"]:
+                acc[(r["level"], g["idx"])] = r["correct"] / r["n"]
+    levels = sorted({lvl for lvl, _ in acc})
+    idx = [g["idx"] for g in gens]
+    grid = np.full((len(levels), len(idx)), np.nan)
+    for (lvl, g), a in acc.items():
+        grid[levels.index(lvl), idx.index(g)] = a
+    return levels, idx, grid
+
+
+def _candidate_rows(db: sqlite3.Connection) -> list[list[str]]:
+    """One row per proposed candidate, joining its recipe, experiment, validation score and gate decision."""
+    rows: list[list[str]] = []
+    cache: dict[int, tuple[dict, dict]] = {}
+    for c in db.execute("SELECT id, generation, rationale FROM candidates ORDER BY generation, ordinal"):
+        g, cid = c["generation"], c["id"]
+        if g not in cache:
+            cache[g] = (_stage(db, g, "interpret") or {}, _stage(db, g, "select") or {})
+        interpret, select = cache[g]
+        exp = db.execute("SELECT status FROM experiments WHERE candidate_id=? AND kind='candidate' "
+                         "ORDER BY started DESC LIMIT 1", (cid,)).fetchone()
+        dec = db.execute("SELECT role, promoted, reason FROM gate_decisions WHERE generation=? AND candidate_id=?",
+                         (g, cid)).fetchone()
+        info = interpret.get(cid, {})
+        role = dec["role"] if dec and dec["role"] else (
+            "successor" if select.get("selected") == cid else "candidate")
+        status = exp["status"] if exp else info.get("status", "not started")
+        rows.append([cid, role, c["rationale"] or DASH, status, _fmt(info.get("score")),
+                     DASH if dec is None else ("yes" if dec["promoted"] else "no"),
+                     dec["reason"] if dec else "no gate decision yet"])
+    return rows
+
+
+def _curation_rows(db: sqlite3.Connection) -> list[list[str]]:
+    """Per generation, what the curator labelled and kept; the hidden noise rate is for humans only."""
+    rows = []
+    for (g,) in db.execute("SELECT idx FROM generations ORDER BY idx"):
+        cur = _stage(db, g, "curate")
+        if cur is None:
+            rows.append([str(g), DASH, DASH, DASH, DASH, "curate stage not done"])
+            continue
+        kept = f"{cur['kept']} / {cur['labelled']}" if cur.get("labelled") is not None else DASH
+        rows.append([str(g), _fmt(cur.get("level"), "d"), kept, _fmt(cur.get("agreement"), ".1%"),
+                     _fmt(cur.get("true_noise_hidden"), ".1%"), cur.get("skipped") or "curated"])
+    return rows
+
+
+def _no_data(fig: Figure, text: str) -> None:
+    ax = fig.add_subplot()
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    ax.set_axis_off()
+
+
+def _plot_heatmap(path: Path, levels: list[int], gens: list[int], grid: np.ndarray) -> None:
+    """Accuracy by level and generation: the eye finds where the champion stops generalising."""
+    fig = Figure(figsize=(min(16, max(5, 0.7 * len(gens) + 2.5)), min(14, max(4, 0.35 * len(levels) + 1.5))))
+    if not levels or not gens:
+        _no_data(fig, "no finished generation with sealed evaluations yet")
+    else:
+        ax = fig.add_subplot()
+        im = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=1)
+        ax.set_xticks(range(len(gens)), [str(g) for g in gens])
+        step = max(1, len(levels) // 30)
+        ax.set_yticks(range(0, len(levels), step), [str(lvl) for lvl in levels[::step]])
+        ax.set_xlabel("generation")
+        ax.set_ylabel("operand length (level)")
+        ax.set_title("Sealed accuracy of each generation's champion")
+        fig.colorbar(im, ax=ax, label="sealed accuracy")
+        if len(levels) <= 30 and len(gens) <= 30:
+            for (i, j), a in np.ndenumerate(grid):
+                if not math.isnan(a):
+                    ax.text(j, i, f"{a:.2f}", ha="center", va="center", fontsize=7,
+                            color="black" if a > 0.6 else "white")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _plot_frontier(path: Path, gens: list[dict], human_max: int | None) -> None:
+    """The >=99% frontier per generation; promoted and refused generations marked apart."""
+    fig = Figure(figsize=(min(16, max(5, 0.5 * len(gens) + 3)), 4))
+    done = [g for g in gens if g["status"] == "done" and g["frontier"] is not None]
+    if not done:
+        _no_data(fig, "no finished generation yet")
+    else:
+        ax = fig.add_subplot()
+        xs, ys = [g["generation"] for g in done], [g["frontier"] for g in done]
+        ax.step(xs, ys, where="post", color="#555", lw=1.5, label="champion frontier")
+        for flag, style in ((True, dict(marker="o", color="tab:green", label="promoted")),
+                            (False, dict(marker="x", color="tab:red", label="refused"))):
+            pts = [(g["generation"], g["frontier"]) for g in done if bool(g["promoted"]) is flag]
+            if pts:
+                ax.scatter(*zip(*pts), s=50, zorder=3, **style)
+        if human_max is not None:
+            ax.axhline(human_max, ls="--", color="grey", label=f"longest human-labelled level ({human_max})")
+        ax.set_ylim(-0.4, max(ys + [human_max or 0]) + 1)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xticks(xs)
+        ax.set_xlabel("generation")
+        ax.set_ylabel("frontier (levels at >= 99%)")
+        ax.set_title("Champion frontier per generation")
+        ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows])
+
+
+def _html_table(head: list[str], rows: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>\n" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>\n{trs}</tbody></table>"
+
+
+def _header(run_dir: Path, cfg: dict, st: dict) -> list[tuple[str, str]]:
+    """The few facts a reader wants first, audit verdict included."""
+    planned = cfg.get("loop", {}).get("generations")
+    done = sum(1 for g in st["generations"] if g["status"] == "done")
+    audit = run_dir / "audit.jsonl"
+    ok, msg = verify(audit) if audit.exists() else (False, "audit.jsonl not found")
+    prog = st["in_progress"]
+    return [
+        ("run", str(cfg.get("name", run_dir.name))),
+        ("seed", str(cfg.get("seed", DASH))),
+        ("generations done", f"{done}" + (f" of {planned + 1} (bootstrap + {planned})" if planned else "")),
+        ("in progress", f"generation {prog['generation']}, stage {prog['stage']}" if prog else "no"),
+        ("promoted", str(st["promoted"])),
+        ("final champion", st["champion"][:12] if st["champion"] else DASH),
+        ("final frontier", _fmt(st["frontier"], "d")),
+        ("audit log", ("verified: " if ok else "FAILED: ") + msg),
+    ]
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write run_dir/report/{report.md, report.html, accuracy_heatmap.png, frontier.png}; return the folder."""
+    run_dir = Path(run_dir)
+    out = run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = run_dir / "config.yaml"
+    cfg = (yaml.safe_load(cfg_path.read_text()) or {}) if cfg_path.exists() else {}
+    human = cfg.get("task", {}).get("human_levels")
+    st = status_dict(run_dir)
+    db = sqlite3.connect(f"file:{run_dir / 'lineage.db'}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    try:
+        levels, gens, grid = _sealed_grid(db)
+        cands, curation = _candidate_rows(db), _curation_rows(db)
+    finally:
+        db.close()
+    _plot_heatmap(out / "accuracy_heatmap.png", levels, gens, grid)
+    _plot_frontier(out / "frontier.png", st["generations"], int(human[1]) if human else None)
+    head = _header(run_dir, cfg, st)
+    title = f"Successor run report: {head[0][1]}"
+    cur_note = f"† True noise rate: {HIDDEN}; shown for analysis only."
+
+    md = [f"# {_md_cell(title)}", ""] + [f"- **{k}**: {_md_cell(v)}" for k, v in head] + [
+        "", "## Plots", "", "![sealed accuracy heatmap](accuracy_heatmap.png)", "", "![frontier](frontier.png)",
+        "", "## Candidates", "", _md_table(CAND_HEAD, cands), "", "## Curation", "", f"_{cur_note}_", "",
+        _md_table(CUR_HEAD, curation), ""]
+    (out / "report.md").write_text("\n".join(md))
+
+    items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in head)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{CSS}</style></head>
+<body><h1>{html.escape(title)}</h1><ul>{items}</ul>
+<h2>Plots</h2><p><img src="accuracy_heatmap.png" alt="sealed accuracy heatmap"></p>
+<p><img src="frontier.png" alt="frontier per generation"></p>
+<h2>Candidates</h2>{_html_table(CAND_HEAD, cands)}
+<h2>Curation</h2><p class="muted">{html.escape(cur_note)}</p>{_html_table(CUR_HEAD, curation)}
+</body></html>
+"""
+    (out / "report.html").write_text(page)
+    return out

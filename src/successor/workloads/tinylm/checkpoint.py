@@ -50,7 +50,10 @@ def load(directory: Path) -> TinyLM:
     cfg = json.loads((directory / "config.json").read_text())
     model = TinyLM(ModelConfig(**cfg["model"]))
     state = load_file(str(directory / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches raise even with strict=False
+        raise ValueError(f"checkpoint {directory} does not match its config: {e}") from None
     if unexpected or set(missing) - {"head.weight"}:
         raise ValueError(f"checkpoint {directory} does not match its config: {missing=} {unexpected=}")
     model.head.weight = model.tok.weight

@@ -1,0 +1,28 @@
+# `make demo` and `make test` each create or refresh .venv, install, then run.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# Pinned on purpose: an open range pulls a multi-GB CUDA build instead of the CPU wheel.
+TORCH  := torch==2.13.0
+RUN_DIR ?= runs/demo
+
+.PHONY: setup demo test clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(PY) -m successor.cli run --preset default --run-dir $(RUN_DIR)
+	$(PY) -m successor.cli report $(RUN_DIR)
+	$(PY) -m successor.cli status $(RUN_DIR)
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,116 @@
+"""`successor.report.write_report` on a real smoke run: files, plots, tables, escaping, and an unfinished run."""
+from __future__ import annotations
+
+import html
+import re
+import shutil
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import pytest
+
+from successor.report import write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _q(run_dir: Path, sql: str) -> list[tuple]:
+    db = sqlite3.connect(f"file:{run_dir / 'lineage.db'}?mode=ro", uri=True)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def _candidate_table(md: str) -> list[str]:
+    """The body rows of the Markdown candidates table (header and rule excluded)."""
+    section = md.split("## Candidates", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    return rows[2:]
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    """A private copy of what the report reads, so editing it leaves the session's run intact."""
+    dst.mkdir(parents=True)
+    for name in ("config.yaml", "audit.jsonl"):
+        shutil.copy(src / name, dst / name)
+    with sqlite3.connect(src / "lineage.db") as a, sqlite3.connect(dst / "lineage.db") as b:
+        a.backup(b)
+    return dst
+
+
+def _check_report(run_dir: Path) -> tuple[str, str]:
+    out = write_report(run_dir)
+    assert out == run_dir / "report"
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert md.strip() and page.lstrip().lower().startswith("<!doctype html>")
+    for name in ("accuracy_heatmap.png", "frontier.png"):
+        path = out / name
+        assert path.stat().st_size > 0
+        assert path.read_bytes()[:8] == PNG_MAGIC
+        h, w = mpimg.imread(path).shape[:2]
+        assert 100 <= h <= 5000 and 100 <= w <= 5000, (name, h, w)
+        assert name in md and f'src="{name}"' in page
+    return md, page
+
+
+def test_report_on_finished_run(smoke_run: Path, tmp_path: Path):
+    run_dir = _copy_run(smoke_run, tmp_path / "run")
+    md, page = _check_report(run_dir)
+
+    cands = [cid for (cid,) in _q(run_dir, "SELECT id FROM candidates")]
+    rows = _candidate_table(md)
+    assert len(rows) == len(cands) > 0
+    firsts = Counter(re.match(r"^\| (\S+) \|", r).group(1) for r in rows)
+    assert firsts == Counter(cands)  # exactly one row per candidate
+
+    reasons = [r for (r,) in _q(run_dir, "SELECT reason FROM gate_decisions")]
+    assert reasons
+    for reason in reasons:
+        assert html.escape(reason) in page
+    assert "<script" not in page.lower()
+
+    gens, promoted, champ = _q(run_dir, "SELECT count(*), sum(promoted), "
+                                        "(SELECT champion_model FROM generations ORDER BY idx DESC LIMIT 1) "
+                                        "FROM generations WHERE status='done'")[0]
+    assert f"**generations done**: {gens}" in md
+    assert f"**promoted**: {promoted}" in md
+    assert champ[:12] in md and champ[:12] in page
+    assert "chain intact" in md and "chain intact" in page
+    assert "hidden checker" in md and "hidden checker" in page
+    curation = md.split("## Curation", 1)[1]
+    for (g,) in _q(run_dir, "SELECT idx FROM generations"):
+        assert re.search(rf"^\| {g} \|", curation, re.M), f"no curation row for generation {g}"
+
+
+def test_report_on_unfinished_run(smoke_run: Path, tmp_path: Path):
+    """A run killed before the last gate: the report shows what exists instead of crashing."""
+    run_dir = _copy_run(smoke_run, tmp_path / "run")
+    (last,) = _q(run_dir, "SELECT max(idx) FROM generations")[0]
+    with sqlite3.connect(run_dir / "lineage.db") as db:
+        db.execute("DELETE FROM stages WHERE generation=? AND name='gate'", (last,))
+        db.execute("UPDATE generations SET status='running', promoted=NULL, champion_model=NULL, frontier=NULL "
+                   "WHERE idx=?", (last,))
+        db.execute("DELETE FROM gate_decisions WHERE generation=?", (last,))
+    md, page = _check_report(run_dir)
+    cands = _q(run_dir, "SELECT id FROM candidates")
+    assert len(_candidate_table(md)) == len(cands)
+    assert f"**generations done**: {last}" in md
+    for (cid,) in _q(run_dir, f"SELECT id FROM candidates WHERE generation={last}"):
+        row = next(r for r in _candidate_table(md) if r.startswith(f"| {cid} |"))
+        assert "no gate decision yet" in row
+
+
+def test_report_on_empty_run(tmp_path: Path):
+    """A run directory whose store exists but holds nothing yet still gets a report with placeholder plots."""
+    from successor.store import Store
+
+    Store(tmp_path / "lineage.db").close()
+    md, _ = _check_report(tmp_path)
+    assert _candidate_table(md) == []
+
+
+if __name__ == "__main__":
+    raise SystemExit(pytest.main([__file__, "-q"]))
