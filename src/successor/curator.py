@@ -38,6 +38,8 @@ def vote(answers: list[list[str]], agreement: float) -> list[str | None]:
     if not answers:
         raise ValueError("a vote needs at least one voter")
     k = len(answers)
+    if len({len(a) for a in answers}) != 1:
+        raise ValueError("every voter must answer every problem")
     out: list[str | None] = []
     for column in zip(*answers):
         label, count = Counter(column).most_common(1)[0]

@@ -90,8 +90,7 @@ def train(
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
     if recipe.init == "parent" and parent is not None:
-        model = parent
-        model.cfg.dropout = recipe.dropout
+        model = parent  # the parent's architecture (dropout included) carries over; recipe fields apply to scratch
     else:
         model = new_model(recipe)
     model.train()

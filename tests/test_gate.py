@@ -1,0 +1,141 @@
+"""The gate: forgetting, effect size, and the Holm-corrected exact McNemar test, on synthetic correctness."""
+from __future__ import annotations
+
+import pytest
+from scipy.stats import binomtest
+
+from successor.config import GateConfig
+from successor.gate import decide, paired
+
+CFG = GateConfig()  # alpha 0.05, min_effect 0.005, solve_threshold 0.99, forget_tolerance 0
+
+
+def champion() -> dict[int, list[int]]:
+    """Solves levels 1 and 2, fails level 3 entirely (100 sealed items per level)."""
+    return {1: [1] * 100, 2: [1] * 100, 3: [0] * 100}
+
+
+def with_level(base: dict[int, list[int]], level: int, items: list[int]) -> dict[int, list[int]]:
+    out = {k: list(v) for k, v in base.items()}
+    out[level] = items
+    return out
+
+
+def test_identical_model_is_refused():
+    d = decide(champion(), {"same": champion()}, CFG)["same"]
+    assert not d.promoted
+    assert d.reason.startswith("refused")
+    assert "effect" in d.reason and "below the minimum" in d.reason
+    assert d.stats["gained"] == 0 and d.stats["lost"] == 0
+    assert d.stats["p_value"] == 1.0 and d.stats["effect"] == 0.0
+
+
+def test_identical_model_refused_even_without_minimum_effect():
+    cfg = GateConfig(min_effect=0.0)
+    d = decide(champion(), {"same": champion()}, cfg)["same"]
+    assert not d.promoted and "not significant" in d.reason
+
+
+def test_worse_model_is_refused():
+    worse = with_level(champion(), 3, [0] * 100)
+    worse[1] = [1] * 99 + [0]
+    d = decide(champion(), {"w": worse}, GateConfig(solve_threshold=0.95))["w"]
+    assert not d.promoted and "effect" in d.reason and d.stats["effect"] < 0
+
+
+def test_clearly_better_model_is_promoted():
+    better = with_level(champion(), 3, [1] * 40 + [0] * 60)
+    d = decide(champion(), {"b": better}, CFG)["b"]
+    assert d.promoted, d.reason
+    assert d.reason.startswith("promoted")
+    assert d.stats["gained"] == 40 and d.stats["lost"] == 0 and d.stats["n"] == 300
+    assert d.stats["p_value"] == pytest.approx(0.5**40)
+    assert d.stats["effect"] == pytest.approx(40 / 300)
+    assert d.stats["contender_acc"] == pytest.approx(240 / 300)
+
+
+def test_better_overall_but_forgetting_a_solved_level_is_refused():
+    c = with_level(champion(), 3, [1] * 60 + [0] * 40)
+    c[2] = [1] * 90 + [0] * 10  # level 2 was solved (100%) and is now 90%
+    d = decide(champion(), {"f": c}, CFG)["f"]
+    assert d.stats["effect"] > 0.1 and d.stats["p_value"] < 1e-6  # it would pass on the numbers alone
+    assert not d.promoted
+    assert "forgets solved level" in d.reason
+    assert "2 (1.00->0.90)" in d.reason
+    assert "1 (" not in d.reason and "3 (" not in d.reason
+    assert d.stats["forgotten"] == {"2": [1.0, 0.9]}
+    # with a tolerance of 10 points, 90% is no longer forgetting and the contender passes
+    tolerant = decide(champion(), {"f": c}, GateConfig(forget_tolerance=0.1))["f"]
+    assert tolerant.promoted, tolerant.reason
+
+
+def test_unsolved_level_dropping_is_not_forgetting():
+    champ = with_level(champion(), 3, [1] * 50 + [0] * 50)  # level 3 at 50%: not solved
+    c = with_level(champ, 3, [1] * 40 + [0] * 60)
+    st = paired(champ, c, CFG)
+    assert st.forgotten == {}
+
+
+def holm_contender() -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """(contender, champion): 11 items gained, 3 lost on level 3 (which the champion never solved)."""
+    champ3 = [1] * 3 + [0] * 97
+    cont3 = [0] * 3 + [1] * 11 + [0] * 86
+    return with_level(champion(), 3, cont3), with_level(champion(), 3, champ3)
+
+
+def test_holm_correction_raises_the_bar_with_more_contenders():
+    contender, champ = holm_contender()
+    p = binomtest(11, 14, 0.5, alternative="greater").pvalue
+    assert 0.02 < p < 0.04
+
+    alone = decide(champ, {"x": contender}, CFG)["x"]
+    assert alone.stats["gained"] == 11 and alone.stats["lost"] == 3
+    assert alone.stats["p_value"] == pytest.approx(p, rel=1e-12)
+    assert alone.stats["p_holm"] == pytest.approx(p, rel=1e-12)
+    assert alone.stats["m"] == 1
+    assert alone.promoted, alone.reason
+
+    three = decide(champ, {"x": contender, "y": champ, "z": champ}, CFG)
+    x = three["x"]
+    assert x.stats["p_value"] == pytest.approx(p, rel=1e-12)
+    assert x.stats["p_holm"] == pytest.approx(3 * p, rel=1e-12)
+    assert x.stats["m"] == 3
+    assert not x.promoted
+    assert "not significant" in x.reason and "over 3 contenders" in x.reason
+    assert not three["y"].promoted and not three["z"].promoted
+    # at a looser alpha the same three-way comparison promotes it
+    loose = decide(champ, {"x": contender, "y": champ, "z": champ}, GateConfig(alpha=0.1))["x"]
+    assert loose.promoted, loose.reason
+
+
+def test_holm_promotes_several_strong_contenders():
+    strong = with_level(champion(), 3, [1] * 40 + [0] * 60)
+    d = decide(champion(), {"a": strong, "b": strong, "c": champion()}, CFG)
+    assert d["a"].promoted and d["b"].promoted and not d["c"].promoted
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {1: [1] * 100, 2: [1] * 100},  # a level missing
+        {1: [1] * 100, 2: [1] * 100, 3: [0] * 100, 4: [0] * 100},  # an extra level
+        {1: [1] * 100, 2: [1] * 99, 3: [0] * 100},  # a level with fewer items
+        {1: [1] * 100, 2: [1] * 100, 5: [0] * 100},  # different levels, same count
+    ],
+)
+def test_mismatched_items_raise(other):
+    with pytest.raises(ValueError, match="same sealed items"):
+        paired(champion(), other, CFG)
+    with pytest.raises(ValueError):
+        decide(champion(), {"m": other}, CFG)
+
+
+def test_holm_is_step_down_familywise_not_false_discovery_rate():
+    """Two contenders with p≈0.029 each: Holm's smallest adjusted p is 2p≈0.057 > 0.05, so both are refused
+    (a false-discovery-rate correction would keep both at 0.029)."""
+    contender, champ = holm_contender()
+    p = binomtest(11, 14, 0.5, alternative="greater").pvalue
+    d = decide(champ, {"x1": contender, "x2": contender}, CFG)
+    for name in ("x1", "x2"):
+        assert d[name].stats["p_holm"] == pytest.approx(2 * p, rel=1e-12)
+        assert not d[name].promoted and "not significant" in d[name].reason
