@@ -54,6 +54,8 @@ def test_kill9_mid_experiment_then_resume(tmp_path: Path):
                                          "WHERE status='done'")}
     assert before, "generation 0 should have finished an experiment before the kill"
     assert _rows(db, f"SELECT status FROM experiments WHERE id='{killed_exp}'") == [("running",)]
+    (orphan,), = _rows(db, f"SELECT pid FROM experiments WHERE id='{killed_exp}'")
+    assert orphan and Path(f"/proc/{orphan}").exists(), "the candidate outlives its harness (own session)"
 
     resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -63,6 +65,7 @@ def test_kill9_mid_experiment_then_resume(tmp_path: Path):
         assert after[exp_id] == row
     assert after[killed_exp][1] in ("done", "failed", "timeout")
     assert after[killed_exp][2] == 2  # the killed attempt, then one more
+    assert not Path(f"/proc/{orphan}").exists() or "Z" in Path(f"/proc/{orphan}/stat").read_text().split(")")[-1][:3]
     assert not _rows(db, "SELECT * FROM stages WHERE status != 'done'")
     status = status_dict(run_dir)
     assert [g["generation"] for g in status["generations"]] == [0, 1, 2]

@@ -28,6 +28,32 @@ def _tail(path: Path, n: int = 2000) -> str:
         return ""
 
 
+def kill_orphan(pid: int, job: Path) -> bool:
+    """Kill the process group of an experiment left running by a harness that died, if it is still ours."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if str(job).encode() not in cmdline:
+        return False  # the pid was reused by something else
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    for _ in range(100):  # SIGKILL is asynchronous: wait until it is gone before its folder is reused
+        if not Path(f"/proc/{pid}").exists() or _zombie(pid):
+            break
+        time.sleep(0.05)
+    return True
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 class LocalExecutor:
     def __init__(self, timeout_s: float, threads: int | None = None):
         self.timeout_s = timeout_s

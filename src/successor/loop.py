@@ -16,7 +16,7 @@ import numpy as np
 from . import evaluator
 from .curator import curate_level
 from .data import load_shard, save_shard, tier_rng
-from .executor import LocalExecutor
+from .executor import LocalExecutor, kill_orphan
 from .gate import decide
 from .researchers.evolution import Evolution, recipe_key
 from .run import RunDir
@@ -138,10 +138,12 @@ class Loop:
         if row is not None and row["status"] in ("done", "failed", "timeout"):
             return dict(row)
         ws = self.run.workspace(exp_id)
+        if row is not None and row["pid"]:  # the harness died mid-experiment: its orphan must not write on
+            kill_orphan(row["pid"], ws / "job.json")
         shutil.rmtree(ws / "out", ignore_errors=True)  # a half-written output of a killed attempt
         self.store.experiment_started(exp_id, cand, g, kind)
         self.audit.append("experiment.start", generation=g, candidate=cand, experiment=exp_id, kind=kind)
-        outcome = self.executor.run(ws / "job.json")
+        outcome = self.executor.run(ws / "job.json", on_start=lambda pid: self.store.experiment_pid(exp_id, pid))
         model, metrics = None, None
         if outcome.status == "done":
             try:
@@ -182,7 +184,7 @@ class Loop:
 
     def _propose(self, g: int, ctx: dict) -> dict:
         rng = np.random.default_rng([self.cfg.seed, 7, g])
-        if g == 0:
+        if ctx["champion"] is None:  # generation 0, or every earlier bootstrap failed
             proposals = [(self.cfg.bootstrap, "bootstrap: train the first champion on human data")]
         else:
             rows = self.store.q("SELECT c.recipe, c.parent_model, c.recipe_key, c.id FROM candidates c")
@@ -249,7 +251,7 @@ class Loop:
 
     def _curate(self, g: int, ctx: dict) -> dict:
         cfg = self.cfg.curator
-        if g == 0:
+        if ctx["champion"] is None:
             return {"level": None, "skipped": "bootstrap generation trains on human data only"}
         if ctx["select"]["selected"] is None:
             return {"level": None, "skipped": "no candidate finished"}
@@ -323,9 +325,9 @@ class Loop:
         decisions = decide(champ_items, contenders, self.cfg.gate) if contenders else {}
         for cid in ctx["propose"]["candidates"]:  # failed candidates are refused too, with their failure
             if cid not in decisions:
-                e = ctx["experiment"][cid]
-                why = ctx["train"].get("error") if cid == sel else e["error"]
-                self._decide(g, cid, None, "candidate", False, f"refused: experiment {e['status']}: {why}", {})
+                e = ctx["train"] if cid == sel else ctx["experiment"][cid]
+                self._decide(g, cid, None, "successor" if cid == sel else "candidate", False,
+                             f"refused: experiment {e['status']}: {e['error']}", {})
         promoted = False
         for cid, d in decisions.items():
             role = "successor" if cid == sel else "candidate"

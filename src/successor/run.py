@@ -32,7 +32,7 @@ class Tier:
 
 class RunDir:
     def __init__(self, root: Path, cfg: RunConfig):
-        self.root = Path(root)
+        self.root = Path(root).resolve()
         self.cfg = cfg
         self.task: Task = get_task(cfg.task.name)
         self._claim()

@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS candidates(
 CREATE TABLE IF NOT EXISTS experiments(
   id TEXT PRIMARY KEY, candidate_id TEXT NOT NULL, generation INTEGER NOT NULL, kind TEXT NOT NULL,
   status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, started REAL, finished REAL, wall_s REAL,
-  model TEXT, error TEXT, metrics TEXT);
+  model TEXT, error TEXT, metrics TEXT, pid INTEGER);
 CREATE TABLE IF NOT EXISTS models(
   digest TEXT PRIMARY KEY, path TEXT NOT NULL, parent TEXT, generation INTEGER, experiment_id TEXT, created REAL);
 CREATE TABLE IF NOT EXISTS evaluations(
@@ -106,6 +106,9 @@ class Store:
                "VALUES(?,?,?,?, 'running', 1, ?) ON CONFLICT(id) DO UPDATE SET status='running', "
                "attempts=attempts+1, started=excluded.started, error=NULL",
                exp_id, candidate_id, generation, kind, time.time())
+
+    def experiment_pid(self, exp_id: str, pid: int) -> None:
+        self.x("UPDATE experiments SET pid=? WHERE id=?", pid, exp_id)
 
     def experiment_finished(self, exp_id: str, status: str, wall_s: float, model: str | None,
                             error: str | None, metrics: dict | None) -> None:
