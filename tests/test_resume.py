@@ -16,6 +16,8 @@ CLI = [sys.executable, "-m", "successor.cli"]
 
 
 def _rows(db: Path, sql: str) -> list[tuple]:
+    if not db.exists():
+        return []
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
         return con.execute(sql).fetchall()
