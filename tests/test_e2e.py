@@ -43,3 +43,12 @@ def test_status_of_a_non_run_dir_is_refused(tmp_path: Path):
     out = subprocess.run([*CLI, "status", str(tmp_path), "--json"], capture_output=True, text=True)
     assert out.returncode == 2
     assert "not a run directory" in out.stderr
+
+
+def test_same_seed_same_lineage(cli_smoke_run: Path, smoke_run: Path):
+    """Two runs of one config (one through the CLI, one in-process) train bit-identical models."""
+    from successor.status import status_dict
+
+    a, b = status_dict(cli_smoke_run), status_dict(smoke_run)
+    assert [g["champion"] for g in a["generations"]] == [g["champion"] for g in b["generations"]]
+    assert [g["frontier"] for g in a["generations"]] == [g["frontier"] for g in b["generations"]]

@@ -245,9 +245,21 @@ class Loop:
         return out
 
     def _select(self, g: int, ctx: dict) -> dict:
-        done = sorted((c for c, i in ctx["interpret"].items() if i["score"] is not None),
-                      key=lambda c: -ctx["interpret"][c]["score"])
-        return {"selected": done[0] if done else None, "ranking": done}
+        """Rank on validation: first candidates that keep every level the champion solves there, then score.
+        The gate refuses forgetting anyway; selecting for it here spends the gate on a contender that can pass."""
+        thr = self.cfg.gate.solve_threshold
+        solved = set()
+        if ctx["champion"] is not None:
+            acc = evaluator.accuracy(self.grade(ctx["champion"], "validation"))
+            solved = {lvl for lvl, a in acc.items() if a >= thr}
+        keeps = {}
+        for cid, info in ctx["interpret"].items():
+            if info["score"] is not None:
+                acc = evaluator.accuracy(self.grade(ctx["experiment"][cid]["model"], "validation"))
+                keeps[cid] = all(acc[lvl] >= thr for lvl in solved)
+        done = sorted(keeps, key=lambda c: (not keeps[c], -ctx["interpret"][c]["score"]))
+        return {"selected": done[0] if done else None, "ranking": done,
+                "keeps_solved_levels": keeps}
 
     def _curate(self, g: int, ctx: dict) -> dict:
         cfg = self.cfg.curator
