@@ -267,11 +267,9 @@ class Loop:
             return {"level": None, "skipped": "bootstrap generation trains on human data only"}
         if ctx["select"]["selected"] is None:
             return {"level": None, "skipped": "no candidate finished"}
-        level = ctx["assess"]["frontier"] + 1
-        human_max = self.cfg.task.human_levels[1]
-        if level <= human_max:  # labels are only worth their noise past the human data
-            return {"level": None, "skipped": f"champion has not solved the human range yet (frontier "
-                                              f"{level - 1} < {human_max}); the successor consolidates"}
+        # Label the first length past both the frontier and the human data: inside the human range, human
+        # labels are better than any vote, and the mixture keeps training on them.
+        level = max(ctx["assess"]["frontier"], self.cfg.task.human_levels[1]) + 1
         if level > self.cfg.task.eval_max_level:
             return {"level": None, "skipped": f"level {level} is beyond eval_max_level"}
         others = [self.model(ctx["experiment"][c]["model"]) for c in ctx["select"]["ranking"]]
