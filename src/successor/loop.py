@@ -157,7 +157,7 @@ class Loop:
 
     def _collect(self, g: int, exp_id: str, out: Path) -> tuple[str, dict]:
         metrics = json.loads((out / "metrics.json").read_text())
-        self.model_check(out / "checkpoint")
+        checkpoint.load(out / "checkpoint")  # loads as data; raises ValueError on a malformed checkpoint
         digest = checkpoint.digest(out / "checkpoint")
         dest = self.run.models_dir / digest
         if not dest.exists():
@@ -167,10 +167,6 @@ class Loop:
         parent = self.store.generation(g)["parent_model"]
         self.store.add_model(digest, str(dest), parent, g, exp_id)
         return digest, metrics
-
-    @staticmethod
-    def model_check(path: Path) -> None:
-        checkpoint.load(path)  # loads as data; raises ValueError on a malformed checkpoint
 
     # -- the ten stages --------------------------------------------------------------------------------------
     def _assess(self, g: int, ctx: dict) -> dict:
