@@ -155,6 +155,12 @@ def lines(path):
     return path.read_text().splitlines()
 
 
+def verify_after(path, ls):
+    """Write the tampered lines back and verify the log."""
+    path.write_text("\n".join(ls) + "\n")
+    return verify(path)
+
+
 def test_appended_chain_verifies(tmp_path):
     path = filled(tmp_path)
     ok, msg = verify(path)
@@ -177,8 +183,7 @@ def test_editing_data_breaks_verify(tmp_path):
     rec = json.loads(ls[2])
     rec["data"]["i"] = 99
     ls[2] = json.dumps(rec, sort_keys=True)
-    path.write_text("\n".join(ls) + "\n")
-    ok, msg = verify(path)
+    ok, msg = verify_after(path, ls)
     assert not ok and msg.startswith("line 3") and "hash mismatch" in msg
 
 
@@ -189,8 +194,7 @@ def test_editing_data_and_rehashing_still_breaks_verify(tmp_path):
     rec["data"]["note"] = "forged"
     rec["hash"] = audit_mod._hash(rec)
     ls[1] = json.dumps(rec, sort_keys=True)
-    path.write_text("\n".join(ls) + "\n")
-    ok, msg = verify(path)
+    ok, msg = verify_after(path, ls)
     assert not ok and msg.startswith("line 3") and "chain broken" in msg
 
 
@@ -198,8 +202,7 @@ def test_deleting_a_middle_line_breaks_verify(tmp_path):
     path = filled(tmp_path)
     ls = lines(path)
     del ls[2]
-    path.write_text("\n".join(ls) + "\n")
-    ok, msg = verify(path)
+    ok, msg = verify_after(path, ls)
     assert not ok and msg.startswith("line 3") and "chain broken" in msg
 
 
@@ -207,8 +210,7 @@ def test_reordering_lines_breaks_verify(tmp_path):
     path = filled(tmp_path)
     ls = lines(path)
     ls[1], ls[3] = ls[3], ls[1]
-    path.write_text("\n".join(ls) + "\n")
-    ok, msg = verify(path)
+    ok, msg = verify_after(path, ls)
     assert not ok and msg.startswith("line 2") and "chain broken" in msg
 
 

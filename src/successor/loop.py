@@ -235,7 +235,7 @@ class Loop:
                 out[cid] = {"score": None, "status": e["status"], "note": e["error"]}
                 continue
             acc = evaluator.accuracy(self.grade(e["model"], "validation"))
-            out[cid] = {"score": evaluator.score(acc), "status": "done",
+            out[cid] = {"score": evaluator.score(acc), "status": "done", "acc": {str(k): v for k, v in acc.items()},
                         "frontier": evaluator.frontier(acc, self.cfg.curator.solve_threshold),
                         "note": _recipe_diff(self._recipe(cid), self.cfg.successor)}
         return out
@@ -248,11 +248,8 @@ class Loop:
         if ctx["champion"] is not None:
             acc = evaluator.accuracy(self.grade(ctx["champion"], "validation"))
             solved = {lvl for lvl, a in acc.items() if a >= thr}
-        keeps = {}
-        for cid, info in ctx["interpret"].items():
-            if info["score"] is not None:
-                acc = evaluator.accuracy(self.grade(ctx["experiment"][cid]["model"], "validation"))
-                keeps[cid] = all(acc[lvl] >= thr for lvl in solved)
+        keeps = {cid: all(info["acc"][str(lvl)] >= thr for lvl in solved)
+                 for cid, info in ctx["interpret"].items() if info["score"] is not None}
         done = sorted(keeps, key=lambda c: (not keeps[c], -ctx["interpret"][c]["score"]))
         return {"selected": done[0] if done else None, "ranking": done,
                 "keeps_solved_levels": keeps}
