@@ -114,3 +114,21 @@ def test_report_on_empty_run(tmp_path: Path):
 
 if __name__ == "__main__":
     raise SystemExit(pytest.main([__file__, "-q"]))
+
+
+def test_experiments_probe_under_a_budget_and_the_successor_trains_in_full(smoke_run: Path):
+    """Smoke sets loop.experiment_budget=0.6: a candidate's experiment trains 60% of its recipe's steps, the
+    successor trained from the selected recipe trains all of them, and the bootstrap is never cut."""
+    import json
+    import sqlite3
+
+    db = sqlite3.connect(smoke_run / "lineage.db")
+    rows = db.execute("SELECT e.generation, e.kind, e.metrics, c.recipe FROM experiments e "
+                      "JOIN candidates c ON c.id = e.candidate_id WHERE e.status='done'").fetchall()
+    seen = set()
+    for gen, kind, metrics, recipe in rows:
+        steps, planned = json.loads(metrics)["steps"], json.loads(recipe)["steps"]
+        expected = planned if gen == 0 or kind == "successor" else round(planned * 0.6)
+        assert steps == expected, (gen, kind, steps, planned)
+        seen.add((gen > 0, kind))
+    assert {(True, "candidate"), (True, "successor"), (False, "candidate")} <= seen

@@ -48,8 +48,9 @@ class CuratorConfig(Strict):
     voters: int = Field(3, ge=1, description="models in a majority vote: the champion and the top candidates")
     agreement: float = Field(1.0, gt=0.5, le=1.0, description="fraction of votes a label needs to be kept")
     solve_threshold: float = Field(0.99, gt=0.0, le=1.0, description="accuracy at which a level counts solved")
-    alarm_gap: float = Field(0.25, ge=0.0, le=1.0, description="stop curating a level whose vote agreement "
-                             "exceeds the champion's dev accuracy there by more than this")
+    max_dev_noise: float = Field(0.0, ge=0.0, lt=1.0, description="label noise the vote may have: it is held to "
+                                 "the lowest agreement whose labels on the level's dev items do not show more "
+                                 "(one-sided binomial, 5%); a level where none qualifies is not curated (the alarm)")
     min_kept: int = Field(20, ge=0, description="fewer kept labels than this and the level is not curated")
     policy: Literal["accumulate", "replace"] = "accumulate"
 
@@ -66,6 +67,8 @@ class LoopConfig(Strict):
     generations: int = Field(5, ge=1, le=1000, description="generations after the bootstrap (generation 0)")
     experiment_timeout_s: float = Field(900.0, gt=0)
     threads: int | None = Field(None, ge=1, description="torch threads per experiment (default: all cores)")
+    experiment_budget: float = Field(1.0, gt=0.0, le=1.0, description="fraction of its recipe's steps a "
+                                     "candidate experiment trains; the successor trains them all")
 
 
 class RunConfig(Strict):

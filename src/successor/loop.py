@@ -196,7 +196,8 @@ class Loop:
             proposals = [(p.recipe, p.rationale) for p in props]
         ids = []
         for i, (recipe, why) in enumerate(proposals):
-            recipe = recipe.model_copy(update={"seed": int(rng.integers(2**31))})
+            if ctx["champion"] is not None:  # the bootstrap trains exactly as configured, seed included
+                recipe = recipe.model_copy(update={"seed": int(rng.integers(2**31))})
             cid = f"g{g}c{i}"
             self.store.x("INSERT OR REPLACE INTO candidates VALUES(?,?,?,?,?,?,?)", cid, g, i,
                          recipe.model_dump_json(), recipe_key(recipe), why, ctx["champion"])
@@ -214,8 +215,15 @@ class Loop:
     def _implement(self, g: int, ctx: dict) -> dict:
         data = self.accepted_data()
         newest, older = data[-1:], data[:-1]
-        return {"experiments": {cid: self.make_job(g, cid, self._recipe(cid), ctx["champion"], newest, older)
+        return {"experiments": {cid: self.make_job(g, cid, self._budgeted(cid, g), ctx["champion"], newest, older)
                                 for cid in ctx["propose"]["candidates"]}}
+
+    def _budgeted(self, cid: str, g: int) -> Recipe:
+        """An experiment is a probe of its recipe under a budget (DESIGN.md stage 4); the bootstrap is not."""
+        recipe = self._recipe(cid)
+        if g == 0 or self.cfg.loop.experiment_budget >= 1.0:
+            return recipe
+        return recipe.model_copy(update={"steps": max(1, round(recipe.steps * self.cfg.loop.experiment_budget))})
 
     def _experiment(self, g: int, ctx: dict) -> dict:
         exps = ctx["implement"]["experiments"]
@@ -267,11 +275,13 @@ class Loop:
             return {"level": None, "skipped": f"level {level} is beyond eval_max_level"}
         others = [self.model(ctx["experiment"][c]["model"]) for c in ctx["select"]["ranking"]]
         problems = self.task.generate(level, cfg.problems, tier_rng(self.cfg.seed, "curate", g))
-        dev_acc = ctx["assess"]["dev_acc"].get(str(level), 0.0)
-        cur = curate_level(self.task, cfg, level, problems, dev_acc, self.model(ctx["champion"]), others)
+        dev = [(p, y) for p, y in load_shard(self.run.tiers["dev"].path) if p.level == level]
+        cur = curate_level(self.task, cfg, level, problems, dev, self.model(ctx["champion"]), others)
         noise = float(np.mean([not self.task.check(p, y) for p, y in cur.items])) if cur.items else None
         stats = {"level": level, "labelled": cur.labelled, "kept": len(cur.items), "agreement": cur.agreement,
-                 "champion_dev_acc": dev_acc, "filter": cfg.filter, "skipped": cur.skipped,
+                 "threshold": cur.threshold, "dev_passed": cur.dev_passed, "dev_wrong": cur.dev_wrong,
+                 "champion_dev_acc": ctx["assess"]["dev_acc"].get(str(level), 0.0), "filter": cfg.filter,
+                 "skipped": cur.skipped,
                  "true_noise_hidden": noise}  # measured with the hidden checker; never used to decide
         if cur.skipped:
             return stats | {"shard": None}
