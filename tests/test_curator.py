@@ -6,7 +6,7 @@ import pytest
 
 from successor import curator
 from successor.config import CuratorConfig
-from successor.curator import curate_level, label, vote, well_formed
+from successor.curator import curate_level, label, thresholds, vote, well_formed
 from successor.tasks import Problem, get_task
 
 TASK = get_task("addition")
@@ -150,11 +150,24 @@ def test_filter_majority_needs_two_models(fake_greedy):
 # -- curate_level --------------------------------------------------------------------------------------------
 
 
-def agreeing(table, n_agree: int, probs):
-    """Three offsets that agree on the first n_agree problems (on the true answer) and disagree after."""
-    for off, junk in ((0, "0"), (3, "1"), (7, "2")):
-        table[("champ", off)] = [TASK.answer(p) if i < n_agree else junk * (p.level + 1)
-                                 for i, p in enumerate(probs)]
+OFFSETS = [0, 1, 2, 3, 4]
+
+
+def wrong(p: Problem) -> str:
+    """A well-formed label that is not the true answer."""
+    y = TASK.answer(p)
+    return ("1" if y[0] != "1" else "2") + y[1:]
+
+
+def answers(table, pool: list[Problem], right: dict[int, int], wrong_votes: dict[int, int] | None = None):
+    """Per pool item i, `right[i]` of the five offsets give the true answer and `wrong_votes[i]` give one shared
+    wrong label; the rest give a junk label of their own (default: everyone is right)."""
+    for k, off in enumerate(OFFSETS):
+        col = []
+        for i, p in enumerate(pool):
+            r, w = right.get(i, 5), (wrong_votes or {}).get(i, 0)
+            col.append(TASK.answer(p) if k < r else wrong(p) if k < r + w else str(k) * (p.level + 1))
+        table[("champ", off)] = col
 
 
 @pytest.fixture
@@ -162,46 +175,80 @@ def level5():
     return TASK.generate(5, 40, np.random.default_rng(0))
 
 
-def test_curate_level_keeps_labels_when_agreement_matches_accuracy(fake_greedy, level5):
-    table, _ = fake_greedy
-    agreeing(table, 30, level5)  # 75% agreement
-    cfg = CuratorConfig(filter="offset-vote", alarm_gap=0.25, min_kept=10)
-    cur = curate_level(TASK, cfg, 5, level5, champion_dev_acc=0.7, champion=CHAMP)
-    assert cur.skipped is None
-    assert cur.level == 5 and cur.labelled == 40 and cur.agreement == 0.75
+@pytest.fixture
+def dev5():
+    return [(p, TASK.answer(p)) for p in TASK.generate(5, 10, np.random.default_rng(1))]
+
+
+def vote_cfg(**kw) -> CuratorConfig:
+    return CuratorConfig(**{"filter": "offset-vote", "offsets": OFFSETS, "agreement": 0.6, "min_kept": 10, **kw})
+
+
+def test_thresholds_run_from_the_configured_agreement_to_unanimity():
+    assert thresholds(vote_cfg(), 5) == [0.6, 0.8, 1.0]
+    assert thresholds(CuratorConfig(offsets=list(range(20)), agreement=0.7), 20) == [c / 20 for c in range(14, 21)]
+    assert thresholds(CuratorConfig(filter="length"), 1) == [1.0]
+
+
+def test_curate_level_holds_the_vote_to_the_lowest_agreement_clean_on_dev(fake_greedy, level5, dev5):
+    table, calls = fake_greedy
+    pool = level5 + [p for p, _ in dev5]
+    # new problems: 20 unanimous, 10 with 4 of 5 right, 10 with 3 of 5; dev item 0 has 3 voters on a wrong label
+    right = {i: 4 for i in range(20, 30)} | {i: 3 for i in range(30, 40)} | {40: 1}
+    answers(table, pool, right, {40: 3})
+    cur = curate_level(TASK, vote_cfg(), 5, level5, dev5, CHAMP)
+    assert calls == [("champ", off) for off in OFFSETS]  # one decoding pass per voter, new and dev together
+    assert cur.threshold == 0.8 and cur.skipped is None  # at 60% the wrong dev label passes
+    assert cur.dev_passed == 9 and cur.dev_wrong == 0
     assert cur.items == [(p, TASK.answer(p)) for p in level5[:30]]
+    assert cur.agreement == 0.75
 
 
-def test_curate_level_alarm_skips_overconfident_level(fake_greedy, level5):
+def test_curate_level_raises_the_threshold_until_dev_is_clean(fake_greedy, level5, dev5):
     table, _ = fake_greedy
-    agreeing(table, 40, level5)  # 100% agreement
-    cfg = CuratorConfig(filter="offset-vote", alarm_gap=0.25, min_kept=10)
-    cur = curate_level(TASK, cfg, 5, level5, champion_dev_acc=0.70, champion=CHAMP)
+    pool = level5 + [p for p, _ in dev5]
+    answers(table, pool, {i: 4 for i in range(20, 40)} | {40: 1}, {40: 4})  # 4 of 5 agree on a wrong dev label
+    cur = curate_level(TASK, vote_cfg(), 5, level5, dev5, CHAMP)
+    assert cur.threshold == 1.0 and cur.dev_passed == 9 and cur.dev_wrong == 0
+    assert cur.items == [(p, TASK.answer(p)) for p in level5[:20]]
+    # tolerating one wrong label in ten on dev lets the lowest agreement through
+    loose = curate_level(TASK, vote_cfg(max_dev_noise=0.1), 5, level5, dev5, CHAMP)
+    assert loose.threshold == 0.6 and loose.dev_passed == 10 and loose.dev_wrong == 1 and len(loose.items) == 40
+
+
+def test_curate_level_alarm_when_every_voter_agrees_on_a_wrong_dev_label(fake_greedy, level5, dev5):
+    table, _ = fake_greedy
+    pool = level5 + [p for p, _ in dev5]
+    answers(table, pool, {40: 0}, {40: 5})  # confident and wrong: the error accumulation DESIGN.md warns of
+    cur = curate_level(TASK, vote_cfg(), 5, level5, dev5, CHAMP)
     assert cur.skipped is not None and cur.skipped.startswith("alarm")
-    assert "level 5" in cur.skipped
-    assert cur.items == []
-    assert cur.agreement == 1.0
-    # exactly at the gap is not an alarm; just past it is
-    ok = curate_level(TASK, cfg, 5, level5, champion_dev_acc=0.75, champion=CHAMP)
-    assert ok.skipped is None and len(ok.items) == 40
-    bad = curate_level(TASK, cfg, 5, level5, champion_dev_acc=0.74, champion=CHAMP)
-    assert bad.skipped and bad.skipped.startswith("alarm") and bad.items == []
+    assert "1 of 10" in cur.skipped and cur.items == [] and cur.threshold is None
+    assert cur.agreement == 1.0  # every new problem passed the vote: confidence is not accuracy
 
 
-def test_curate_level_no_alarm_for_filter_none(fake_greedy, level5):
+def test_curate_level_no_alarm_for_filter_none(fake_greedy, level5, dev5):
     table, _ = fake_greedy
-    agreeing(table, 0, level5)
-    cfg = CuratorConfig(filter="none", alarm_gap=0.0, min_kept=10)
-    cur = curate_level(TASK, cfg, 5, level5, champion_dev_acc=0.0, champion=CHAMP)
+    pool = level5 + [p for p, _ in dev5]
+    answers(table, pool, {i: 0 for i in range(len(pool))}, {i: 5 for i in range(len(pool))})
+    cur = curate_level(TASK, CuratorConfig(filter="none", offsets=OFFSETS, min_kept=10), 5, level5, dev5, CHAMP)
     assert cur.skipped is None and len(cur.items) == 40  # 'none' trusts the champion by definition
+    assert all(y == wrong(p) for p, y in cur.items)
 
 
-def test_curate_level_skips_when_too_few_labels(fake_greedy, level5):
+def test_curate_level_skips_when_too_few_labels(fake_greedy, level5, dev5):
     table, _ = fake_greedy
-    agreeing(table, 8, level5)  # 20% agreement, champion 20% accurate: no alarm, but only 8 labels
-    cfg = CuratorConfig(filter="offset-vote", alarm_gap=0.25, min_kept=10)
-    cur = curate_level(TASK, cfg, 5, level5, champion_dev_acc=0.2, champion=CHAMP)
+    pool = level5 + [p for p, _ in dev5]
+    answers(table, pool, {i: 1 for i in range(8, 40)})  # only 8 new problems get any agreement
+    cur = curate_level(TASK, vote_cfg(), 5, level5, dev5, CHAMP)
     assert cur.skipped is not None and "only 8 labels" in cur.skipped and "min_kept=10" in cur.skipped
     assert cur.items == [] and cur.agreement == 0.2
-    cur = curate_level(TASK, cfg.model_copy(update={"min_kept": 8}), 5, level5, 0.2, CHAMP)
+    cur = curate_level(TASK, vote_cfg(min_kept=8), 5, level5, dev5, CHAMP)
     assert cur.skipped is None and len(cur.items) == 8
+
+
+def test_curate_level_alarm_when_the_vote_passes_no_dev_item(fake_greedy, level5, dev5):
+    table, _ = fake_greedy
+    pool = level5 + [p for p, _ in dev5]
+    answers(table, pool, {i: 1 for i in range(40, 50)})
+    cur = curate_level(TASK, vote_cfg(), 5, level5, dev5, CHAMP)
+    assert cur.skipped == "alarm: the vote passes no dev item of level 5" and cur.items == []

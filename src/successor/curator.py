@@ -8,7 +8,10 @@ A *voter* is one model decoding under one position offset. Every filter is a vot
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
+
+from scipy.stats import binomtest
 from dataclasses import dataclass
 
 from .config import CuratorConfig
@@ -24,6 +27,9 @@ class Curation:
     labelled: int
     agreement: float  # fraction of problems whose vote passed
     skipped: str | None = None  # why the level was not curated, if it was not
+    threshold: float | None = None  # the agreement the vote was held to, after calibration on dev
+    dev_passed: int = 0  # dev items of the level the vote passed at that threshold
+    dev_wrong: int = 0  # of those, how many carried a wrong label
 
 
 def well_formed(task: Task, problem: Problem, label: str) -> bool:
@@ -64,10 +70,15 @@ def label(
     problems: list[Problem],
     champion: TinyLM,
     others: list[TinyLM] = (),
+    threshold: float | None = None,
 ) -> tuple[list[tuple[Problem, str]], float]:
     """Label problems with the configured filter; returns the kept (problem, label) pairs and the pass rate."""
     answers = [greedy(model, task, problems, offset=off) for model, off in voters(cfg, champion, list(others))]
-    agree = 1.0 if cfg.filter in ("none", "length") else cfg.agreement
+    return _kept(task, cfg, problems, answers, threshold)
+
+
+def _kept(task, cfg, problems, answers, threshold=None) -> tuple[list[tuple[Problem, str]], float]:
+    agree = 1.0 if cfg.filter in ("none", "length") else (threshold or cfg.agreement)
     labels = vote(answers, agree)
     kept = [(p, y) for p, y in zip(problems, labels) if y is not None]
     if cfg.filter != "none":
@@ -75,22 +86,63 @@ def label(
     return kept, (len(kept) / len(problems) if problems else 0.0)
 
 
+def thresholds(cfg: CuratorConfig, n_voters: int) -> list[float]:
+    """The agreements a vote of n voters can be held to, from the configured minimum up to unanimity."""
+    if cfg.filter in ("none", "length"):
+        return [1.0]
+    least = math.ceil(cfg.agreement * n_voters - 1e-9)
+    return [c / n_voters for c in range(least, n_voters + 1)]
+
+
+def noisier_than(wrong: int, passed: int, bound: float, alpha: float = 0.05) -> bool:
+    """Do `wrong` bad labels of `passed` show, at level alpha, that the vote's noise exceeds `bound`?
+    A few dozen dev items cannot prove a vote clean, but they can prove it dirty (one-sided exact binomial)."""
+    if wrong == 0:
+        return False
+    if bound <= 0:
+        return True
+    return binomtest(wrong, passed, bound, alternative="greater").pvalue < alpha
+
+
 def curate_level(
     task: Task,
     cfg: CuratorConfig,
     level: int,
     problems: list[Problem],
-    champion_dev_acc: float,
+    dev: list[tuple[Problem, str]],
     champion: TinyLM,
     others: list[TinyLM] = (),
 ) -> Curation:
-    """Label one level, and refuse to keep labels where the vote is far more confident than the champion is
-    accurate (agreement far above dev accuracy is the alarm of error accumulation; see DESIGN.md)."""
-    kept, rate = label(task, cfg, problems, champion, others)
+    """Label one level, holding the vote to the lowest agreement whose labels on the level's dev items do not
+    show noise above `max_dev_noise`. Where every agreement does, the vote is confident where the models are
+    wrong (the alarm of error accumulation, DESIGN.md) and the level is not curated.
+
+    Dev items are the visible tier: their labels calibrate the vote; the hidden checker is never called here.
+    """
+    pool = problems + [p for p, _ in dev]
+    answers = [greedy(model, task, pool, offset=off) for model, off in voters(cfg, champion, list(others))]
+    new, held = [a[: len(problems)] for a in answers], [a[len(problems):] for a in answers]
+    truth = {p: y for p, y in dev}
+    checked = cfg.filter != "none" and dev
+    chosen, passed, wrong = None, 0, 0
+    for t in thresholds(cfg, len(answers)):
+        if not checked:
+            chosen = t
+            break
+        dev_kept, _ = _kept(task, cfg, [p for p, _ in dev], held, t)
+        passed, wrong = len(dev_kept), sum(truth[p] != y for p, y in dev_kept)
+        if passed and not noisier_than(wrong, passed, cfg.max_dev_noise):
+            chosen = t
+            break
+    if chosen is None:
+        why = (f"the vote passes no dev item of level {level}" if not passed else
+               f"{wrong} of {passed} labels the vote passes on dev are wrong, even when every voter agrees "
+               f"(more than max_dev_noise={cfg.max_dev_noise:g})")
+        rate = _kept(task, cfg, problems, new, 1.0)[1]
+        return Curation(level, [], len(problems), rate, f"alarm: {why}", None, passed, wrong)
+    kept, rate = _kept(task, cfg, problems, new, chosen)
     skipped = None
-    if cfg.filter != "none" and rate - champion_dev_acc > cfg.alarm_gap:
-        skipped = (f"alarm: {rate:.0%} of votes agree but the champion is {champion_dev_acc:.0%} accurate on dev "
-                   f"at level {level}")
-    elif len(kept) < cfg.min_kept:
+    if len(kept) < cfg.min_kept:
         skipped = f"only {len(kept)} labels passed the filter (min_kept={cfg.min_kept})"
-    return Curation(level, [] if skipped else kept, len(problems), rate, skipped)
+    return Curation(level, [] if skipped else kept, len(problems), rate, skipped, chosen,
+                    passed if checked else 0, wrong if checked else 0)

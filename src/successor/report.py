@@ -27,7 +27,8 @@ DASH = "—"
 HIDDEN = "measured with the hidden checker, never used by the loop"
 CAND_HEAD = ["candidate", "role", "recipe differences", "experiment", "validation score", "promoted",
              "gate reason"]
-CUR_HEAD = ["generation", "level", "labels kept / labelled", "agreement", "true noise rate (hidden)†", "note"]
+CUR_HEAD = ["generation", "level", "labels kept / labelled", "votes needed", "dev labels wrong / passed",
+            "true noise rate (hidden)†", "note"]
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:4px 8px;
 text-align:left;vertical-align:top}th{background:#f0f0f0}tr:nth-child(even){background:#fafafa}
@@ -93,10 +94,11 @@ def _curation_rows(db: sqlite3.Connection) -> list[list[str]]:
     for (g,) in db.execute("SELECT idx FROM generations ORDER BY idx"):
         cur = _stage(db, g, "curate")
         if cur is None:
-            rows.append([str(g), DASH, DASH, DASH, DASH, "curate stage not done"])
+            rows.append([str(g), DASH, DASH, DASH, DASH, DASH, "curate stage not done"])
             continue
         kept = f"{cur['kept']} / {cur['labelled']}" if cur.get("labelled") is not None else DASH
-        rows.append([str(g), _fmt(cur.get("level"), "d"), kept, _fmt(cur.get("agreement"), ".1%"),
+        dev = f"{cur['dev_wrong']} / {cur['dev_passed']}" if cur.get("dev_passed") is not None else DASH
+        rows.append([str(g), _fmt(cur.get("level"), "d"), kept, _fmt(cur.get("threshold"), ".0%"), dev,
                      _fmt(cur.get("true_noise_hidden"), ".1%"), cur.get("skipped") or "curated"])
     return rows
 
