@@ -1,0 +1,66 @@
+"""How one model's labels at a new length depend on the position offset it decodes under, and what a vote
+over offsets keeps. Prints per-offset accuracy, then kept labels and their true noise per agreement threshold.
+
+    .venv/bin/python benchmarks/offset_vote.py runs/demo --level 9
+
+RUN_DIR is a finished run; the probe uses its generation-0 champion. Label noise is measured with the hidden
+checker, which the curator never sees. Nothing is written unless --write is given (then a table goes to
+BENCHMARKS.md).
+"""
+from __future__ import annotations
+
+import argparse
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from successor.data import labelled, tier_rng
+from successor.tasks import get_task
+from successor.workloads.tinylm import checkpoint
+from successor.workloads.tinylm.decode import greedy
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--generation", type=int, default=0, help="whose champion labels")
+    ap.add_argument("--level", type=int, default=9)
+    ap.add_argument("--problems", type=int, default=1000)
+    ap.add_argument("--offsets", type=int, default=20, help="decode under offsets 0..N-1")
+    ap.add_argument("--write", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    db = sqlite3.connect(a.run_dir / "lineage.db")
+    row = db.execute("SELECT champion_model FROM generations WHERE idx=?", (a.generation,)).fetchone()
+    if row is None or row[0] is None:
+        raise SystemExit(f"generation {a.generation} of {a.run_dir} has no champion")
+    model = checkpoint.load(a.run_dir / "artifacts" / "models" / row[0])
+    task = get_task("addition")
+    items = labelled(task, [a.level], a.problems, tier_rng(12345, "dev"))
+    problems = [p for p, _ in items]
+    offsets = list(range(a.offsets))
+    answers = [greedy(model, task, problems, offset=o) for o in offsets]
+    per_offset = [float(np.mean([x == y for x, (_, y) in zip(ans, items)])) for ans in answers]
+    lines = [f"Champion of generation {a.generation} ({row[0][:12]}…), {a.problems} problems of length {a.level}.",
+             "", "Accuracy by decode offset: " + ", ".join(f"{o}: {acc:.2f}" for o, acc in zip(offsets, per_offset)),
+             "", "| votes needed (of %d) | labels kept | label noise |" % len(offsets), "|---|---|---|"]
+    for need in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
+        kept = []
+        for i, (_, y) in enumerate(items):
+            label, count = Counter(ans[i] for ans in answers).most_common(1)[0]
+            if count / len(offsets) >= need - 1e-9:
+                kept.append(label == y)
+        noise = f"{1 - np.mean(kept):.3f}" if kept else "-"
+        lines.append(f"| {need:.0%} | {len(kept)} | {noise} |")
+    text = "\n".join(lines)
+    print(text)
+    if a.write:
+        with open(Path(__file__).resolve().parent.parent / "BENCHMARKS.md", "a") as f:
+            f.write("\n" + text + "\n")
+
+
+if __name__ == "__main__":
+    main()
