@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 
 from scipy.stats import binomtest
-from dataclasses import dataclass
 
 from .config import CuratorConfig
 from .tasks import Problem, Task
@@ -64,22 +64,26 @@ def voters(cfg: CuratorConfig, champion: TinyLM, others: list[TinyLM]) -> list[t
     return [(m, 0) for m in models]
 
 
+def answers(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: TinyLM,
+            others: list[TinyLM] = ()) -> list[list[str]]:
+    """Every voter's answers to the problems, one list per voter."""
+    return [greedy(model, task, problems, offset=off) for model, off in voters(cfg, champion, list(others))]
+
+
 def label(
     task: Task,
     cfg: CuratorConfig,
     problems: list[Problem],
     champion: TinyLM,
     others: list[TinyLM] = (),
-    threshold: float | None = None,
 ) -> tuple[list[tuple[Problem, str]], float]:
     """Label problems with the configured filter; returns the kept (problem, label) pairs and the pass rate."""
-    answers = [greedy(model, task, problems, offset=off) for model, off in voters(cfg, champion, list(others))]
-    return _kept(task, cfg, problems, answers, threshold)
+    votes = answers(task, cfg, problems, champion, others)
+    return _kept(task, cfg, problems, votes, thresholds(cfg, len(votes))[0])
 
 
-def _kept(task, cfg, problems, answers, threshold=None) -> tuple[list[tuple[Problem, str]], float]:
-    agree = 1.0 if cfg.filter in ("none", "length") else (threshold or cfg.agreement)
-    labels = vote(answers, agree)
+def _kept(task, cfg, problems, votes, agreement: float) -> tuple[list[tuple[Problem, str]], float]:
+    labels = vote(votes, agreement)
     kept = [(p, y) for p, y in zip(problems, labels) if y is not None]
     if cfg.filter != "none":
         kept = [(p, y) for p, y in kept if well_formed(task, p, y)]
@@ -119,21 +123,20 @@ def curate_level(
 
     Dev items are the visible tier: their labels calibrate the vote; the hidden checker is never called here.
     """
-    pool = problems + [p for p, _ in dev]
-    answers = [greedy(model, task, pool, offset=off) for model, off in voters(cfg, champion, list(others))]
-    new, held = [a[: len(problems)] for a in answers], [a[len(problems):] for a in answers]
-    truth = {p: y for p, y in dev}
-    checked = cfg.filter != "none" and dev
+    votes = answers(task, cfg, problems + [p for p, _ in dev], champion, others)
+    new, held = [a[: len(problems)] for a in votes], [a[len(problems):] for a in votes]
+    ladder = thresholds(cfg, len(votes))
     chosen, passed, wrong = None, 0, 0
-    for t in thresholds(cfg, len(answers)):
-        if not checked:
-            chosen = t
-            break
-        dev_kept, _ = _kept(task, cfg, [p for p, _ in dev], held, t)
-        passed, wrong = len(dev_kept), sum(truth[p] != y for p, y in dev_kept)
-        if passed and not noisier_than(wrong, passed, cfg.max_dev_noise):
-            chosen = t
-            break
+    if cfg.filter == "none" or not dev:  # nothing to calibrate: 'none' trusts the champion by definition
+        chosen = ladder[0]
+    else:
+        truth = dict(dev)
+        for t in ladder:
+            dev_kept, _ = _kept(task, cfg, [p for p, _ in dev], held, t)
+            passed, wrong = len(dev_kept), sum(truth[p] != y for p, y in dev_kept)
+            if passed and not noisier_than(wrong, passed, cfg.max_dev_noise):
+                chosen = t
+                break
     if chosen is None:
         why = (f"the vote passes no dev item of level {level}" if not passed else
                f"{wrong} of {passed} labels the vote passes on dev are wrong, even when every voter agrees "
@@ -144,5 +147,4 @@ def curate_level(
     skipped = None
     if len(kept) < cfg.min_kept:
         skipped = f"only {len(kept)} labels passed the filter (min_kept={cfg.min_kept})"
-    return Curation(level, [] if skipped else kept, len(problems), rate, skipped, chosen,
-                    passed if checked else 0, wrong if checked else 0)
+    return Curation(level, [] if skipped else kept, len(problems), rate, skipped, chosen, passed, wrong)

@@ -215,13 +215,14 @@ class Loop:
     def _implement(self, g: int, ctx: dict) -> dict:
         data = self.accepted_data()
         newest, older = data[-1:], data[:-1]
-        return {"experiments": {cid: self.make_job(g, cid, self._budgeted(cid, g), ctx["champion"], newest, older)
-                                for cid in ctx["propose"]["candidates"]}}
+        bootstrap = ctx["champion"] is None
+        return {"experiments": {cid: self.make_job(g, cid, self._budgeted(cid, bootstrap), ctx["champion"], newest,
+                                                   older) for cid in ctx["propose"]["candidates"]}}
 
-    def _budgeted(self, cid: str, g: int) -> Recipe:
+    def _budgeted(self, cid: str, bootstrap: bool) -> Recipe:
         """An experiment is a probe of its recipe under a budget (DESIGN.md stage 4); the bootstrap is not."""
         recipe = self._recipe(cid)
-        if g == 0 or self.cfg.loop.experiment_budget >= 1.0:
+        if bootstrap or self.cfg.loop.experiment_budget >= 1.0:
             return recipe
         return recipe.model_copy(update={"steps": max(1, round(recipe.steps * self.cfg.loop.experiment_budget))})
 

@@ -96,8 +96,9 @@ def train(
     model.train()
     # Decay matrices only: decaying embeddings shrinks the rarely used position slots that length
     # generalisation depends on (measured: see BENCHMARKS.md).
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.startswith(("tok.", "pos."))]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or n.startswith(("tok.", "pos."))]
+    decays = {n: p.dim() >= 2 and not n.startswith(("tok.", "pos.")) for n, p in model.named_parameters()}
+    decay = [p for n, p in model.named_parameters() if decays[n]]
+    no_decay = [p for n, p in model.named_parameters() if not decays[n]]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=recipe.lr,
