@@ -161,6 +161,17 @@ def verify_after(path, ls):
     return verify(path)
 
 
+def verify_after_edit(path, index, field, value, rehash=False):
+    """Change one data field of record `index`, optionally recompute its own hash, then verify the log."""
+    ls = lines(path)
+    rec = json.loads(ls[index])
+    rec["data"][field] = value
+    if rehash:
+        rec["hash"] = audit_mod._hash(rec)
+    ls[index] = json.dumps(rec, sort_keys=True)
+    return verify_after(path, ls)
+
+
 def test_appended_chain_verifies(tmp_path):
     path = filled(tmp_path)
     ok, msg = verify(path)
@@ -178,23 +189,12 @@ def test_appended_chain_verifies(tmp_path):
 
 
 def test_editing_data_breaks_verify(tmp_path):
-    path = filled(tmp_path)
-    ls = lines(path)
-    rec = json.loads(ls[2])
-    rec["data"]["i"] = 99
-    ls[2] = json.dumps(rec, sort_keys=True)
-    ok, msg = verify_after(path, ls)
+    ok, msg = verify_after_edit(filled(tmp_path), 2, "i", 99)
     assert not ok and msg.startswith("line 3") and "hash mismatch" in msg
 
 
 def test_editing_data_and_rehashing_still_breaks_verify(tmp_path):
-    path = filled(tmp_path)
-    ls = lines(path)
-    rec = json.loads(ls[1])
-    rec["data"]["note"] = "forged"
-    rec["hash"] = audit_mod._hash(rec)
-    ls[1] = json.dumps(rec, sort_keys=True)
-    ok, msg = verify_after(path, ls)
+    ok, msg = verify_after_edit(filled(tmp_path), 1, "note", "forged", rehash=True)
     assert not ok and msg.startswith("line 3") and "chain broken" in msg
 
 
