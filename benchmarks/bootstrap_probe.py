@@ -9,12 +9,12 @@ Accuracy is exact match on 100 dev problems per length, decoded at position offs
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import time
 from pathlib import Path
 
 import torch
+from overrides import overrides
 
 from successor.data import labelled, tier_rng
 from successor.tasks import get_task
@@ -32,11 +32,10 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    over = {k: ast.literal_eval(v) if v[0].isdigit() or v[0] in "-." else v
-            for k, v in (s.split("=", 1) for s in a.set)}
+    over = overrides(a.set)
     task = get_task("addition")
     human = labelled(task, list(range(1, a.max_level + 1)), a.per_level, tier_rng(0, "human"))
-    recipe = Recipe(steps=a.steps, init="scratch", mix_newest=0.0, mix_human=1.0, **over)
+    recipe = Recipe(**{"steps": a.steps, "init": "scratch", "mix_newest": 0.0, "mix_human": 1.0} | over)
     t0 = time.time()
     model, _ = train(task, recipe, Mixture({"human": human}, {"human": 1.0}))
     wall = time.time() - t0

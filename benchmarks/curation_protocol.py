@@ -10,13 +10,13 @@ minutes. Label noise is measured with the hidden checker, which the curator neve
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from overrides import overrides
 
 from successor.config import CuratorConfig
 from successor.curator import curate_level
@@ -26,11 +26,6 @@ from successor.tasks import get_task
 from successor.workloads.tinylm import checkpoint
 from successor.workloads.tinylm.recipe import Recipe
 from successor.workloads.tinylm.train import Mixture, accuracy_by_level, train
-
-
-def overrides(pairs: list[str]) -> dict:
-    return {k: ast.literal_eval(v) if v[0].isdigit() or v[0] in "-." else v
-            for k, v in (s.split("=", 1) for s in pairs)}
 
 
 def offsets(spec: str) -> list[int]:
@@ -72,8 +67,8 @@ def main() -> None:
     if a.boot:
         model = checkpoint.load(a.boot)
     else:
-        recipe = Recipe(steps=a.boot_steps, init="scratch", warmup=0, mix_newest=0.0, mix_human=1.0,
-                        **overrides(a.bset))
+        recipe = Recipe(**{"steps": a.boot_steps, "init": "scratch", "warmup": 0, "mix_newest": 0.0,
+                           "mix_human": 1.0} | overrides(a.bset))
         model, _ = train(task, recipe, Mixture({"human": human}, {"human": 1.0}))
         if a.save:
             checkpoint.save(model, a.save, meta={"recipe": recipe.model_dump()})
@@ -92,7 +87,7 @@ def main() -> None:
               f"{', skipped: ' + cur.skipped if cur.skipped else ''}", flush=True)
         if not cur.skipped:
             curated.append(cur.items)
-        recipe = Recipe(init="parent", steps=400, lr=5e-4, warmup=0, seed=g, **overrides(a.sset))
+        recipe = Recipe(**{"init": "parent", "steps": 400, "lr": 5e-4, "warmup": 0, "seed": g} | overrides(a.sset))
         older = [x for c in curated[:-1] for x in c]
         mix = Mixture({"newest": curated[-1] if curated else [], "human": human, "older": older},
                       {"newest": recipe.mix_newest, "human": recipe.mix_human,

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from successor.curator import vote
 from successor.data import labelled, tier_rng
 from successor.tasks import get_task
 from successor.workloads.tinylm import checkpoint
@@ -48,11 +48,7 @@ def main() -> None:
              "", "Accuracy by decode offset: " + ", ".join(f"{o}: {acc:.2f}" for o, acc in zip(offsets, per_offset)),
              "", "| votes needed (of %d) | labels kept | label noise |" % len(offsets), "|---|---|---|"]
     for need in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
-        kept = []
-        for i, (_, y) in enumerate(items):
-            label, count = Counter(ans[i] for ans in answers).most_common(1)[0]
-            if count / len(offsets) >= need - 1e-9:
-                kept.append(label == y)
+        kept = [label == y for label, (_, y) in zip(vote(answers, need), items) if label is not None]
         noise = f"{1 - np.mean(kept):.3f}" if kept else "-"
         lines.append(f"| {need:.0%} | {len(kept)} | {noise} |")
     text = "\n".join(lines)
