@@ -139,3 +139,32 @@ def test_holm_is_step_down_familywise_not_false_discovery_rate():
     for name in ("x1", "x2"):
         assert d[name].stats["p_holm"] == pytest.approx(2 * p, rel=1e-12)
         assert not d[name].promoted and "not significant" in d[name].reason
+
+
+def test_gain_at_the_tested_level_is_not_drowned_by_noise_beyond_it():
+    """A real gain at level 3 (9 items) with two unsolved levels past it swapping items at random: pooled over
+    every level the test is not significant; on the pre-registered levels 1-3 it is, and it is reported so."""
+    champ = {1: [1] * 100, 2: [1] * 100, 3: [1] * 91 + [0] * 9, 4: [1] * 40 + [0] * 60, 5: [1] * 30 + [0] * 70}
+    succ = champ | {3: [1] * 100, 4: [0] * 30 + [1] * 40 + [0] * 30, 5: [0] * 30 + [1] * 30 + [0] * 40}
+    pooled = decide(champ, {"s": succ}, CFG)["s"]
+    assert pooled.stats["gained"] == 9 + 30 + 30 and pooled.stats["lost"] == 30 + 30
+    assert not pooled.promoted and "not significant" in pooled.reason
+    focused = decide(champ, {"s": succ}, CFG, levels=[1, 2, 3])["s"]
+    assert focused.promoted, focused.reason
+    assert focused.stats["gained"] == 9 and focused.stats["lost"] == 0 and focused.stats["n"] == 300
+    assert focused.stats["levels"] == [1, 2, 3] and "on levels 1-3" in focused.reason
+    assert focused.stats["p_value"] == pytest.approx(0.5**9)
+
+
+def test_forgetting_is_checked_outside_the_tested_levels():
+    champ = {1: [1] * 100, 2: [1] * 100, 3: [0] * 100}
+    c = {1: [1] * 90 + [0] * 10, 2: [1] * 100, 3: [1] * 50 + [0] * 50}
+    d = decide(champ, {"c": c}, CFG, levels=[2, 3])["c"]
+    assert not d.promoted and "forgets solved level(s) 1 (1.00->0.90)" in d.reason
+
+
+def test_tested_levels_must_be_sealed_levels():
+    with pytest.raises(ValueError, match="tested levels"):
+        decide(champion(), {"c": champion()}, CFG, levels=[4])
+    with pytest.raises(ValueError, match="tested levels"):
+        decide(champion(), {"c": champion()}, CFG, levels=[])

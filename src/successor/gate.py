@@ -5,6 +5,11 @@ Checks, in order, each giving a recorded reason on refusal:
 2. effect: sealed accuracy rises by at least `min_effect`;
 3. significance: an exact one-sided McNemar test (a binomial test on the discordant pairs) on the same sealed
    items, Holm-corrected over every contender tried in the generation.
+
+Effect and significance are measured on the *tested levels*: the levels the generation set out to improve,
+fixed before any contender was trained (the loop passes the levels up to the one it curated). Pooling in the
+levels far past the frontier, where two models at 20-40% swap hundreds of items by chance, drowns a real gain
+at the frontier in noise. Forgetting is checked on every level.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ class PairedStats:
     lost: int  # items the champion gets right and the contender wrong
     p_value: float
     forgotten: dict[int, tuple[float, float]] = field(default_factory=dict)  # level -> (champion, contender)
+    levels: list[int] = field(default_factory=list)  # the levels effect and significance were measured on
 
 
 @dataclass
@@ -40,11 +46,15 @@ def flatten(items: dict[int, list[int]]) -> np.ndarray:
     return np.array([x for lvl in sorted(items) for x in items[lvl]], dtype=bool)
 
 
-def paired(champion: dict[int, list[int]], contender: dict[int, list[int]], cfg: GateConfig) -> PairedStats:
-    """Paired statistics on identical sealed items (levels must match)."""
+def paired(champion: dict[int, list[int]], contender: dict[int, list[int]], cfg: GateConfig,
+           levels: list[int] | None = None) -> PairedStats:
+    """Paired statistics on identical sealed items (levels must match), tested on `levels` (default: all)."""
     if sorted(champion) != sorted(contender) or any(len(champion[k]) != len(contender[k]) for k in champion):
         raise ValueError("champion and contender were not evaluated on the same sealed items")
-    a, b = flatten(champion), flatten(contender)
+    tested = sorted(champion) if levels is None else sorted(levels)
+    if not tested or any(lvl not in champion for lvl in tested):
+        raise ValueError(f"tested levels {tested} are not all among the sealed levels {sorted(champion)}")
+    a, b = flatten({k: champion[k] for k in tested}), flatten({k: contender[k] for k in tested})
     gained, lost = int((b & ~a).sum()), int((a & ~b).sum())
     p = binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue if gained + lost else 1.0
     forgotten = {}
@@ -52,15 +62,16 @@ def paired(champion: dict[int, list[int]], contender: dict[int, list[int]], cfg:
         ca, cb = float(np.mean(champion[lvl])), float(np.mean(contender[lvl]))
         if ca >= cfg.solve_threshold and cb < cfg.solve_threshold - cfg.forget_tolerance:
             forgotten[lvl] = (ca, cb)
-    return PairedStats(len(a), float(a.mean()), float(b.mean()), gained, lost, float(p), forgotten)
+    return PairedStats(len(a), float(a.mean()), float(b.mean()), gained, lost, float(p), forgotten, tested)
 
 
 def decide(
-    champion: dict[int, list[int]], contenders: dict[str, dict[int, list[int]]], cfg: GateConfig
+    champion: dict[int, list[int]], contenders: dict[str, dict[int, list[int]]], cfg: GateConfig,
+    levels: list[int] | None = None,
 ) -> dict[str, Decision]:
     """One decision per contender. Holm runs over all of them: trying more candidates raises the bar."""
     names = list(contenders)
-    stats = {n: paired(champion, contenders[n], cfg) for n in names}
+    stats = {n: paired(champion, contenders[n], cfg, levels) for n in names}
     pvals = [stats[n].p_value for n in names]
     reject, p_adj, _, _ = multipletests(pvals, alpha=cfg.alpha, method="holm")
     out = {}
@@ -74,12 +85,20 @@ def decide(
             lv = ", ".join(f"{k} ({v[0]:.2f}->{v[1]:.2f})" for k, v in s.forgotten.items())
             reason = f"refused: forgets solved level(s) {lv}"
         elif effect < cfg.min_effect:
-            reason = f"refused: effect {effect:+.4f} below the minimum {cfg.min_effect:.4f}"
+            reason = f"refused: effect {effect:+.4f} below the minimum {cfg.min_effect:.4f}{_on(s.levels)}"
         elif not rej:
-            reason = (f"refused: not significant (p={s.p_value:.3g}, Holm-adjusted {padj:.3g} > alpha "
-                      f"{cfg.alpha} over {len(names)} contenders)")
+            reason = (f"refused: not significant{_on(s.levels)} (p={s.p_value:.3g}, Holm-adjusted {padj:.3g} > "
+                      f"alpha {cfg.alpha} over {len(names)} contenders)")
         else:
-            reason = (f"promoted: +{effect:.4f} sealed accuracy, {s.gained} gained vs {s.lost} lost, "
-                      f"Holm-adjusted p={padj:.3g}")
+            reason = (f"promoted: +{effect:.4f} sealed accuracy{_on(s.levels)}, {s.gained} gained vs {s.lost} "
+                      f"lost, Holm-adjusted p={padj:.3g}")
         out[n] = Decision(n, reason.startswith("promoted"), reason, info)
     return out
+
+
+def _on(levels: list[int]) -> str:
+    if len(levels) == 1:
+        return f" on level {levels[0]}"
+    if levels == list(range(levels[0], levels[-1] + 1)):
+        return f" on levels {levels[0]}-{levels[-1]}"
+    return f" on levels {', '.join(map(str, levels))}"
