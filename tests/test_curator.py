@@ -6,7 +6,7 @@ import pytest
 
 from successor import curator
 from successor.config import CuratorConfig
-from successor.curator import curate_level, label, thresholds, vote, well_formed
+from successor.curator import curate_ahead, curate_level, label, thresholds, vote, well_formed
 from successor.tasks import Problem, get_task
 
 TASK = get_task("addition")
@@ -72,6 +72,8 @@ def fake_greedy(monkeypatch):
     def greedy(model, task, problems, offset=0, **kw):
         calls.append((model.name, offset))
         answers = table[(model.name, offset)]
+        if isinstance(answers, dict):  # answers by problem: any subset may be decoded
+            return [answers[p] for p in problems]
         assert len(answers) == len(problems)
         return list(answers)
 
@@ -167,7 +169,7 @@ def answers(table, pool: list[Problem], right: dict[int, int], wrong_votes: dict
         for i, p in enumerate(pool):
             r, w = right.get(i, 5), (wrong_votes or {}).get(i, 0)
             col.append(TASK.answer(p) if k < r else wrong(p) if k < r + w else str(k) * (p.level + 1))
-        table[("champ", off)] = col
+        table[("champ", off)] = dict(zip(pool, col))
 
 
 @pytest.fixture
@@ -197,7 +199,8 @@ def test_curate_level_holds_the_vote_to_the_lowest_agreement_clean_on_dev(fake_g
     right = {i: 4 for i in range(20, 30)} | {i: 3 for i in range(30, 40)} | {40: 1}
     answers(table, pool, right, {40: 3})
     cur = curate_level(TASK, vote_cfg(), 5, level5, dev5, CHAMP)
-    assert calls == [("champ", off) for off in OFFSETS]  # one decoding pass per voter, new and dev together
+    # dev is decoded first (one pass per voter), then the new problems, since the level passed calibration
+    assert calls == [("champ", off) for off in OFFSETS] * 2
     assert cur.threshold == 0.8 and cur.skipped is None  # at 60% the wrong dev label passes
     assert cur.dev_passed == 9 and cur.dev_wrong == 0
     assert cur.items == [(p, TASK.answer(p)) for p in level5[:30]]
@@ -217,13 +220,14 @@ def test_curate_level_raises_the_threshold_until_dev_is_clean(fake_greedy, level
 
 
 def test_curate_level_alarm_when_every_voter_agrees_on_a_wrong_dev_label(fake_greedy, level5, dev5):
-    table, _ = fake_greedy
+    table, calls = fake_greedy
     pool = level5 + [p for p, _ in dev5]
     answers(table, pool, {40: 0}, {40: 5})  # confident and wrong: the error accumulation DESIGN.md warns of
     cur = curate_level(TASK, vote_cfg(), 5, level5, dev5, CHAMP)
     assert cur.skipped is not None and cur.skipped.startswith("alarm")
     assert "1 of 10" in cur.skipped and cur.items == [] and cur.threshold is None
-    assert cur.agreement == 1.0  # every new problem passed the vote: confidence is not accuracy
+    # every new problem would pass the vote (confidence is not accuracy), but none is even decoded
+    assert cur.agreement is None and len(calls) == len(OFFSETS)
 
 
 def test_curate_level_no_alarm_for_filter_none(fake_greedy, level5, dev5):
@@ -252,3 +256,40 @@ def test_curate_level_alarm_when_the_vote_passes_no_dev_item(fake_greedy, level5
     answers(table, pool, {i: 1 for i in range(40, 50)})
     cur = curate_level(TASK, vote_cfg(), 5, level5, dev5, CHAMP)
     assert cur.skipped == "alarm: the vote passes no dev item of level 5" and cur.items == []
+
+
+# -- curate_ahead --------------------------------------------------------------------------------------------
+
+
+def test_curate_ahead_labels_levels_until_the_first_it_cannot_label_cleanly(monkeypatch):
+    """Voters are right on levels up to 6 and all agree on a wrong label from 7 on: levels 5 and 6 are curated,
+    7 raises the alarm, and 8 is never labelled (past a level the vote fails, it would label worse)."""
+    decoded: list[int] = []
+
+    def greedy(model, task, problems, offset=0, **kw):
+        decoded.append(problems[0].level)
+        return [TASK.answer(p) if p.level <= 6 else wrong(p) for p in problems]
+
+    monkeypatch.setattr(curator, "greedy", greedy)
+    dev = [(p, TASK.answer(p)) for lvl in range(1, 11) for p in TASK.generate(lvl, 10, np.random.default_rng(lvl))]
+    new = {lvl: TASK.generate(lvl, 30, np.random.default_rng(100 + lvl)) for lvl in range(1, 11)}
+    out = curate_ahead(TASK, vote_cfg(levels_ahead=4), 5, 10, new.get, dev, CHAMP)
+    assert [c.level for c in out] == [5, 6, 7]
+    assert [c.skipped is None for c in out] == [True, True, False] and out[2].skipped.startswith("alarm")
+    assert out[0].items == [(p, TASK.answer(p)) for p in new[5]] and out[2].items == []
+    assert out[1].dev_passed == 10 and out[1].dev_wrong == 0  # calibrated on level 6's own dev items
+    assert sorted(set(decoded)) == [5, 6, 7]
+    assert [c.level for c in curate_ahead(TASK, vote_cfg(levels_ahead=4), 5, 5, new.get, dev, CHAMP)] == [5]
+    assert [c.level for c in curate_ahead(TASK, vote_cfg(), 5, 10, new.get, dev, CHAMP)] == [5]  # default: one
+
+
+def test_curate_level_skips_without_decoding_when_dev_predicts_too_few_labels(fake_greedy, level5, dev5):
+    """One dev item in ten passes: about 4 of 40 problems would, under min_kept=10, so none is decoded."""
+    table, calls = fake_greedy
+    pool = level5 + [p for p, _ in dev5]
+    answers(table, pool, {i: 1 for i in range(41, 50)})  # of dev, only item 40 gets a unanimous vote
+    cur = curate_level(TASK, vote_cfg(), 5, level5, dev5, CHAMP)
+    assert cur.items == [] and cur.dev_passed == 1 and cur.dev_wrong == 0 and cur.agreement is None
+    assert cur.skipped == "only 1 of 10 dev items pass the vote: too few of 40 problems would (min_kept=10)"
+    assert len(calls) == len(OFFSETS)  # dev only
+    assert curate_level(TASK, vote_cfg(min_kept=4), 5, level5, dev5, CHAMP).skipped is None

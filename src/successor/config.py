@@ -52,6 +52,8 @@ class CuratorConfig(Strict):
                                  "the lowest agreement whose labels on the level's dev items do not show more "
                                  "(one-sided binomial, 5%); a level where none qualifies is not curated (the alarm)")
     min_kept: int = Field(20, ge=0, description="fewer kept labels than this and the level is not curated")
+    levels_ahead: int = Field(1, ge=1, le=16, description="levels labelled per generation, from the first past "
+                              "the frontier and the human data; curation stops at the first level not curated")
     policy: Literal["accumulate", "replace"] = "accumulate"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from scipy.stats import binomtest
@@ -25,7 +26,7 @@ class Curation:
     level: int
     items: list[tuple[Problem, str]]
     labelled: int
-    agreement: float  # fraction of problems whose vote passed
+    agreement: float | None  # fraction of problems whose vote passed (None: not decoded, the level raised an alarm)
     skipped: str | None = None  # why the level was not curated, if it was not
     threshold: float | None = None  # the agreement the vote was held to, after calibration on dev
     dev_passed: int = 0  # dev items of the level the vote passed at that threshold
@@ -119,17 +120,17 @@ def curate_level(
 ) -> Curation:
     """Label one level, holding the vote to the lowest agreement whose labels on the level's dev items do not
     show noise above `max_dev_noise`. Where every agreement does, the vote is confident where the models are
-    wrong (the alarm of error accumulation, DESIGN.md) and the level is not curated.
+    wrong (the alarm of error accumulation, DESIGN.md) and the level is not curated. Dev is decoded first, so
+    a level that raises the alarm costs a tenth of one that is labelled.
 
     Dev items are the visible tier: their labels calibrate the vote; the hidden checker is never called here.
     """
-    votes = answers(task, cfg, problems + [p for p, _ in dev], champion, others)
-    new, held = [a[: len(problems)] for a in votes], [a[len(problems):] for a in votes]
-    ladder = thresholds(cfg, len(votes))
+    ladder = thresholds(cfg, len(voters(cfg, champion, list(others))))
     chosen, passed, wrong = None, 0, 0
     if cfg.filter == "none" or not dev:  # nothing to calibrate: 'none' trusts the champion by definition
         chosen = ladder[0]
     else:
+        held = answers(task, cfg, [p for p, _ in dev], champion, others)
         truth = dict(dev)
         for t in ladder:
             dev_kept, _ = _kept(task, cfg, [p for p, _ in dev], held, t)
@@ -137,14 +138,38 @@ def curate_level(
             if passed and not noisier_than(wrong, passed, cfg.max_dev_noise):
                 chosen = t
                 break
-    if chosen is None:
+    if chosen is None:  # the new problems are not even decoded: nothing the vote says at this level is kept
         why = (f"the vote passes no dev item of level {level}" if not passed else
                f"{wrong} of {passed} labels the vote passes on dev are wrong, even when every voter agrees "
                f"(more than max_dev_noise={cfg.max_dev_noise:g})")
-        rate = _kept(task, cfg, problems, new, 1.0)[1]
-        return Curation(level, [], len(problems), rate, f"alarm: {why}", None, passed, wrong)
+        return Curation(level, [], len(problems), None, f"alarm: {why}", None, passed, wrong)
+    if dev and cfg.filter != "none" and passed * len(problems) < cfg.min_kept * len(dev):
+        return Curation(level, [], len(problems), None, f"only {passed} of {len(dev)} dev items pass the vote: "
+                        f"too few of {len(problems)} problems would (min_kept={cfg.min_kept})", chosen, passed, wrong)
+    new = answers(task, cfg, problems, champion, others)
     kept, rate = _kept(task, cfg, problems, new, chosen)
     skipped = None
     if len(kept) < cfg.min_kept:
         skipped = f"only {len(kept)} labels passed the filter (min_kept={cfg.min_kept})"
     return Curation(level, [] if skipped else kept, len(problems), rate, skipped, chosen, passed, wrong)
+
+
+def curate_ahead(
+    task: Task,
+    cfg: CuratorConfig,
+    first: int,
+    last: int,
+    problems: Callable[[int], list[Problem]],
+    dev: list[tuple[Problem, str]],
+    champion: TinyLM,
+    others: list[TinyLM] = (),
+) -> list[Curation]:
+    """Curate up to `cfg.levels_ahead` levels from `first` (never past `last`), stopping after the first level
+    that is not curated: past a length the vote cannot label cleanly, it would label worse."""
+    out: list[Curation] = []
+    for level in range(first, min(first + cfg.levels_ahead, last + 1)):
+        held = [(p, y) for p, y in dev if p.level == level]
+        out.append(curate_level(task, cfg, level, problems(level), held, champion, others))
+        if out[-1].skipped:
+            break
+    return out
