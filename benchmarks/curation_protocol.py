@@ -19,7 +19,7 @@ import torch
 from overrides import overrides
 
 from successor.config import CuratorConfig
-from successor.curator import curate_level
+from successor.curator import curate_ahead
 from successor.data import labelled, tier_rng
 from successor.evaluator import frontier
 from successor.tasks import get_task
@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--agreement", type=float, default=0.7)
     ap.add_argument("--max-dev-noise", type=float, default=None,
                     help="calibrate the vote on dev items as the loop does; without it the agreement is fixed")
+    ap.add_argument("--levels-ahead", type=int, default=1, help="levels labelled per generation (curate_ahead)")
     ap.add_argument("--bset", nargs="*", default=[], help="bootstrap recipe overrides, field=value")
     ap.add_argument("--sset", nargs="*", default=[], help="successor recipe overrides, field=value")
     a = ap.parse_args()
@@ -74,19 +75,22 @@ def main() -> None:
             checkpoint.save(model, a.save, meta={"recipe": recipe.model_dump()})
     acc, front = show("g0", model)
     cfg = CuratorConfig(filter="offset-vote", offsets=offsets(a.offsets), agreement=a.agreement,
-                        problems=a.problems, max_dev_noise=a.max_dev_noise or 0.0)
+                        problems=a.problems, max_dev_noise=a.max_dev_noise or 0.0, levels_ahead=a.levels_ahead)
     curated: list[list] = []
     for g in range(1, a.generations + 1):
-        level = max(front, a.max_level) + 1
-        problems = task.generate(level, a.problems, tier_rng(0, "curate", g))
-        calibration = [(p, y) for p, y in dev if p.level == level] if a.max_dev_noise is not None else []
-        cur = curate_level(task, cfg, level, problems, calibration, model)
-        noise = np.mean([not task.check(p, y) for p, y in cur.items]) if cur.items else float("nan")
-        print(f"    curate length {level}: kept {len(cur.items)} of {a.problems} at agreement {cur.threshold}, "
-              f"label noise {noise:.3f}"
-              f"{', skipped: ' + cur.skipped if cur.skipped else ''}", flush=True)
-        if not cur.skipped:
-            curated.append(cur.items)
+        first = max(front, a.max_level) + 1
+        calibration = dev if a.max_dev_noise is not None else []
+        new = []
+        for cur in curate_ahead(task, cfg, first, a.max_level + 8,
+                                lambda lvl: task.generate(lvl, a.problems, tier_rng(0, "curate", g, lvl)),
+                                calibration, model):
+            noise = np.mean([not task.check(p, y) for p, y in cur.items]) if cur.items else float("nan")
+            print(f"    curate length {cur.level}: kept {len(cur.items)} of {a.problems} at agreement "
+                  f"{cur.threshold}, label noise {noise:.3f}{', skipped: ' + cur.skipped if cur.skipped else ''}",
+                  flush=True)
+            new += cur.items
+        if new:
+            curated.append(new)
         recipe = Recipe(**{"init": "parent", "steps": 400, "lr": 5e-4, "warmup": 0, "seed": g} | overrides(a.sset))
         older = [x for c in curated[:-1] for x in c]
         mix = Mixture({"newest": curated[-1] if curated else [], "human": human, "older": older},

@@ -132,3 +132,45 @@ def test_experiments_probe_under_a_budget_and_the_successor_trains_in_full(smoke
         assert steps == expected, (gen, kind, steps, planned)
         seen.add((gen > 0, kind))
     assert {(True, "candidate"), (True, "successor"), (False, "candidate")} <= seen
+
+
+@pytest.fixture(scope="module")
+def walk_run(tmp_path_factory) -> Path:
+    """One successor generation of the smoke preset whose curator labels two levels ahead with the `none` filter
+    (every label kept, so both levels are curated whatever the champion knows), on five evaluated levels."""
+    from successor.config import load_config
+    from successor.loop import Loop
+    from successor.run import RunDir
+
+    root = tmp_path_factory.mktemp("walk")
+    over = root / "walk.yaml"
+    over.write_text("task: {eval_max_level: 5}\ncurator: {filter: none, levels_ahead: 2}\nloop: {generations: 1}\n")
+    rundir = RunDir(root / "run", load_config(over, "smoke"))
+    try:
+        Loop(rundir).run_all()
+    finally:
+        rundir.store.close()
+    return root / "run"
+
+
+def test_curation_walks_levels_ahead_and_the_gate_tests_the_levels_it_curated(walk_run: Path):
+    """Generation 1 labels levels 3 and 4 (the first two past the human data, 1-2) into one shard, and every
+    gate decision of the generation measured effect and significance on levels 1-4, not on level 5."""
+    import json
+
+    from successor.data import load_shard
+
+    db = sqlite3.connect(walk_run / "lineage.db")
+    cur = json.loads(db.execute("SELECT result FROM stages WHERE name='curate' AND generation=1").fetchone()[0])
+    assert [lv["level"] for lv in cur["levels"]] == [3, 4] and cur["curated"] == [3, 4]
+    assert all(lv["skipped"] is None and lv["kept"] == 200 for lv in cur["levels"])
+    assert Counter(p.level for p, _ in load_shard(Path(cur["shard"]))) == {3: 200, 4: 200}
+    manifest = db.execute("SELECT levels, n FROM data_manifests WHERE generation=1 AND kind='curated'").fetchone()
+    assert json.loads(manifest[0]) == [3, 4] and manifest[1] == 400
+    tested = [json.loads(s)["levels"] for (s,) in
+              db.execute("SELECT stats FROM gate_decisions WHERE generation=1 AND stats != '{}'")]
+    assert tested and all(t == [1, 2, 3, 4] for t in tested)
+    gate = json.loads(db.execute("SELECT result FROM stages WHERE name='gate' AND generation=1").fetchone()[0])
+    assert gate["tested_levels"] == [1, 2, 3, 4]
+    g0 = [json.loads(s)["levels"] for (s,) in db.execute("SELECT stats FROM gate_decisions WHERE generation=0")]
+    assert g0 == [[1, 2, 3, 4, 5]]  # the bootstrap is tested on every level

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import evaluator
-from .curator import curate_level
+from .curator import curate_ahead
 from .data import load_shard, save_shard, tier_rng
 from .executor import LocalExecutor, kill_orphan
 from .gate import decide
@@ -266,29 +266,37 @@ class Loop:
     def _curate(self, g: int, ctx: dict) -> dict:
         cfg = self.cfg.curator
         if ctx["champion"] is None:
-            return {"level": None, "skipped": "bootstrap generation trains on human data only"}
+            return {"levels": [], "skipped": "bootstrap generation trains on human data only"}
         if ctx["select"]["selected"] is None:
-            return {"level": None, "skipped": "no candidate finished"}
-        # Label the first length past both the frontier and the human data: inside the human range, human
+            return {"levels": [], "skipped": "no candidate finished"}
+        # Label from the first length past both the frontier and the human data: inside the human range, human
         # labels are better than any vote, and the mixture keeps training on them.
-        level = max(ctx["assess"]["frontier"], self.cfg.task.human_levels[1]) + 1
-        if level > self.cfg.task.eval_max_level:
-            return {"level": None, "skipped": f"level {level} is beyond eval_max_level"}
+        first = max(ctx["assess"]["frontier"], self.cfg.task.human_levels[1]) + 1
+        if first > self.cfg.task.eval_max_level:
+            return {"levels": [], "skipped": f"level {first} is beyond eval_max_level"}
         others = [self.model(ctx["experiment"][c]["model"]) for c in ctx["select"]["ranking"]]
-        problems = self.task.generate(level, cfg.problems, tier_rng(self.cfg.seed, "curate", g))
-        dev = [(p, y) for p, y in load_shard(self.run.tiers["dev"].path) if p.level == level]
-        cur = curate_level(self.task, cfg, level, problems, dev, self.model(ctx["champion"]), others)
-        noise = float(np.mean([not self.task.check(p, y) for p, y in cur.items])) if cur.items else None
-        stats = {"level": level, "labelled": cur.labelled, "kept": len(cur.items), "agreement": cur.agreement,
-                 "threshold": cur.threshold, "dev_passed": cur.dev_passed, "dev_wrong": cur.dev_wrong,
-                 "champion_dev_acc": ctx["assess"]["dev_acc"].get(str(level), 0.0), "filter": cfg.filter,
-                 "skipped": cur.skipped,
-                 "true_noise_hidden": noise}  # measured with the hidden checker; never used to decide
-        if cur.skipped:
+        champion_acc = ctx["assess"]["dev_acc"]
+        curations = curate_ahead(
+            self.task, cfg, first, self.cfg.task.eval_max_level,
+            lambda lvl: self.task.generate(lvl, cfg.problems, tier_rng(self.cfg.seed, "curate", g, lvl)),
+            load_shard(self.run.tiers["dev"].path), self.model(ctx["champion"]), others)
+        levels, items = [], []
+        for cur in curations:
+            noise = float(np.mean([not self.task.check(p, y) for p, y in cur.items])) if cur.items else None
+            levels.append({"level": cur.level, "labelled": cur.labelled, "kept": len(cur.items),
+                           "agreement": cur.agreement, "threshold": cur.threshold, "dev_passed": cur.dev_passed,
+                           "dev_wrong": cur.dev_wrong, "skipped": cur.skipped,
+                           "champion_dev_acc": champion_acc.get(str(cur.level), 0.0),
+                           "true_noise_hidden": noise})  # measured with the hidden checker; never used to decide
+            items += cur.items
+        curated = [s["level"] for s in levels if not s["skipped"]]
+        stats = {"filter": cfg.filter, "levels": levels, "curated": curated, "kept": len(items),
+                 "skipped": None if curated else levels[-1]["skipped"]}
+        if not curated:
             return stats | {"shard": None}
-        digest, path = save_shard(cur.items, self.run.data_dir)
+        digest, path = save_shard(items, self.run.data_dir)
         self.store.x("INSERT OR REPLACE INTO data_manifests VALUES(?,?,?,?,?,?,?,0)", digest, g, "curated",
-                     str(path), len(cur.items), json.dumps([level]), json.dumps(stats))
+                     str(path), len(items), json.dumps(curated), json.dumps(stats))
         return stats | {"shard": str(path)}
 
     def _train(self, g: int, ctx: dict) -> dict:
@@ -336,7 +344,11 @@ class Loop:
         champ_items = (self.grade(champion, "sealed") if champion else
                        {lvl: [0] * len(v) for lvl, v in next(iter(contenders.values())).items()} if contenders
                        else {})
-        decisions = decide(champ_items, contenders, self.cfg.gate) if contenders else {}
+        # The levels the generation set out to improve, fixed before any contender was trained: every level
+        # up to the highest it curated (all levels where it curated none, and for the bootstrap).
+        curated = ctx["curate"].get("curated") or []
+        tested = list(range(1, max(curated) + 1)) if curated and champion else None
+        decisions = decide(champ_items, contenders, self.cfg.gate, tested) if contenders else {}
         for cid in ctx["propose"]["candidates"]:  # failed candidates are refused too, with their failure
             if cid not in decisions:
                 e = ctx["train"] if cid == sel else ctx["experiment"][cid]
@@ -356,6 +368,7 @@ class Loop:
         if promoted:
             self.store.x("UPDATE data_manifests SET accepted=1 WHERE generation=? AND kind='curated'", g)
         return {"promoted": promoted, "champion": new_champion, "frontier": front, "sealed_digest": sealed.digest,
+                "tested_levels": tested,
                 "reasons": {cid: d.reason for cid, d in decisions.items()}}
 
     def _decide(self, g, cid, model, role, promoted, reason, stats) -> None:

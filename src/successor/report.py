@@ -89,17 +89,18 @@ def _candidate_rows(db: sqlite3.Connection) -> list[list[str]]:
 
 
 def _curation_rows(db: sqlite3.Connection) -> list[list[str]]:
-    """Per generation, what the curator labelled and kept; the hidden noise rate is for humans only."""
+    """Per generation and level, what the curator labelled and kept; the hidden noise rate is for humans only."""
     rows = []
     for (g,) in db.execute("SELECT idx FROM generations ORDER BY idx"):
         cur = _stage(db, g, "curate")
-        if cur is None:
-            rows.append([str(g), DASH, DASH, DASH, DASH, DASH, "curate stage not done"])
+        if cur is None or not cur.get("levels"):
+            why = "curate stage not done" if cur is None else cur.get("skipped") or DASH
+            rows.append([str(g), DASH, DASH, DASH, DASH, DASH, why])
             continue
-        kept = f"{cur['kept']} / {cur['labelled']}" if cur.get("labelled") is not None else DASH
-        dev = f"{cur['dev_wrong']} / {cur['dev_passed']}" if cur.get("dev_passed") is not None else DASH
-        rows.append([str(g), _fmt(cur.get("level"), "d"), kept, _fmt(cur.get("threshold"), ".0%"), dev,
-                     _fmt(cur.get("true_noise_hidden"), ".1%"), cur.get("skipped") or "curated"])
+        for lv in cur["levels"]:
+            rows.append([str(g), _fmt(lv["level"], "d"), f"{lv['kept']} / {lv['labelled']}",
+                         _fmt(lv["threshold"], ".0%"), f"{lv['dev_wrong']} / {lv['dev_passed']}",
+                         _fmt(lv["true_noise_hidden"], ".1%"), lv["skipped"] or "curated"])
     return rows
 
 
