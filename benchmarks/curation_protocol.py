@@ -76,10 +76,10 @@ def main() -> None:
     acc, front = show("g0", model)
     cfg = CuratorConfig(filter="offset-vote", offsets=offsets(a.offsets), agreement=a.agreement,
                         problems=a.problems, max_dev_noise=a.max_dev_noise or 0.0, levels_ahead=a.levels_ahead)
+    calibration = dev if a.max_dev_noise is not None else []
     curated: list[list] = []
     for g in range(1, a.generations + 1):
         first = max(front, a.max_level) + 1
-        calibration = dev if a.max_dev_noise is not None else []
         new = []
         for cur in curate_ahead(task, cfg, first, a.max_level + 8,
                                 lambda lvl: task.generate(lvl, a.problems, tier_rng(0, "curate", g, lvl)),

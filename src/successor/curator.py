@@ -127,13 +127,14 @@ def curate_level(
     """
     ladder = thresholds(cfg, len(voters(cfg, champion, list(others))))
     chosen, passed, wrong = None, 0, 0
-    if cfg.filter == "none" or not dev:  # nothing to calibrate: 'none' trusts the champion by definition
+    calibrate = cfg.filter != "none" and bool(dev)  # 'none' trusts the champion by definition
+    if not calibrate:
         chosen = ladder[0]
     else:
-        held = answers(task, cfg, [p for p, _ in dev], champion, others)
-        truth = dict(dev)
+        dev_problems, truth = [p for p, _ in dev], dict(dev)
+        held = answers(task, cfg, dev_problems, champion, others)
         for t in ladder:
-            dev_kept, _ = _kept(task, cfg, [p for p, _ in dev], held, t)
+            dev_kept, _ = _kept(task, cfg, dev_problems, held, t)
             passed, wrong = len(dev_kept), sum(truth[p] != y for p, y in dev_kept)
             if passed and not noisier_than(wrong, passed, cfg.max_dev_noise):
                 chosen = t
@@ -143,7 +144,7 @@ def curate_level(
                f"{wrong} of {passed} labels the vote passes on dev are wrong, even when every voter agrees "
                f"(more than max_dev_noise={cfg.max_dev_noise:g})")
         return Curation(level, [], len(problems), None, f"alarm: {why}", None, passed, wrong)
-    if dev and cfg.filter != "none" and passed * len(problems) < cfg.min_kept * len(dev):
+    if calibrate and passed * len(problems) < cfg.min_kept * len(dev):
         return Curation(level, [], len(problems), None, f"only {passed} of {len(dev)} dev items pass the vote: "
                         f"too few of {len(problems)} problems would (min_kept={cfg.min_kept})", chosen, passed, wrong)
     new = answers(task, cfg, problems, champion, others)
