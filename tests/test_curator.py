@@ -6,7 +6,7 @@ import pytest
 
 from successor import curator
 from successor.config import CuratorConfig
-from successor.curator import curate_ahead, curate_level, label, thresholds, vote, well_formed
+from successor.curator import curate_ahead, curate_level, label, pruned_vote, thresholds, vote, well_formed
 from successor.tasks import Problem, get_task
 
 TASK = get_task("addition")
@@ -293,3 +293,52 @@ def test_curate_level_skips_without_decoding_when_dev_predicts_too_few_labels(fa
     assert cur.skipped == "only 1 of 10 dev items pass the vote: too few of 40 problems would (min_kept=10)"
     assert len(calls) == len(OFFSETS)  # dev only
     assert curate_level(TASK, vote_cfg(min_kept=4), 5, level5, dev5, CHAMP).skipped is None
+
+
+# -- pruned_vote ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("agreement", [0.6, 0.75, 1.0])
+def test_pruned_vote_gives_the_full_vote_and_decodes_less(monkeypatch, agreement):
+    """Random answers from 8 voters (each problem has a 'popular' answer of random strength): the pruned vote
+    equals the plain vote on every problem, and settled problems stop being decoded."""
+    rng = np.random.default_rng(7)
+    probs = TASK.generate(4, 300, rng)
+    strength = rng.uniform(0.2, 1.0, len(probs))
+    offsets = list(range(8))
+    table = {off: {p: ("5555" if rng.random() < s else str(rng.integers(4)) * 4) for p, s in zip(probs, strength)}
+             for off in offsets}
+    decoded: list[int] = []
+
+    def greedy(model, task, problems, offset=0, **kw):
+        decoded.append(len(problems))
+        return [table[offset][p] for p in problems]
+
+    monkeypatch.setattr(curator, "greedy", greedy)
+    cfg = CuratorConfig(filter="offset-vote", offsets=offsets, agreement=0.6)
+    full = vote([[table[off][p] for p in probs] for off in offsets], agreement)
+    assert pruned_vote(TASK, cfg, probs, agreement, CHAMP) == full
+    assert 0 < sum(y is not None for y in full) < len(probs)  # the case is not trivial
+    assert decoded[0] == len(probs) and sum(decoded) < len(probs) * len(offsets)
+    assert decoded == sorted(decoded, reverse=True)  # the pool only shrinks
+
+
+def test_curate_level_stops_decoding_problems_that_cannot_pass(fake_greedy, level5, dev5):
+    """At 100% agreement, a problem whose first two voters disagree is not decoded by the other three."""
+    table, calls = fake_greedy
+    pool = level5 + [p for p, _ in dev5]
+    answers(table, pool, {i: 1 for i in range(20, 40)})  # 20 unanimous; 20 where the second voter dissents
+    sizes = []
+    greedy = curator.greedy
+
+    def counting(model, task, problems, offset=0, **kw):
+        sizes.append(len(problems))
+        return greedy(model, task, problems, offset, **kw)
+
+    curator.greedy = counting
+    try:
+        cur = curate_level(TASK, vote_cfg(agreement=1.0), 5, level5, dev5, CHAMP)
+    finally:
+        curator.greedy = greedy
+    assert cur.items == [(p, TASK.answer(p)) for p in level5[:20]] and cur.agreement == 0.5
+    assert sizes[len(OFFSETS):] == [40, 40, 20, 20, 20]  # after dev: all 40 twice, then the 20 still unanimous

@@ -64,9 +64,27 @@ def test_better_overall_but_forgetting_a_solved_level_is_refused():
     assert "2 (1.00->0.90)" in d.reason
     assert "1 (" not in d.reason and "3 (" not in d.reason
     assert d.stats["forgotten"] == {"2": [1.0, 0.9]}
-    # with a tolerance of 10 points, 90% is no longer forgetting and the contender passes
+    assert "would lower the frontier below 2" in d.reason
+    # level 2 is inside the champion's frontier (1-2), so no tolerance forgives the drop: promoting it would
+    # lower the frontier the report shows
     tolerant = decide(champion(), {"f": c}, GateConfig(forget_tolerance=0.1))["f"]
+    assert not tolerant.promoted and "2 (1.00->0.90)" in tolerant.reason
+    assert tolerant.stats["champion_frontier"] == 2
+
+
+def test_tolerance_forgives_only_solved_levels_past_the_frontier():
+    """A solved island past the frontier (level 4 here, level 3 unsolved) may dip by the tolerance."""
+    champ = {1: [1] * 100, 2: [1] * 100, 3: [0] * 100, 4: [1] * 100}
+    c = {1: [1] * 100, 2: [1] * 100, 3: [1] * 60 + [0] * 40, 4: [1] * 95 + [0] * 5}
+    strict = decide(champ, {"c": c}, CFG)["c"]
+    assert not strict.promoted and "4 (1.00->0.95)" in strict.reason and "frontier" not in strict.reason
+    tolerant = decide(champ, {"c": c}, GateConfig(forget_tolerance=0.1))["c"]
     assert tolerant.promoted, tolerant.reason
+    assert tolerant.stats["champion_frontier"] == 2 and tolerant.stats["forgotten"] == {}
+    # the same dip inside the frontier is refused whatever the tolerance
+    c2 = c | {2: [1] * 95 + [0] * 5, 4: [1] * 100}
+    d = decide(champ, {"c": c2}, GateConfig(forget_tolerance=0.1))["c"]
+    assert not d.promoted and "2 (1.00->0.95); would lower the frontier below 2" in d.reason
 
 
 def test_unsolved_level_dropping_is_not_forgetting():

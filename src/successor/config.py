@@ -62,7 +62,8 @@ class GateConfig(Strict):
     min_effect: float = Field(0.005, ge=0.0, lt=1.0, description="minimum gain in sealed accuracy")
     solve_threshold: float = Field(0.99, gt=0.0, le=1.0)
     forget_tolerance: float = Field(0.0, ge=0.0, lt=1.0, description="allowed drop below solve_threshold "
-                                    "on a level the champion solved")
+                                    "on a level the champion solved past its frontier; levels inside the "
+                                    "frontier get none, so a promotion never lowers the frontier")
 
 
 class LoopConfig(Strict):

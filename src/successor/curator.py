@@ -71,6 +71,30 @@ def answers(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: T
     return [greedy(model, task, problems, offset=off) for model, off in voters(cfg, champion, list(others))]
 
 
+def pruned_vote(task: Task, cfg: CuratorConfig, problems: list[Problem], agreement: float, champion: TinyLM,
+                others: list[TinyLM] = ()) -> list[str | None]:
+    """The same labels as `vote(answers(...), agreement)`, decoding less: voters answer one after another, and a
+    problem is dropped as soon as its leading answer, even with every remaining voter behind it, could no longer
+    reach `agreement`. Below the frontier most problems are settled after a few voters, so most of the cost of a
+    wide vote goes to the problems that can still pass."""
+    pool = voters(cfg, champion, list(others))
+    need = math.ceil(agreement * len(pool) - 1e-9)
+    counts: list[Counter] = [Counter() for _ in problems]
+    alive = list(range(len(problems)))
+    for done, (model, off) in enumerate(pool, start=1):
+        for i, a in zip(alive, greedy(model, task, [problems[i] for i in alive], offset=off)):
+            counts[i][a] += 1
+        left = len(pool) - done
+        alive = [i for i in alive if counts[i].most_common(1)[0][1] + left >= need]
+        if not alive:
+            break
+    out: list[str | None] = [None] * len(problems)
+    for i in alive:
+        y, c = counts[i].most_common(1)[0]
+        out[i] = y if c >= need else None
+    return out
+
+
 def label(
     task: Task,
     cfg: CuratorConfig,
@@ -84,7 +108,10 @@ def label(
 
 
 def _kept(task, cfg, problems, votes, agreement: float) -> tuple[list[tuple[Problem, str]], float]:
-    labels = vote(votes, agreement)
+    return _filtered(task, cfg, problems, vote(votes, agreement))
+
+
+def _filtered(task, cfg, problems, labels: list[str | None]) -> tuple[list[tuple[Problem, str]], float]:
     kept = [(p, y) for p, y in zip(problems, labels) if y is not None]
     if cfg.filter != "none":
         kept = [(p, y) for p, y in kept if well_formed(task, p, y)]
@@ -147,8 +174,7 @@ def curate_level(
     if calibrate and passed * len(problems) < cfg.min_kept * len(dev):
         return Curation(level, [], len(problems), None, f"only {passed} of {len(dev)} dev items pass the vote: "
                         f"too few of {len(problems)} problems would (min_kept={cfg.min_kept})", chosen, passed, wrong)
-    new = answers(task, cfg, problems, champion, others)
-    kept, rate = _kept(task, cfg, problems, new, chosen)
+    kept, rate = _filtered(task, cfg, problems, pruned_vote(task, cfg, problems, chosen, champion, others))
     skipped = None
     if len(kept) < cfg.min_kept:
         skipped = f"only {len(kept)} labels passed the filter (min_kept={cfg.min_kept})"

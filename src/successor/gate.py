@@ -1,7 +1,10 @@
 """The gate: a successor replaces the champion only if it is verifiably better on the sealed tier.
 
 Checks, in order, each giving a recorded reason on refusal:
-1. no forgetting: every level the champion solved (>= solve_threshold) stays solved;
+1. no forgetting: every level the champion solved (>= solve_threshold) stays solved. Levels inside the
+   champion's frontier (every level 1..F solved) must stay at solve_threshold exactly, so a promotion never
+   lowers the frontier: the gate and the frontier are one rule. `forget_tolerance` only forgives a drop on a
+   solved level past the frontier (an island, often luck on the sealed items);
 2. effect: sealed accuracy rises by at least `min_effect`;
 3. significance: an exact one-sided McNemar test (a binomial test on the discordant pairs) on the same sealed
    items, Holm-corrected over every contender tried in the generation.
@@ -20,6 +23,7 @@ from scipy.stats import binomtest
 from statsmodels.stats.multitest import multipletests
 
 from .config import GateConfig
+from .evaluator import frontier
 
 
 @dataclass
@@ -32,6 +36,7 @@ class PairedStats:
     p_value: float
     forgotten: dict[int, tuple[float, float]] = field(default_factory=dict)  # level -> (champion, contender)
     levels: list[int] = field(default_factory=list)  # the levels effect and significance were measured on
+    champion_frontier: int = 0  # levels 1..this are held at solve_threshold with no tolerance
 
 
 @dataclass
@@ -57,12 +62,15 @@ def paired(champion: dict[int, list[int]], contender: dict[int, list[int]], cfg:
     a, b = flatten({k: champion[k] for k in tested}), flatten({k: contender[k] for k in tested})
     gained, lost = int((b & ~a).sum()), int((a & ~b).sum())
     p = binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue if gained + lost else 1.0
+    acc = {lvl: float(np.mean(champion[lvl])) for lvl in sorted(champion)}
+    front = frontier(acc, cfg.solve_threshold)
     forgotten = {}
-    for lvl in sorted(champion):
-        ca, cb = float(np.mean(champion[lvl])), float(np.mean(contender[lvl]))
-        if ca >= cfg.solve_threshold and cb < cfg.solve_threshold - cfg.forget_tolerance:
+    for lvl, ca in acc.items():
+        cb = float(np.mean(contender[lvl]))
+        floor = cfg.solve_threshold - (0.0 if lvl <= front else cfg.forget_tolerance)
+        if ca >= cfg.solve_threshold and cb < floor:
             forgotten[lvl] = (ca, cb)
-    return PairedStats(len(a), float(a.mean()), float(b.mean()), gained, lost, float(p), forgotten, tested)
+    return PairedStats(len(a), float(a.mean()), float(b.mean()), gained, lost, float(p), forgotten, tested, front)
 
 
 def decide(
@@ -83,7 +91,9 @@ def decide(
         info["forgotten"] = {str(k): list(v) for k, v in s.forgotten.items()}
         if s.forgotten:
             lv = ", ".join(f"{k} ({v[0]:.2f}->{v[1]:.2f})" for k, v in s.forgotten.items())
-            reason = f"refused: forgets solved level(s) {lv}"
+            inside = [k for k in s.forgotten if k <= s.champion_frontier]
+            reason = f"refused: forgets solved level(s) {lv}" + (
+                f"; would lower the frontier below {s.champion_frontier}" if inside else "")
         elif effect < cfg.min_effect:
             reason = f"refused: effect {effect:+.4f} below the minimum {cfg.min_effect:.4f}{_on(s.levels)}"
         elif not rej:

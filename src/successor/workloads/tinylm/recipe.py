@@ -47,6 +47,6 @@ SEARCH_SPACE: dict[str, list] = {
     "schedule": ["cosine", "constant", "linear"],
     "max_offset": [0, 5, 10, 20, 30],
     "mix_newest": [0.25, 0.4, 0.5, 0.6, 0.75],
-    "mix_human": [0.1, 0.2, 0.25, 0.3, 0.5],
+    "mix_human": [0.1, 0.2, 0.25, 0.3, 0.4, 0.5],
     "batch_size": [32, 48, 64, 96, 128],
 }
