@@ -268,3 +268,34 @@ def test_learned_positions_refuse_overflow():
     m = TinyLM(ModelConfig(vocab_size=16, n_layer=1, n_embd=32, n_head=2, position="learned", max_positions=8))
     with pytest.raises(ValueError, match="max_positions"):
         m(torch.zeros((1, 9), dtype=torch.long), torch.arange(9).unsqueeze(0))
+
+
+def test_ema_model_is_the_moving_average_of_the_weights_step_by_step(mixture):
+    """With a constant schedule, k steps of training are the first k steps of a longer run, so the EMA the
+    trainer keeps can be recomputed from the weights after 1, 2, ... N steps."""
+    base = tiny("digit_index", steps=4, seed=5, schedule="constant", warmup=0)
+    weights = [train(TASK, base.model_copy(update={"steps": k}), mixture)[0].state_dict() for k in range(1, 5)]
+    decay = 0.6
+    expected = {k: v.clone() for k, v in weights[0].items()}  # the average starts at the first step's weights
+    for w in weights[1:]:
+        for k in expected:
+            expected[k] = decay * expected[k] + (1 - decay) * w[k]
+    averaged, _ = train(TASK, base.model_copy(update={"ema": decay}), mixture)
+    got = averaged.state_dict()
+    for k in expected:
+        assert torch.allclose(got[k], expected[k], atol=1e-6), k
+    assert any(not torch.allclose(got[k], weights[-1][k]) for k in got)  # not the last step's weights
+
+
+def test_sequence_loss_weighs_each_example_the_same():
+    from successor.workloads.tinylm.train import answer_loss
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    tgt = torch.tensor([[IGNORE, 1, 2, 3, 4], [IGNORE, IGNORE, IGNORE, 5, IGNORE]])  # 4 graded tokens vs 1
+    per_token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=IGNORE,
+                                                  reduction="none")
+    first, second = per_token[0, 1:].mean(), per_token[1, 3]
+    assert torch.allclose(answer_loss(logits, tgt, "sequence"), (first + second) / 2)
+    assert torch.allclose(answer_loss(logits, tgt, "token"), (per_token[0, 1:].sum() + second) / 5)
+    same_length = torch.tensor([[IGNORE, 1, 2, 3, 4], [IGNORE, 5, 6, 0, 1]])
+    assert torch.allclose(answer_loss(logits, same_length, "sequence"), answer_loss(logits, same_length, "token"))

@@ -28,6 +28,10 @@ class Recipe(BaseModel):
     seed: int = 0
     mix_newest: float = Field(0.5, ge=0.0, le=1.0, description="batch share of the newest curated data")
     mix_human: float = Field(0.25, ge=0.0, le=1.0, description="batch share of human data; the rest is older")
+    loss: Literal["token", "sequence"] = Field("token", description="how answer tokens are averaged: over the "
+                                               "batch, or within each example first (every example weighs the same)")
+    ema: float = Field(0.0, ge=0.0, lt=1.0, description="decay of an exponential moving average of the weights, "
+                       "which becomes the trained model (0: the last step's weights)")
 
     @model_validator(mode="after")
     def _check(self) -> "Recipe":
@@ -49,4 +53,6 @@ SEARCH_SPACE: dict[str, list] = {
     "mix_newest": [0.25, 0.4, 0.5, 0.6, 0.75],
     "mix_human": [0.1, 0.2, 0.25, 0.3, 0.4, 0.5],
     "batch_size": [32, 48, 64, 96, 128],
+    "ema": [0.0, 0.95, 0.98, 0.99, 0.995],
+    "loss": ["token", "sequence"],
 }
