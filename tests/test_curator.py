@@ -342,3 +342,10 @@ def test_curate_level_stops_decoding_problems_that_cannot_pass(fake_greedy, leve
         curator.greedy = greedy
     assert cur.items == [(p, TASK.answer(p)) for p in level5[:20]] and cur.agreement == 0.5
     assert sizes[len(OFFSETS):] == [40, 40, 20, 20, 20]  # after dev: all 40 twice, then the 20 still unanimous
+
+
+def test_noisier_than_is_the_observed_share_of_wrong_dev_labels():
+    assert curator.noisier_than(1, 6, 0.02)  # 17%: too few items to prove it, but far too many to keep
+    assert not curator.noisier_than(1, 64, 0.02) and curator.noisier_than(2, 64, 0.02)
+    assert not curator.noisier_than(0, 3, 0.0) and curator.noisier_than(1, 100, 0.0)
+    assert not curator.noisier_than(1, 10, 0.1)  # exactly at the bound is allowed
