@@ -186,3 +186,16 @@ def test_tested_levels_must_be_sealed_levels():
         decide(champion(), {"c": champion()}, CFG, levels=[4])
     with pytest.raises(ValueError, match="tested levels"):
         decide(champion(), {"c": champion()}, CFG, levels=[])
+
+
+def test_first_to_beat_keeps_the_incumbent_unless_a_challenger_is_significantly_better():
+    from successor.gate import first_to_beat
+    incumbent = {1: [1] * 60, 9: [1] * 20 + [0] * 40}
+    by_one_item = {1: [1] * 60, 9: [1] * 21 + [0] * 39}  # the higher score, but one item is noise
+    by_twelve = {1: [1] * 60, 9: [1] * 32 + [0] * 28}  # 12 gained, 0 lost: p = 0.5**12
+    winner, p = first_to_beat(incumbent, {"noise": by_one_item}, CFG)
+    assert winner is None and p["noise"] == pytest.approx(0.5)
+    winner, p = first_to_beat(incumbent, {"noise": by_one_item, "real": by_twelve}, CFG)
+    assert winner == "real" and p["real"] == pytest.approx(0.5 ** 12)
+    worse = {1: [1] * 60, 9: [0] * 60}
+    assert first_to_beat(incumbent, {"worse": worse}, CFG)[0] is None

@@ -43,16 +43,16 @@ def test_proposals_valid_distinct_first_is_incumbent(seed):
             assert field in p.rationale
 
 
-def test_tried_keys_are_never_proposed_again():
+def test_tried_challengers_are_never_proposed_again_the_incumbent_always_is():
     evo = Evolution(ResearcherConfig())
     first = evo.propose(INCUMBENT, [], set(), 5, np.random.default_rng(7))
     tried = {recipe_key(p.recipe) for p in first}
     assert recipe_key(INCUMBENT) in tried
     second = evo.propose(INCUMBENT, [], tried, 5, np.random.default_rng(7))  # same rng: would repeat
     assert len(second) == 5
-    assert second[0].recipe != INCUMBENT  # the incumbent was tried, so it is not first any more
-    keys = [recipe_key(p.recipe) for p in second]
-    assert not set(keys) & tried
+    assert second[0].recipe == INCUMBENT  # the control arm, every generation
+    keys = [recipe_key(p.recipe) for p in second[1:]]
+    assert not set(keys) & tried  # no challenger is run twice from the same parent
     assert len(set(keys)) == len(keys)
     for p in second:
         assert_in_space(p.recipe)
@@ -62,9 +62,9 @@ def test_seed_is_not_part_of_the_key():
     assert recipe_key(INCUMBENT) == recipe_key(INCUMBENT.model_copy(update={"seed": 9}))
     assert recipe_key(INCUMBENT) != recipe_key(INCUMBENT.model_copy(update={"lr": 1e-3}))
     evo = Evolution(ResearcherConfig())
-    props = evo.propose(INCUMBENT, [], {recipe_key(INCUMBENT.model_copy(update={"seed": 5}))}, 3,
-                        np.random.default_rng(0))
-    assert all(recipe_key(p.recipe) != recipe_key(INCUMBENT) for p in props)
+    tried_lr = INCUMBENT.model_copy(update={"lr": 1e-3, "seed": 5})  # a challenger tried under another seed
+    props = evo.propose(INCUMBENT, [(tried_lr, 9.0)], {recipe_key(tried_lr)}, 3, np.random.default_rng(0))
+    assert all(recipe_key(p.recipe) != recipe_key(tried_lr) for p in props)
 
 
 def test_deterministic_for_a_seed():

@@ -73,6 +73,15 @@ def paired(champion: dict[int, list[int]], contender: dict[int, list[int]], cfg:
     return PairedStats(len(a), float(a.mean()), float(b.mean()), gained, lost, float(p), forgotten, tested, front)
 
 
+def first_to_beat(incumbent: dict[int, list[int]], challengers: dict[str, dict[int, list[int]]],
+                  cfg: GateConfig) -> tuple[str | None, dict[str, float]]:
+    """The first challenger, in the order given, that beats the incumbent on the same items (the paired one-sided
+    test at cfg.alpha), or None; and every challenger's p-value. Used to keep a proven recipe unless a probe
+    shows more than noise."""
+    p = {name: paired(incumbent, items, cfg).p_value for name, items in challengers.items()}
+    return next((name for name in p if p[name] < cfg.alpha), None), p
+
+
 def decide(
     champion: dict[int, list[int]], contenders: dict[str, dict[int, list[int]]], cfg: GateConfig,
     levels: list[int] | None = None,

@@ -17,7 +17,7 @@ from . import evaluator
 from .curator import curate_ahead
 from .data import load_shard, save_shard, tier_rng
 from .executor import LocalExecutor, kill_orphan
-from .gate import decide
+from .gate import decide, first_to_beat
 from .researchers.evolution import Evolution, recipe_key
 from .run import RunDir
 from .tasks import Problem
@@ -251,7 +251,11 @@ class Loop:
 
     def _select(self, g: int, ctx: dict) -> dict:
         """Rank on validation: first candidates that keep every level the champion solves there, then score.
-        The gate refuses forgetting anyway; selecting for it here spends the gate on a contender that can pass."""
+        The gate refuses forgetting anyway; selecting for it here spends the gate on a contender that can pass.
+        The incumbent recipe (the control arm) stays selected unless a challenger beats its probe on the same
+        validation items (one-sided paired test at the gate's alpha): a probe of a tenth of the steps barely
+        leaves its parent, so a lead of an item or two is noise, and following it once led three generations
+        into recipes that forgot."""
         thr = self.cfg.gate.solve_threshold
         solved = set()
         if ctx["champion"] is not None:
@@ -260,8 +264,17 @@ class Loop:
         keeps = {cid: all(info["acc"][str(lvl)] >= thr for lvl in solved)
                  for cid, info in ctx["interpret"].items() if info["score"] is not None}
         done = sorted(keeps, key=lambda c: (not keeps[c], -ctx["interpret"][c]["score"]))
-        return {"selected": done[0] if done else None, "ranking": done,
-                "keeps_solved_levels": keeps}
+        selected, incumbent, p_vs = (done[0] if done else None), None, {}
+        if ctx["champion"] is not None:
+            key = recipe_key(self._incumbent(ctx["champion"]))
+            incumbent = next((c for c in done if keeps[c] and recipe_key(self._recipe(c)) == key), None)
+        if incumbent is not None and selected != incumbent:
+            items = lambda cid: self.grade(ctx["experiment"][cid]["model"], "validation")  # noqa: E731
+            winner, p_vs = first_to_beat(items(incumbent), {c: items(c) for c in done if keeps[c] and c != incumbent},
+                                         self.cfg.gate)
+            selected = winner or incumbent
+        return {"selected": selected, "ranking": done, "keeps_solved_levels": keeps, "incumbent": incumbent,
+                "p_vs_incumbent": p_vs}
 
     def _curate(self, g: int, ctx: dict) -> dict:
         cfg = self.cfg.curator
