@@ -299,3 +299,23 @@ def test_sequence_loss_weighs_each_example_the_same():
     assert torch.allclose(answer_loss(logits, tgt, "token"), (per_token[0, 1:].sum() + second) / 5)
     same_length = torch.tensor([[IGNORE, 1, 2, 3, 4], [IGNORE, 5, 6, 0, 1]])
     assert torch.allclose(answer_loss(logits, same_length, "sequence"), answer_loss(logits, same_length, "token"))
+
+
+def test_schedule_steps_stops_a_longer_schedule_early(mixture):
+    """Training `steps` of a schedule laid out over `schedule_steps` is the start of the longer run, bit for bit:
+    the default bootstrap stops at 2,500 of a 3,000-step cosine and keeps the model the longer run passes."""
+    from successor.workloads.tinylm.train import lr_at
+    full = tiny("digit_index", steps=8, seed=2, warmup=2)
+    short = full.model_copy(update={"steps": 5, "schedule_steps": 8})
+    assert [lr_at(s, short) for s in range(5)] == [lr_at(s, full) for s in range(5)]
+    assert lr_at(4, short) > lr_at(4, full.model_copy(update={"steps": 5}))  # its own 5-step cosine decays sooner
+    a, ma = train(TASK, short, mixture, log_every=1)
+    b, mb = train(TASK, full, mixture, log_every=1)
+    assert ma["loss_curve"] == mb["loss_curve"][:5]  # same batches, same learning rates: the same first 5 steps
+    c, _ = train(TASK, full.model_copy(update={"steps": 5}), mixture)
+    assert any(not torch.equal(a.state_dict()[k], c.state_dict()[k]) for k in a.state_dict())
+
+
+def test_schedule_steps_shorter_than_steps_refused():
+    with pytest.raises(ValueError, match="schedule_steps"):
+        Recipe(steps=10, schedule_steps=9)

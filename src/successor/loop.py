@@ -224,7 +224,8 @@ class Loop:
         recipe = self._recipe(cid)
         if bootstrap or self.cfg.loop.experiment_budget >= 1.0:
             return recipe
-        return recipe.model_copy(update={"steps": max(1, round(recipe.steps * self.cfg.loop.experiment_budget))})
+        scaled = lambda n: None if n is None else max(1, round(n * self.cfg.loop.experiment_budget))  # noqa: E731
+        return recipe.model_copy(update={"steps": scaled(recipe.steps), "schedule_steps": scaled(recipe.schedule_steps)})
 
     def _experiment(self, g: int, ctx: dict) -> dict:
         exps = ctx["implement"]["experiments"]

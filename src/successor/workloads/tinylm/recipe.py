@@ -23,6 +23,9 @@ class Recipe(BaseModel):
     warmup: int = Field(50, ge=0)
     batch_size: int = Field(64, ge=1, le=4096)
     steps: int = Field(3000, ge=1)
+    schedule_steps: int | None = Field(None, ge=1, description="the step count the lr schedule is laid out over "
+                                       "(None: steps); training may stop before its end, as nanoGPT's "
+                                       "lr_decay_iters allows")
     weight_decay: float = Field(0.1, ge=0.0, le=1.0)
     init: Literal["parent", "scratch"] = "parent"
     seed: int = 0
@@ -39,6 +42,8 @@ class Recipe(BaseModel):
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.mix_newest + self.mix_human > 1.0 + 1e-9:
             raise ValueError("mix_newest + mix_human must be <= 1")
+        if self.schedule_steps is not None and self.schedule_steps < self.steps:
+            raise ValueError(f"schedule_steps ({self.schedule_steps}) must be >= steps ({self.steps})")
         return self
 
 

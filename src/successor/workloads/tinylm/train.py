@@ -49,7 +49,8 @@ class Mixture:
 def lr_at(step: int, recipe: Recipe) -> float:
     if recipe.warmup and step < recipe.warmup:
         return recipe.lr * (step + 1) / recipe.warmup
-    frac = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+    horizon = recipe.schedule_steps or recipe.steps
+    frac = (step - recipe.warmup) / max(1, horizon - recipe.warmup)
     if recipe.schedule == "cosine":
         return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
     if recipe.schedule == "linear":
