@@ -1,0 +1,96 @@
+"""Replay one generation's successor training under other recipes and seeds, and score each on the sealed tier.
+
+A loop run records the successor's job (parent checkpoint, data shards, recipe) in its workspace. This script
+re-trains that job in process with recipe overrides, several seeds each, and prints sealed accuracy by length,
+the >=99% frontier and the worst solved length: the measurement behind the default's `ema` and `loss`
+(a successor that learns a new length must not forget the short ones). Benchmarks read the sealed tier; the
+loop's candidates never do.
+
+    .venv/bin/python benchmarks/successor_recipes.py runs/demo --generation 1 --seeds 3 \\
+        --variant base:ema=0.0,loss=token ema:ema=0.99,loss=token both:ema=0.99,loss=sequence --write
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from overrides import overrides
+
+from successor.config import RunConfig
+from successor.data import load_shard
+from successor.evaluator import frontier
+from successor.tasks import get_task
+from successor.workloads.tinylm import checkpoint
+from successor.workloads.tinylm.recipe import Recipe
+from successor.workloads.tinylm.train import Mixture, accuracy_by_level, train
+
+
+def successor_job(run_dir: Path, generation: int) -> dict:
+    """The job file of the generation's successor experiment (the full-budget training of the selected recipe)."""
+    db = sqlite3.connect(run_dir / "lineage.db")
+    row = db.execute("select id from experiments where generation=? and kind='successor' and status='done'",
+                     (generation,)).fetchone()
+    if row is None:
+        raise SystemExit(f"{run_dir}: generation {generation} has no finished successor experiment")
+    return json.loads((run_dir / "workspaces" / row[0] / "job.json").read_text())
+
+
+def sealed_path(run_dir: Path) -> Path:
+    db = sqlite3.connect(run_dir / "lineage.db")
+    digest = db.execute("select value from meta where key='tier.sealed'").fetchone()[0]
+    return run_dir / "harness" / f"{digest}.jsonl"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--generation", type=int, required=True)
+    ap.add_argument("--seeds", type=int, default=3, help="seeds 1..N per variant")
+    ap.add_argument("--variant", nargs="+", default=["job:"], help="name:field=value,field=value (empty: the job's)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--write", action="store_true", help="append the table to BENCHMARKS.md")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    cfg = RunConfig(**yaml.safe_load((a.run_dir / "config.yaml").read_text()))
+    task = get_task(cfg.task.name)
+    job = successor_job(a.run_dir, a.generation)
+    sources = {name: [x for p in paths for x in load_shard(Path(p))] for name, paths in job["data"].items()}
+    sealed = load_shard(sealed_path(a.run_dir))
+    parent = checkpoint.load(Path(job["parent"]))
+    before = accuracy_by_level(parent, task, sealed)
+    solved = frontier(before)
+    levels = sorted(before)
+    head = "| variant | seed | " + " ".join(str(lvl) for lvl in levels) + " | frontier | worst of 1-" + \
+        f"{solved} | wall |"
+    rows = [head, "|" + "---|" * (len(levels) + 5),
+            f"| parent | - | {' '.join(f'{before[lvl]:.3f}' for lvl in levels)} | {solved} | "
+            f"{min(before[lvl] for lvl in levels if lvl <= solved):.3f} | - |"]
+    print("\n".join(rows), flush=True)
+    for spec in a.variant:
+        name, _, sets = spec.partition(":")
+        for seed in range(1, a.seeds + 1):
+            recipe = Recipe(**job["recipe"] | overrides([s for s in sets.split(",") if s]) | {"seed": seed})
+            mix = Mixture(sources, {"newest": recipe.mix_newest, "human": recipe.mix_human,
+                                    "older": max(0.0, 1.0 - recipe.mix_newest - recipe.mix_human)})
+            t0 = time.time()
+            model, _ = train(task, recipe, mix, checkpoint.load(Path(job["parent"])))
+            acc = accuracy_by_level(model, task, sealed)
+            worst = min(acc[lvl] for lvl in levels if lvl <= solved)
+            rows.append(f"| {name} | {seed} | {' '.join(f'{acc[lvl]:.3f}' for lvl in levels)} | {frontier(acc)} | "
+                        f"{worst:.3f} | {time.time() - t0:.0f} s |")
+            print(rows[-1], flush=True)
+    if a.write:
+        cmd = "`.venv/bin/python benchmarks/successor_recipes.py " + " ".join(
+            [str(a.run_dir), "--generation", str(a.generation), "--seeds", str(a.seeds), "--variant", *a.variant]) + "`"
+        with open(Path(__file__).resolve().parent.parent / "BENCHMARKS.md", "a") as f:
+            f.write(f"\n### Successor recipes replayed on generation {a.generation} of {a.run_dir}\n\n{cmd}, "
+                    f"recipe of the job: {job['recipe']}\n\n" + "\n".join(rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()
