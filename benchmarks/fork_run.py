@@ -42,7 +42,10 @@ def main() -> None:
         if section in ("task", "seed", "bootstrap"):
             raise SystemExit(f"{key}: generation 0 depends on it; run the loop from scratch instead")
         cfg[section][field] = value
-    RunConfig(**cfg)  # a bad value fails here, before anything is copied
+    try:
+        RunConfig(**cfg)  # a bad value fails here, before anything is copied
+    except ValueError as e:
+        raise SystemExit(f"bad setting: {e}") from None
     shutil.copytree(a.source, a.dest, ignore=shutil.ignore_patterns("report"))
     db = sqlite3.connect(a.dest / "lineage.db")
     for (exp_id,) in db.execute("SELECT id FROM experiments WHERE generation >= 1"):

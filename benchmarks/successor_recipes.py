@@ -67,7 +67,7 @@ def main() -> None:
     levels = sorted(before)
     head = "| variant | seed | " + " ".join(str(lvl) for lvl in levels) + " | frontier | worst of 1-" + \
         f"{solved} | wall |"
-    rows = [head, "|" + "---|" * (len(levels) + 5),
+    rows = [head, "|---|---|---|---|---|---|",
             f"| parent | - | {' '.join(f'{before[lvl]:.3f}' for lvl in levels)} | {solved} | "
             f"{min(before[lvl] for lvl in levels if lvl <= solved):.3f} | - |"]
     print("\n".join(rows), flush=True)
@@ -88,8 +88,8 @@ def main() -> None:
         cmd = "`.venv/bin/python benchmarks/successor_recipes.py " + " ".join(
             [str(a.run_dir), "--generation", str(a.generation), "--seeds", str(a.seeds), "--variant", *a.variant]) + "`"
         with open(Path(__file__).resolve().parent.parent / "BENCHMARKS.md", "a") as f:
-            f.write(f"\n### Successor recipes replayed on generation {a.generation} of {a.run_dir}\n\n{cmd}, "
-                    f"recipe of the job: {job['recipe']}\n\n" + "\n".join(rows) + "\n")
+            f.write(f"\n### Successor recipes replayed on generation {a.generation} of {a.run_dir}\n\n{cmd}; "
+                    f"sealed accuracy by length; the job's recipe: {job['recipe']}\n\n" + "\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":
