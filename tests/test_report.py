@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 import shutil
 import sqlite3
@@ -83,6 +84,22 @@ def test_report_on_finished_run(smoke_run: Path, tmp_path: Path):
     curation = md.split("## Curation", 1)[1]
     for (g,) in _q(run_dir, "SELECT idx FROM generations"):
         assert re.search(rf"^\| {g} \|", curation, re.M), f"no curation row for generation {g}"
+    selection = md.split("## Selection", 1)[1].split("## Curation", 1)[0]
+    assert "<h2>Selection</h2>" in page
+    for g, result in _q(run_dir, "SELECT generation, result FROM stages WHERE name='select' AND generation>0"):
+        chosen = json.loads(result)["selected"]
+        assert re.search(rf"^\| {g} \| {chosen} \|", selection, re.M), f"no selection row for generation {g}"
+
+
+def test_selection_reasons():
+    from successor.report import _why_selected
+    assert _why_selected({"selected": None}) == "no candidate finished"
+    assert _why_selected({"selected": "g1c1", "incumbent": None}).startswith("no incumbent that keeps")
+    assert _why_selected({"selected": "g1c0", "incumbent": "g1c0", "p_vs_incumbent": {}}) == "incumbent ranked first"
+    assert _why_selected({"selected": "g1c0", "incumbent": "g1c0", "p_vs_incumbent": {"g1c1": 0.3}}) == \
+        "incumbent kept: no challenger beat it significantly"
+    assert _why_selected({"selected": "g1c1", "incumbent": "g1c0", "p_vs_incumbent": {"g1c1": 0.004}}) == \
+        "g1c1 beat the incumbent (p=0.004)"
 
 
 def test_report_on_unfinished_run(smoke_run: Path, tmp_path: Path):

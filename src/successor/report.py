@@ -27,6 +27,8 @@ DASH = "—"
 HIDDEN = "measured with the hidden checker, never used by the loop"
 CAND_HEAD = ["candidate", "role", "recipe differences", "experiment", "validation score", "promoted",
              "gate reason"]
+SEL_HEAD = ["generation", "selected", "incumbent (control arm)", "challengers' p vs the incumbent's probe",
+            "forget a solved level on validation", "why"]
 CUR_HEAD = ["generation", "level", "labels kept / labelled", "votes needed", "dev labels wrong / passed",
             "true noise rate (hidden)†", "note"]
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
@@ -85,6 +87,34 @@ def _candidate_rows(db: sqlite3.Connection) -> list[list[str]]:
         rows.append([cid, role, c["rationale"] or DASH, status, _fmt(info.get("score")),
                      DASH if dec is None else ("yes" if dec["promoted"] else "no"),
                      dec["reason"] if dec else "no gate decision yet"])
+    return rows
+
+
+def _why_selected(sel: dict) -> str:
+    selected, incumbent, p = sel.get("selected"), sel.get("incumbent"), sel.get("p_vs_incumbent") or {}
+    if selected is None:
+        return "no candidate finished"
+    if incumbent is None:
+        return "no incumbent that keeps every solved level: the best validation score"
+    if selected == incumbent:
+        return "incumbent kept: no challenger beat it significantly" if p else "incumbent ranked first"
+    return f"{selected} beat the incumbent (p={p[selected]:.3g})"
+
+
+def _selection_rows(db: sqlite3.Connection) -> list[list[str]]:
+    """Per generation, which recipe trained the successor and why: the incumbent stays unless a challenger's
+    probe is significantly better on the same validation items."""
+    rows = []
+    for (g,) in db.execute("SELECT idx FROM generations WHERE idx > 0 ORDER BY idx"):
+        sel = _stage(db, g, "select")
+        if sel is None:
+            rows.append([str(g), DASH, DASH, DASH, DASH, "select stage not done"])
+            continue
+        p = sel.get("p_vs_incumbent") or {}
+        forgot = [c for c, keeps in (sel.get("keeps_solved_levels") or {}).items() if not keeps]
+        rows.append([str(g), sel.get("selected") or DASH, sel.get("incumbent") or DASH,
+                     ", ".join(f"{c}: {v:.3g}" for c, v in p.items()) or DASH, ", ".join(forgot) or "none",
+                     _why_selected(sel)])
     return rows
 
 
@@ -209,7 +239,7 @@ def write_report(run_dir: Path) -> Path:
     db.row_factory = sqlite3.Row
     try:
         levels, gens, grid = _sealed_grid(db)
-        cands, curation = _candidate_rows(db), _curation_rows(db)
+        cands, selection, curation = _candidate_rows(db), _selection_rows(db), _curation_rows(db)
     finally:
         db.close()
     _plot_heatmap(out / "accuracy_heatmap.png", levels, gens, grid)
@@ -220,7 +250,8 @@ def write_report(run_dir: Path) -> Path:
 
     md = [f"# {_md_cell(title)}", ""] + [f"- **{k}**: {_md_cell(v)}" for k, v in head] + [
         "", "## Plots", "", "![sealed accuracy heatmap](accuracy_heatmap.png)", "", "![frontier](frontier.png)",
-        "", "## Candidates", "", _md_table(CAND_HEAD, cands), "", "## Curation", "", f"_{cur_note}_", "",
+        "", "## Candidates", "", _md_table(CAND_HEAD, cands), "", "## Selection", "", _md_table(SEL_HEAD, selection),
+        "", "## Curation", "", f"_{cur_note}_", "",
         _md_table(CUR_HEAD, curation), ""]
     (out / "report.md").write_text("\n".join(md))
 
@@ -231,6 +262,7 @@ def write_report(run_dir: Path) -> Path:
 <h2>Plots</h2><p><img src="accuracy_heatmap.png" alt="sealed accuracy heatmap"></p>
 <p><img src="frontier.png" alt="frontier per generation"></p>
 <h2>Candidates</h2>{_html_table(CAND_HEAD, cands)}
+<h2>Selection</h2>{_html_table(SEL_HEAD, selection)}
 <h2>Curation</h2><p class="muted">{html.escape(cur_note)}</p>{_html_table(CUR_HEAD, curation)}
 </body></html>
 """
