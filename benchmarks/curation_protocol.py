@@ -93,9 +93,7 @@ def main() -> None:
             curated.append(new)
         recipe = Recipe(**{"init": "parent", "steps": 400, "lr": 5e-4, "warmup": 0, "seed": g} | overrides(a.sset))
         older = [x for c in curated[:-1] for x in c]
-        mix = Mixture({"newest": curated[-1] if curated else [], "human": human, "older": older},
-                      {"newest": recipe.mix_newest, "human": recipe.mix_human,
-                       "older": 1 - recipe.mix_newest - recipe.mix_human})
+        mix = Mixture.of(recipe, {"newest": curated[-1] if curated else [], "human": human, "older": older})
         model, _ = train(task, recipe, mix, copy.deepcopy(model))
         acc, front = show(f"g{g}", model)
 

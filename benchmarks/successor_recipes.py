@@ -12,8 +12,8 @@ loop's candidates never do.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
-import sqlite3
 import time
 from pathlib import Path
 
@@ -24,26 +24,24 @@ from overrides import overrides
 from successor.config import RunConfig
 from successor.data import load_shard
 from successor.evaluator import frontier
-from successor.tasks import get_task
+from successor.run import RunDir
 from successor.workloads.tinylm import checkpoint
 from successor.workloads.tinylm.recipe import Recipe
-from successor.workloads.tinylm.train import Mixture, accuracy_by_level, train
+from successor.workloads.tinylm.train import Mixture, accuracy_by_level, job_sources, train
 
 
-def successor_job(run_dir: Path, generation: int) -> dict:
+def successor_job(run: RunDir, generation: int) -> dict:
     """The job file of the generation's successor experiment (the full-budget training of the selected recipe)."""
-    db = sqlite3.connect(run_dir / "lineage.db")
-    row = db.execute("select id from experiments where generation=? and kind='successor' and status='done'",
-                     (generation,)).fetchone()
+    row = run.store.one("SELECT id FROM experiments WHERE generation=? AND kind='successor' AND status='done'",
+                        generation)
     if row is None:
-        raise SystemExit(f"{run_dir}: generation {generation} has no finished successor experiment")
-    return json.loads((run_dir / "workspaces" / row[0] / "job.json").read_text())
+        raise SystemExit(f"{run.root}: generation {generation} has no finished successor experiment")
+    return json.loads((run.workspace(row["id"]) / "job.json").read_text())
 
 
-def sealed_path(run_dir: Path) -> Path:
-    db = sqlite3.connect(run_dir / "lineage.db")
-    digest = db.execute("select value from meta where key='tier.sealed'").fetchone()[0]
-    return run_dir / "harness" / f"{digest}.jsonl"
+def worst_solved(acc: dict[int, float], solved: int) -> str:
+    """The lowest accuracy over lengths 1..solved (the parent's frontier): what a successor must not lose."""
+    return f"{min((acc[lvl] for lvl in acc if lvl <= solved), default=float('nan')):.3f}"
 
 
 def main() -> None:
@@ -56,11 +54,11 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="append the table to BENCHMARKS.md")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    cfg = RunConfig(**yaml.safe_load((a.run_dir / "config.yaml").read_text()))
-    task = get_task(cfg.task.name)
-    job = successor_job(a.run_dir, a.generation)
-    sources = {name: [x for p in paths for x in load_shard(Path(p))] for name, paths in job["data"].items()}
-    sealed = load_shard(sealed_path(a.run_dir))
+    run = RunDir(a.run_dir, RunConfig(**yaml.safe_load((a.run_dir / "config.yaml").read_text())))
+    task = run.task
+    job = successor_job(run, a.generation)
+    sources = job_sources(job)
+    sealed = load_shard(run.tiers["sealed"].path)  # checked against the digest the run recorded
     parent = checkpoint.load(Path(job["parent"]))
     before = accuracy_by_level(parent, task, sealed)
     solved = frontier(before)
@@ -69,20 +67,17 @@ def main() -> None:
         f"{solved} | wall |"
     rows = [head, "|---|---|---|---|---|---|",
             f"| parent | - | {' '.join(f'{before[lvl]:.3f}' for lvl in levels)} | {solved} | "
-            f"{min(before[lvl] for lvl in levels if lvl <= solved):.3f} | - |"]
+            f"{worst_solved(before, solved)} | - |"]
     print("\n".join(rows), flush=True)
     for spec in a.variant:
         name, _, sets = spec.partition(":")
         for seed in range(1, a.seeds + 1):
             recipe = Recipe(**job["recipe"] | overrides([s for s in sets.split(",") if s]) | {"seed": seed})
-            mix = Mixture(sources, {"newest": recipe.mix_newest, "human": recipe.mix_human,
-                                    "older": max(0.0, 1.0 - recipe.mix_newest - recipe.mix_human)})
             t0 = time.time()
-            model, _ = train(task, recipe, mix, checkpoint.load(Path(job["parent"])))
+            model, _ = train(task, recipe, Mixture.of(recipe, sources), copy.deepcopy(parent))
             acc = accuracy_by_level(model, task, sealed)
-            worst = min(acc[lvl] for lvl in levels if lvl <= solved)
             rows.append(f"| {name} | {seed} | {' '.join(f'{acc[lvl]:.3f}' for lvl in levels)} | {frontier(acc)} | "
-                        f"{worst:.3f} | {time.time() - t0:.0f} s |")
+                        f"{worst_solved(acc, solved)} | {time.time() - t0:.0f} s |")
             print(rows[-1], flush=True)
     if a.write:
         cmd = "`.venv/bin/python benchmarks/successor_recipes.py " + " ".join(

@@ -37,6 +37,12 @@ class Mixture:
         self.names, self.p = names, w / w.sum()
         self.sources = sources
 
+    @classmethod
+    def of(cls, recipe: Recipe, sources: dict[str, list[tuple[Problem, str]]]) -> "Mixture":
+        """The recipe's shares of `newest`, `human` and `older` (the rest of the batch) data."""
+        older = max(0.0, 1.0 - recipe.mix_newest - recipe.mix_human)
+        return cls(sources, {"newest": recipe.mix_newest, "human": recipe.mix_human, "older": older})
+
     def sample(self, n: int, rng: np.random.Generator) -> list[tuple[Problem, str]]:
         which = rng.choice(len(self.names), size=n, p=self.p)
         out = []
@@ -151,6 +157,11 @@ def train(
     return model, {"steps": recipe.steps, "loss_curve": curve, "train_wall_s": round(wall, 3), "tokens": tokens}
 
 
+def job_sources(job: dict) -> dict[str, list[tuple[Problem, str]]]:
+    """A job's training data by source name (newest, human, older), its shards concatenated."""
+    return {name: [x for p in paths for x in load_shard(Path(p))] for name, paths in job["data"].items()}
+
+
 def run_job(job_path: Path) -> dict:
     """Run one job file (the subprocess entry point). Writes checkpoint/ and metrics.json next to `out`."""
     job = json.loads(Path(job_path).read_text())
@@ -159,9 +170,7 @@ def run_job(job_path: Path) -> dict:
     recipe = Recipe(**job["recipe"])
     out = Path(job["out"])
     out.mkdir(parents=True, exist_ok=True)
-    sources = {name: [x for p in paths for x in load_shard(Path(p))] for name, paths in job["data"].items()}
-    mix_older = max(0.0, 1.0 - recipe.mix_newest - recipe.mix_human)
-    mixture = Mixture(sources, {"newest": recipe.mix_newest, "human": recipe.mix_human, "older": mix_older})
+    mixture = Mixture.of(recipe, job_sources(job))
     parent = checkpoint.load(Path(job["parent"])) if job.get("parent") else None
 
     def progress(step: int, total: int, loss: float) -> None:
