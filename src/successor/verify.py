@@ -1,0 +1,193 @@
+"""Verify a whole run directory offline: the audit chain, every artifact against the digest it is named by,
+every digest the audit log mentions, and every provenance statement.
+
+Why: artifacts are content-addressed and the audit log is hash-chained, so a run is checkable after the fact
+by anyone holding the directory; this is the one place that does all the checks and reports each problem as
+one line naming the file or record.
+"""
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import provenance
+from .audit import read_records, verify
+from .data import file_digest
+from .workloads.tinylm import checkpoint
+
+MODEL_KEYS = frozenset({"model", "champion", "successor", "parent", "parent_model"})
+SHARD_KEYS = frozenset({"sealed_digest"})  # plus every value of a "tiers" mapping
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / "lineage.db").is_file()
+
+
+def _digest_refs(data: Any, key: str | None = None) -> Iterator[tuple[str, str]]:
+    """(kind, digest) for each digest an event's data names: kind is "model" or "shard"."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if k == "tiers" and isinstance(v, dict):
+                yield from (("shard", d) for d in v.values() if provenance.is_digest(d))
+            else:
+                yield from _digest_refs(v, k)
+    elif isinstance(data, list):
+        for v in data:
+            yield from _digest_refs(v, key)
+    elif provenance.is_digest(data):
+        if key in MODEL_KEYS:
+            yield "model", data
+        elif key in SHARD_KEYS:
+            yield "shard", data
+
+
+class _Run:
+    """The run's artifacts, each verified once against the digest in its name."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.models_dir = root / "artifacts" / "models"
+        self.shard_dirs = [root / "artifacts" / "data", root / "harness"]
+        self.problems: list[str] = []
+        self.models: dict[str, bool] = {}  # digest -> verified
+        self.shards: dict[str, bool] = {}
+        if self.models_dir.is_dir():
+            for d in sorted(self.models_dir.iterdir()):
+                if d.name.endswith(".tmp"):  # an interrupted copy, never named by anything
+                    continue
+                self.models[d.name] = self._check(d, lambda p: checkpoint.digest(p))
+        for sd in self.shard_dirs:
+            if sd.is_dir():
+                for f in sorted(sd.glob("*.jsonl")):
+                    self.shards[f.stem] = self.shards.get(f.stem, True) and self._check(f, file_digest)
+
+    def _check(self, path: Path, digest_of) -> bool:
+        rel = path.relative_to(self.root)
+        try:
+            actual = digest_of(path)
+        except (OSError, ValueError, KeyError) as e:
+            self.problems.append(f"{rel}: unreadable ({type(e).__name__}: {e})")
+            return False
+        if actual != path.name.removesuffix(".jsonl"):
+            self.problems.append(f"{rel}: content digest is {actual[:12]}, not the digest in its name")
+            return False
+        return True
+
+    def patch_problem(self, digest: str) -> str | None:
+        """A code patch lives in lineage.db (patches: digest, source); its source must hash to its digest."""
+        try:
+            db = sqlite3.connect(f"file:{self.root / 'lineage.db'}?mode=ro", uri=True, timeout=30)
+            try:
+                rows = db.execute("SELECT source FROM patches WHERE digest=?", (digest,)).fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error as e:
+            return f"names code patch {digest[:12]}, which lineage.db cannot show ({e})"
+        if not rows:
+            return f"names code patch {digest[:12]}, which is not in lineage.db"
+        if all(hashlib.sha256(r[0].encode()).hexdigest() != digest for r in rows):
+            return f"names code patch {digest[:12]}, whose source in lineage.db does not match it"
+        return None
+
+    def missing(self, kind: str, digest: str) -> str | None:
+        """Why the artifact a record names cannot be trusted, or None if it is present and verified."""
+        known = self.models if kind == "model" else self.shards
+        if digest not in known:
+            where = "artifacts/models" if kind == "model" else "artifacts/data or harness"
+            return f"names {kind} {digest[:12]}, which is not in {where}"
+        return None if known[digest] else f"names {kind} {digest[:12]}, whose content does not match it"
+
+
+def _relative(root: Path, path: str) -> str:
+    p = Path(path)
+    return str(p.relative_to(root)) if p.is_absolute() and p.is_relative_to(root) else path
+
+
+def verify_run(run_dir: Path) -> tuple[bool, list[str]]:
+    """(ok, lines): one line per problem, or one "ok: ..." summary line when there are none."""
+    root = Path(run_dir).resolve()
+    if not is_run_dir(root):
+        return False, [f"{run_dir}: not a run directory (no lineage.db)"]
+    run = _Run(root)
+    problems = run.problems
+    log = root / "audit.jsonl"
+    records: list[dict] = []
+    if not log.is_file():
+        problems.append("audit.jsonl: missing")
+    else:
+        ok, msg = verify(log)
+        if not ok:
+            problems.append(f"audit.jsonl: {msg}")
+        records = read_records(log)
+
+    reported: set[tuple[str, str]] = set()
+    written: dict[str, dict] = {}  # provenance path -> its latest provenance.written record
+    promoted: dict[int, str] = {}  # generation -> champion, from generation.end
+    for rec in records:
+        for kind, digest in _digest_refs(rec.get("data")):
+            why = run.missing(kind, digest)
+            if why and (kind, digest) not in reported:
+                reported.add((kind, digest))
+                problems.append(f"audit.jsonl: seq {rec.get('seq')} ({rec.get('event')}) {why}")
+        data = rec.get("data") if isinstance(rec.get("data"), dict) else {}
+        if rec.get("event") == provenance.EVENT and isinstance(data.get("path"), str):
+            written[_relative(root, data["path"])] = rec
+        if rec.get("event") == "generation.end" and data.get("promoted"):
+            promoted[data.get("generation")] = data.get("champion")
+
+    statements = sorted((root / provenance.DIRNAME).glob("gen-*.json"))
+    for path in statements:
+        problems += [f"{provenance.DIRNAME}/{p}" for p in _check_statement(run, path, written, promoted)]
+    for rel, rec in sorted(written.items()):
+        if not (root / rel).is_file():
+            problems.append(f"audit.jsonl: seq {rec.get('seq')} ({provenance.EVENT}) names {rel}, which is missing")
+
+    if problems:
+        return False, problems
+    n_artifacts = len(run.models) + len(run.shards)
+    return True, [f"ok: {len(records)} events, {n_artifacts} artifacts, {len(statements)} provenance statements "
+                  f"verified"]
+
+
+def _check_statement(run: _Run, path: Path, written: dict[str, dict], promoted: dict[int, str]) -> list[str]:
+    """A statement must be well formed, match the digest the audit log recorded for it, and name artifacts
+    that exist with the right digests."""
+    rel = str(path.relative_to(run.root))
+    out = [p.removeprefix(f"{path.name}: ") for p in provenance.check(path)]
+    rec = written.get(rel)
+    if rec is None:
+        out.append("not recorded in the audit log (no provenance.written event)")
+    elif rec["data"].get("sha256") != hashlib.sha256(path.read_bytes()).hexdigest():
+        out.append(f"sha256 differs from audit seq {rec.get('seq')} (the file was changed after it was written)")
+    try:
+        stmt = provenance.load(path)
+    except ValueError:
+        stmt = None
+    if not isinstance(stmt, dict):  # check() has said why
+        return [f"{path.name}: {p}" for p in out]
+    subject = provenance.subject_digest(stmt)
+    refs = [("model", subject, "subject")]
+    pred = stmt.get("predicate") if isinstance(stmt.get("predicate"), dict) else {}
+    parent = (pred.get("parent") or {}).get("sha256") if isinstance(pred.get("parent"), dict) else None
+    refs.append(("model", parent, "parent"))
+    refs += [("shard", d, "input") for d in provenance.input_digests(stmt)]
+    sealed = (pred.get("run") or {}).get("sealed_tier_sha256") if isinstance(pred.get("run"), dict) else None
+    refs.append(("shard", sealed, "sealed tier"))
+    for kind, digest, role in refs:
+        if provenance.is_digest(digest):
+            why = run.missing(kind, digest)
+            if why:
+                out.append(f"{role} {why}")
+    inputs = pred.get("inputs") if isinstance(pred.get("inputs"), dict) else {}
+    patch = (inputs.get("code_patch") or {}).get("sha256") if isinstance(inputs.get("code_patch"), dict) else None
+    if provenance.is_digest(patch):
+        why = run.patch_problem(patch)
+        if why:
+            out.append(f"code_patch {why}")
+    g = pred.get("generation")
+    if g in promoted and promoted[g] != subject:
+        out.append(f"subject {str(subject)[:12]} is not generation {g}'s champion {str(promoted[g])[:12]} "
+                   f"in the audit log")
+    return [f"{path.name}: {p}" for p in out]
