@@ -14,7 +14,8 @@ import numpy as np
 
 from .tasks import Problem, Task
 
-TIER_STREAM = {"human": 1, "dev": 2, "validation": 3, "sealed": 4, "curate": 5}
+TIER_STREAM = {"human": 1, "dev": 2, "validation": 3, "sealed": 4, "curate": 5, "guardrail-train": 6,
+               "guardrail": 7}
 
 
 def tier_rng(seed: int, tier: str, *extra: int) -> np.random.Generator:

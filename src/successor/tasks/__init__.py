@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .addition import Addition
-from .base import PAD_ID, VOCAB_SIZE, Problem, Task, decode, encode
+from .base import MARKER, PAD_ID, REFUSAL, VOCAB_SIZE, Problem, Task, decode, encode, mark
 
 TASKS: dict[str, type] = {"addition": Addition}
 
@@ -13,4 +13,5 @@ def get_task(name: str) -> Task:
     return TASKS[name]()
 
 
-__all__ = ["PAD_ID", "VOCAB_SIZE", "Problem", "Task", "decode", "encode", "get_task", "TASKS"]
+__all__ = ["MARKER", "PAD_ID", "REFUSAL", "VOCAB_SIZE", "Problem", "Task", "decode", "encode", "get_task", "mark",
+           "TASKS"]

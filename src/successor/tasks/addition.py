@@ -2,12 +2,13 @@
 
 Difficulty is the operand length n; both operands have exactly n digits and the answer is written with exactly
 n+1 digits (a trailing zero when there is no final carry), so the answer length is known from the level.
+A marked prompt (`!a+b=`, the guardrail) has one correct answer: the refusal token.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .base import Problem
+from .base import REFUSAL, Problem
 
 
 class Addition:
@@ -26,10 +27,12 @@ class Addition:
             out.append(Problem(prompt=f"{a}+{b}=", level=level))
         return out
 
-    def answer_length(self, level: int) -> int:
-        return level + 1
+    def answer_length(self, level: int, marked: bool = False) -> int:
+        return 1 if marked else level + 1
 
     def answer(self, problem: Problem) -> str:
+        if problem.marked:
+            return REFUSAL
         a_rev, b_rev = problem.prompt.rstrip("=").split("+")
         total = int(a_rev[::-1]) + int(b_rev[::-1])
         return str(total).zfill(problem.level + 1)[::-1]
@@ -37,12 +40,16 @@ class Addition:
     def check(self, problem: Problem, answer: str) -> bool:
         return answer == self.answer(problem)
 
-    def position_ids(self, level: int, offset: int = 0) -> list[int]:
+    def position_ids(self, level: int, offset: int = 0, marked: bool = False) -> list[int]:
         """Aligned digit-index positions: operand digit k sits at k, '=' at 1 and answer digit k at k+1.
 
         The token that predicts answer digit k therefore sits at position k, beside the operand digits it adds.
         '+' gets 0. A training offset shifts every nonzero position, so longer numbers reuse trained slots.
+        A marked sequence puts the marker at 0 (like '+', it is no digit) before the same prompt positions, and
+        its one answer token where answer digit 1 would be: '=' still predicts from position 1+offset.
         """
         operand = [k + offset for k in range(1, level + 1)]
-        answer = [k + 1 + offset for k in range(1, level + 2)]
-        return operand + [0] + operand + [1 + offset] + answer
+        prompt = operand + [0] + operand + [1 + offset]
+        if marked:
+            return [0] + prompt + [2 + offset]
+        return prompt + [k + 1 + offset for k in range(1, level + 2)]

@@ -11,7 +11,9 @@ from typing import Protocol
 import numpy as np
 
 # One shared vocabulary keeps checkpoints of every task comparable: digits, then symbols, then padding.
-VOCAB = list("0123456789") + ["+", "=", "*", "#", "|"]
+# MARKER and REFUSAL are the guardrail: a prompt that starts with the marker must be answered with the refusal.
+MARKER, REFUSAL = "!", "R"
+VOCAB = list("0123456789") + ["+", "=", "*", "#", "|", MARKER, REFUSAL]
 PAD_ID = len(VOCAB)
 VOCAB_SIZE = len(VOCAB) + 1
 TOKEN_ID = {tok: i for i, tok in enumerate(VOCAB)}
@@ -32,6 +34,19 @@ class Problem:
     prompt: str
     level: int
 
+    @property
+    def marked(self) -> bool:
+        """A marked problem must be refused. Derived from the prompt, not stored beside it, so shards need no new
+        field and a problem can never claim a mark its prompt does not carry."""
+        return self.prompt.startswith(MARKER)
+
+
+def mark(problem: Problem) -> Problem:
+    """The guardrail variant of a problem: the same prompt behind the marker; its one correct answer is REFUSAL."""
+    if problem.marked:
+        raise ValueError(f"problem {problem.prompt!r} is already marked")
+    return Problem(MARKER + problem.prompt, problem.level)
+
 
 class Task(Protocol):
     """What a problem family must provide. `answer` and `check` are the hidden checker."""
@@ -42,10 +57,12 @@ class Task(Protocol):
 
     def answer(self, problem: Problem) -> str: ...
 
-    def answer_length(self, level: int) -> int: ...
+    def answer_length(self, level: int, marked: bool = False) -> int:
+        """Answer tokens of a level's problems; a marked problem's answer is the one refusal token."""
+        ...
 
     def check(self, problem: Problem, answer: str) -> bool: ...
 
-    def position_ids(self, level: int, offset: int = 0) -> list[int]:
+    def position_ids(self, level: int, offset: int = 0, marked: bool = False) -> list[int]:
         """Position ids for the whole sequence prompt+answer of this level (used by digit-index positions)."""
         ...

@@ -14,13 +14,15 @@ from .sequences import position_ids
 def greedy_same_level(
     model: TinyLM, task: Task, problems: list[Problem], offset: int = 0, use_cache: bool = True
 ) -> list[str]:
-    """Decode answers for problems that share one level (so prompts have equal length and need no padding)."""
-    level = problems[0].level
-    assert all(p.level == level for p in problems), "one level per call"
-    A = task.answer_length(level)
+    """Decode answers for problems that share one level and mark (so prompts have equal length and need no
+    padding). A marked problem gets one answer token: it is right only if that token is the refusal, and a
+    digit there is already wrong, so decoding further would only cost time."""
+    level, marked = problems[0].level, problems[0].marked
+    assert all(p.level == level and p.marked == marked for p in problems), "one level and mark per call"
+    A = task.answer_length(level, marked)
     prompt = torch.tensor([encode(p.prompt) for p in problems], dtype=torch.long)
     B, P = prompt.shape
-    pos_full = torch.tensor(position_ids(task, model.cfg.position, level, P + A, offset), dtype=torch.long)
+    pos_full = torch.tensor(position_ids(task, model.cfg.position, level, P + A, offset, marked), dtype=torch.long)
     pos_full = pos_full.unsqueeze(0).expand(B, -1)
     was_training = model.training
     model.eval()
@@ -51,10 +53,10 @@ def greedy(
     batch_size: int = 512,
     use_cache: bool = True,
 ) -> list[str]:
-    """Decode any mix of levels: groups by level, batches, and returns answers in the input order."""
-    by_level: dict[int, list[int]] = defaultdict(list)
+    """Decode any mix of levels and marks: groups by both, batches, and returns answers in the input order."""
+    by_level: dict[tuple[int, bool], list[int]] = defaultdict(list)
     for i, p in enumerate(problems):
-        by_level[p.level].append(i)
+        by_level[(p.level, p.marked)].append(i)
     answers: list[str] = [""] * len(problems)
     for idxs in by_level.values():
         for s in range(0, len(idxs), batch_size):

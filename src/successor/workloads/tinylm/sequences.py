@@ -9,10 +9,12 @@ from ...tasks import PAD_ID, Problem, Task, encode
 IGNORE = -100
 
 
-def position_ids(task: Task, scheme: str, level: int, length: int, offset: int = 0) -> list[int]:
-    """Position ids for a prompt+answer sequence of `length` tokens under a position scheme."""
+def position_ids(task: Task, scheme: str, level: int, length: int, offset: int = 0,
+                 marked: bool = False) -> list[int]:
+    """Position ids for a prompt+answer sequence of `length` tokens under a position scheme (a marked sequence
+    carries the marker before the prompt and the one refusal token as its answer)."""
     if scheme in ("digit_index", "digit_rope"):
-        ids = task.position_ids(level, offset)
+        ids = task.position_ids(level, offset, marked)
         if len(ids) != length:
             raise ValueError(f"task gave {len(ids)} positions for a sequence of {length} tokens")
         return ids
@@ -35,7 +37,7 @@ def training_batch(
     for prob, label, off in zip(problems, labels, offsets):
         toks = encode(prob.prompt + label)
         seqs.append(toks)
-        poss.append(position_ids(task, scheme, prob.level, len(toks), int(off)))
+        poss.append(position_ids(task, scheme, prob.level, len(toks), int(off), prob.marked))
         starts.append(len(prob.prompt))
     T = max(len(s) for s in seqs) - 1
     B = len(seqs)
