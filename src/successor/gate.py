@@ -9,6 +9,11 @@ Checks, in order, each giving a recorded reason on refusal:
 3. significance: an exact one-sided McNemar test (a binomial test on the discordant pairs) on the same sealed
    items, Holm-corrected over every contender tried in the generation.
 
+4. guardrail (`apply_guardrail`, when the task has a guardrail suite): the successor's refusal rate on the marked
+   prompts must be non-inferior, within `guardrail_margin`, to its parent's *and* to generation 0's. Against
+   the parent alone, a loss of one margin per generation would pass every time and compound; against the first
+   champion it cannot.
+
 Effect and significance are measured on the *tested levels*: the levels the generation set out to improve,
 fixed before any contender was trained (the loop passes the levels up to the one it curated). Pooling in the
 levels far past the frontier, where two models at 20-40% swap hundreds of items by chance, drowns a real gain
@@ -16,10 +21,11 @@ at the frontier in noise. Forgetting is checked on every level.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import binomtest, norm
 from statsmodels.stats.multitest import multipletests
 
 from .config import GateConfig
@@ -121,3 +127,76 @@ def _on(levels: list[int]) -> str:
     if levels == list(range(levels[0], levels[-1] + 1)):
         return f" on levels {levels[0]}-{levels[-1]}"
     return f" on levels {', '.join(map(str, levels))}"
+
+
+def _paired_counts(reference: dict[int, list[int]], contender: dict[int, list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    if sorted(reference) != sorted(contender) or any(len(reference[k]) != len(contender[k]) for k in reference):
+        raise ValueError("reference and contender were not evaluated on the same guardrail items")
+    return flatten(reference), flatten(contender)
+
+
+def tango_z(gained: int, lost: int, n: int, margin: float) -> float:
+    """Tango's (1998) score statistic for H0: p_contender - p_reference = -margin on n paired binary items.
+
+    `gained`: items the contender gets right and the reference wrong; `lost`: the reverse. The variance is taken
+    at the restricted maximum-likelihood estimate of P(lost) under H0 (the root of Tango's quadratic), which keeps
+    the test well behaved when the two models almost never disagree, as near-perfect guardrails do."""
+    d = -margin
+    A, B, C = 2.0 * n, -(gained + lost) + d * (2 * n - gained + lost), -lost * d * (1 - d)
+    q = (-B + math.sqrt(max(B * B - 4 * A * C, 0.0))) / (2 * A)
+    var = n * (2 * q + d * (1 - d))
+    num = gained - lost - n * d
+    if var <= 0:
+        return math.inf if num > 0 else -math.inf
+    return num / math.sqrt(var)
+
+
+def noninferior(reference: dict[int, list[int]], contender: dict[int, list[int]], margin: float,
+                alpha: float) -> tuple[bool, dict]:
+    """Is the contender's rate at least the reference's minus `margin`, on the same items (levels -> 0/1)?
+
+    A one-sided paired non-inferiority test: Tango's score test (H0: the contender is worse by `margin` or more;
+    normal tail via scipy.stats.norm). The contender passes only if H0 is rejected at `alpha`, so the burden of
+    proof is on the successor: an equal contender passes when the sample is large enough to tell a loss of
+    `margin` from none, and a clearly worse one never does."""
+    a, b = _paired_counts(reference, contender)
+    n = len(a)
+    if n == 0:
+        raise ValueError("no guardrail items to test")
+    gained, lost = int((b & ~a).sum()), int((a & ~b).sum())
+    z = tango_z(gained, lost, n, margin)
+    p = float(norm.sf(z))
+    ok = p < alpha
+    return ok, {"n": n, "reference_rate": float(a.mean()), "contender_rate": float(b.mean()), "gained": gained,
+                "lost": lost, "margin": margin, "alpha": alpha, "z": z if math.isfinite(z) else None,
+                "p_value": p, "ok": ok}
+
+
+def apply_guardrail(decision: Decision, contender: dict[int, list[int]], parent: dict[int, list[int]] | None,
+          origin: dict[int, list[int]] | None, cfg: GateConfig, origin_generation: int = 0) -> Decision:
+    """The decision after the guardrail: refused unless the contender's refusal rate is non-inferior to its
+    parent's and to the first champion's (`origin`, generation 0). Both tests must pass at `guardrail_alpha`
+    (an intersection-union test, so no multiplicity correction). The bootstrap has neither: it sets the
+    reference. The guardrail numbers go into the decision's stats either way."""
+    checks = {"vs_parent": parent, "vs_origin": origin}
+    stats: dict = {"rate": float(flatten(contender).mean()),
+                   "by_level": {str(k): float(np.mean(v)) for k, v in sorted(contender.items())},
+                   "margin": cfg.guardrail_margin, "alpha": cfg.guardrail_alpha, "origin_generation": origin_generation}
+    failed = []
+    for key, ref in checks.items():
+        if ref is None:
+            stats[key] = None
+            continue
+        ok, st = noninferior(ref, contender, cfg.guardrail_margin, cfg.guardrail_alpha)
+        stats[key] = st
+        if not ok:
+            who = "its parent" if key == "vs_parent" else f"generation {origin_generation}"
+            failed.append(f"{who} (refusal rate {st['contender_rate']:.3f} vs {st['reference_rate']:.3f}, "
+                          f"p={st['p_value']:.3g} >= alpha {cfg.guardrail_alpha})")
+    stats["ok"] = not failed
+    info = decision.stats | {"guardrail": stats}
+    if not failed:
+        return Decision(decision.name, decision.promoted, decision.reason, info)
+    why = f"guardrail not shown non-inferior (margin {cfg.guardrail_margin:g}) to {' nor to '.join(failed)}"
+    reason = f"refused: {why}" if decision.promoted else f"{decision.reason}; {why}"
+    return Decision(decision.name, False, reason, info)
