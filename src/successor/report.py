@@ -1,4 +1,4 @@
-"""`successor report`: the lineage as a human-readable page (Markdown and HTML) with two PNG plots.
+"""`successor report`: the lineage as a human-readable page (Markdown and HTML) with three PNG plots.
 
 Reads the store read-only, so it can run beside a live loop or on a killed run; whatever is missing (a running
 generation, a stage not yet done) shows as a dash instead of failing.
@@ -31,6 +31,10 @@ SEL_HEAD = ["generation", "selected", "incumbent (control arm)", "challengers' p
             "forget a solved level on validation", "why"]
 CUR_HEAD = ["generation", "level", "labels kept / labelled", "votes needed", "dev labels wrong / passed",
             "true noise rate (hidden)†", "note"]
+GUARD_HEAD = ["generation", "champion's refusal rate", "vs parent champion", "vs generation 0", "weakest levels",
+              "successor's rate", "successor p vs parent", "successor p vs generation 0", "guardrail verdict"]
+HORIZON = 50  # generations the compounding projection looks ahead
+GUIDES = (0.999, 0.99)  # per-generation fidelities drawn for scale ("99.9% per generation is 95.12% after 50")
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:4px 8px;
 text-align:left;vertical-align:top}th{background:#f0f0f0}tr:nth-child(even){background:#fafafa}
@@ -134,6 +138,124 @@ def _curation_rows(db: sqlite3.Connection) -> list[list[str]]:
     return rows
 
 
+def _guardrail_points(db: sqlite3.Connection) -> list[dict] | None:
+    """Per finished generation: its champion's refusal rate on the guardrail suite (pooled and by level), whether
+    the generation promoted, and the successor's guardrail stats from its gate decision. None: no guardrail."""
+    row = db.execute("SELECT value FROM meta WHERE key='tier.guardrail'").fetchone()
+    if row is None:
+        return None
+    points = []
+    for g in db.execute("SELECT idx, promoted, champion_model FROM generations WHERE status='done' "
+                        "AND champion_model IS NOT NULL ORDER BY idx").fetchall():
+        levels = {r["level"]: r["correct"] / r["n"] for r in db.execute(
+            "SELECT level, n, correct FROM evaluations WHERE model=? AND tier='guardrail' AND tier_digest=?",
+            (g["champion_model"], row["value"])) if r["n"]}
+        cells = db.execute("SELECT sum(n), sum(correct) FROM evaluations WHERE model=? AND tier='guardrail' AND "
+                           "tier_digest=?", (g["champion_model"], row["value"])).fetchone()
+        dec = db.execute("SELECT stats FROM gate_decisions WHERE generation=? AND role='successor'",
+                         (g["idx"],)).fetchone()
+        stats = (json.loads(dec["stats"]) if dec and dec["stats"] else {}).get("guardrail")
+        points.append({"generation": g["idx"], "promoted": bool(g["promoted"]), "levels": levels,
+                       "rate": cells[1] / cells[0] if cells[0] else None, "successor": stats})
+    return points
+
+
+def fidelity(points: list[dict]) -> tuple[float | None, int]:
+    """The mean per-generation ratio rate_n / rate_(n-1) of the champion line, over the promotions (a refused
+    generation keeps its champion, so its ratio is 1 by construction and says nothing), and how many there were."""
+    ratios, prev = [], None
+    for p in points:
+        if p["rate"] is not None and prev is not None and p["promoted"] and prev > 0:
+            ratios.append(p["rate"] / prev)
+        prev = p["rate"] if p["rate"] is not None else prev
+    return (float(np.mean(ratios)) if ratios else None), len(ratios)
+
+
+def _projection_label(f: float, start: float | None = None) -> str:
+    tail = f"{f ** HORIZON:.3f}" if start is None else f"{start * f ** HORIZON:.3f}"
+    return f"fidelity {f:.4g}/gen -> {tail} after {HORIZON}"
+
+
+def _guardrail_rows(points: list[dict]) -> list[list[str]]:
+    rows, origin, prev = [], None, None
+    for p in points:
+        rate, succ = p["rate"], p["successor"] or {}
+        origin = rate if origin is None else origin
+        weakest = sorted(p["levels"].items(), key=lambda kv: (kv[1], kv[0]))[:2]
+        ref = lambda key: (succ.get(key) or {}).get("p_value")  # noqa: E731
+        if not succ:
+            verdict = DASH
+        elif succ.get("vs_parent") is None and succ.get("vs_origin") is None:
+            verdict = "bootstrap: sets the reference"
+        else:
+            verdict = "non-inferior to both" if succ.get("ok") else "refused: not shown non-inferior"
+        rows.append([str(p["generation"]), _fmt(rate),
+                     "reference" if prev is None else _fmt(None if rate is None else rate - prev, "+.3f"),
+                     "reference" if prev is None else _fmt(None if rate is None else rate - origin, "+.3f"),
+                     ", ".join(f"{lvl}: {a:.2f}" for lvl, a in weakest) or DASH, _fmt(succ.get("rate")),
+                     _fmt(ref("vs_parent"), ".3g"), _fmt(ref("vs_origin"), ".3g"), verdict])
+        prev = rate if rate is not None else prev
+    return rows
+
+
+def _guardrail_note(points: list[dict] | None) -> str:
+    if points is None:
+        return "The guardrail is off in this run (task.guardrail_share is 0)."
+    f, k = fidelity(points)
+    if f is None:
+        return "No promotion after generation 0 yet: no measured fidelity to project."
+    origin = next((p["rate"] for p in points if p["rate"] is not None), None)
+    return (f"Measured over {k} promotion(s): {_projection_label(f)} of the refusal rate"
+            + (f" ({_fmt(origin)} at generation 0 -> {_fmt(origin * f ** HORIZON)})." if origin is not None else ".")
+            + " For scale: " + "; ".join(_projection_label(g) for g in GUIDES) + ".")
+
+
+def _plot_guardrail(path: Path, points: list[dict] | None, margin: float | None) -> None:
+    """Refusal rate on the guardrail suite by generation beside the compounding projection fidelity^n: a loss too
+    small for one gate to see is what compounds over fifty generations."""
+    fig = Figure(figsize=(12, 4.2))
+    done = [p for p in (points or []) if p["rate"] is not None]
+    if points is None or not done:
+        _no_data(fig, "guardrail off (task.guardrail_share is 0)" if points is None
+                 else "no guardrail evaluation of a finished generation yet")
+        fig.savefig(path, dpi=100)
+        return
+    ax, proj = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    xs, ys, origin = [p["generation"] for p in done], [p["rate"] for p in done], done[0]["rate"]
+    ax.plot(xs, ys, color="#555", lw=1.2, label="champion")
+    for flag, style in ((True, dict(marker="o", color="tab:green", label="promoted")),
+                        (False, dict(marker="x", color="tab:red", label="refused"))):
+        pts = [(p["generation"], p["rate"]) for p in done if p["promoted"] is flag]
+        if pts:
+            ax.scatter(*zip(*pts), s=45, zorder=3, **style)
+    ax.axhline(origin, ls="--", color="tab:blue", label=f"generation {done[0]['generation']} reference "
+               f"({origin:.3f})")
+    if margin:
+        ax.axhline(origin - margin, ls=":", color="tab:blue", label=f"reference - margin ({origin - margin:.3f})")
+    ax.set_ylim(min(ys + [origin - (margin or 0)]) - 0.05, 1.02)
+    ax.set_xticks(xs)
+    ax.set_xlabel("generation")
+    ax.set_ylabel("refusal rate on marked prompts")
+    ax.set_title("Guardrail by generation")
+    ax.legend(loc="lower left", fontsize=7)
+    n = np.arange(HORIZON + 1)
+    f, k = fidelity(points)
+    for g, style in zip(GUIDES, ("-.", ":")):
+        proj.plot(n, origin * g ** n, ls=style, color="grey", label=_projection_label(g, origin))
+    if f is not None:
+        proj.plot(n, np.clip(origin * f ** n, 0, 1), color="tab:red", lw=2,
+                  label=f"measured ({k} promotion(s)): {_projection_label(f, origin)}")
+    proj.scatter(xs, ys, color="black", s=20, zorder=3, label="measured champion rate")
+    proj.set_xlim(0, HORIZON)
+    proj.set_ylim(0, 1.02)
+    proj.set_xlabel("generation")
+    proj.set_ylabel("projected refusal rate (rate_0 x fidelity^n)")
+    proj.set_title("Compounding projection")
+    proj.legend(loc="lower left", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def _no_data(fig: Figure, text: str) -> None:
     ax = fig.add_subplot()
     ax.text(0.5, 0.5, text, ha="center", va="center")
@@ -227,7 +349,8 @@ def _header(run_dir: Path, cfg: dict, st: dict) -> list[tuple[str, str]]:
 
 
 def write_report(run_dir: Path) -> Path:
-    """Write run_dir/report/{report.md, report.html, accuracy_heatmap.png, frontier.png}; return the folder."""
+    """Write run_dir/report/{report.md, report.html, accuracy_heatmap.png, frontier.png, guardrail.png}; return
+    the folder."""
     run_dir = Path(run_dir)
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -240,10 +363,13 @@ def write_report(run_dir: Path) -> Path:
     try:
         levels, gens, grid = _sealed_grid(db)
         cands, selection, curation = _candidate_rows(db), _selection_rows(db), _curation_rows(db)
+        guard = _guardrail_points(db)
     finally:
         db.close()
     _plot_heatmap(out / "accuracy_heatmap.png", levels, gens, grid)
     _plot_frontier(out / "frontier.png", st["generations"], int(human[1]) if human else None)
+    _plot_guardrail(out / "guardrail.png", guard, cfg.get("gate", {}).get("guardrail_margin"))
+    guard_rows, guard_note = _guardrail_rows(guard or []), _guardrail_note(guard)
     head = _header(run_dir, cfg, st)
     title = f"Successor run report: {head[0][1]}"
     cur_note = f"† True noise rate: {HIDDEN}; shown for analysis only."
@@ -252,7 +378,8 @@ def write_report(run_dir: Path) -> Path:
         "", "## Plots", "", "![sealed accuracy heatmap](accuracy_heatmap.png)", "", "![frontier](frontier.png)",
         "", "## Candidates", "", _md_table(CAND_HEAD, cands), "", "## Selection", "", _md_table(SEL_HEAD, selection),
         "", "## Curation", "", f"_{cur_note}_", "",
-        _md_table(CUR_HEAD, curation), ""]
+        _md_table(CUR_HEAD, curation), "", "## Guardrail", "", "![guardrail by generation](guardrail.png)", "",
+        _md_cell(guard_note), "", _md_table(GUARD_HEAD, guard_rows), ""]
     (out / "report.md").write_text("\n".join(md))
 
     items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in head)
@@ -264,6 +391,8 @@ def write_report(run_dir: Path) -> Path:
 <h2>Candidates</h2>{_html_table(CAND_HEAD, cands)}
 <h2>Selection</h2>{_html_table(SEL_HEAD, selection)}
 <h2>Curation</h2><p class="muted">{html.escape(cur_note)}</p>{_html_table(CUR_HEAD, curation)}
+<h2>Guardrail</h2><p><img src="guardrail.png" alt="guardrail by generation"></p>
+<p>{html.escape(guard_note)}</p>{_html_table(GUARD_HEAD, guard_rows)}
 </body></html>
 """
     (out / "report.html").write_text(page)
