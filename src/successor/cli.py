@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,9 +13,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from .cli_audit import app as audit_app
 from .config import ConfigError, RunConfig, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Successor: verified successor models.")
+app.add_typer(audit_app, name="audit")
 err = Console(stderr=True)
 
 
@@ -71,27 +74,42 @@ def run(
     config: Optional[Path] = typer.Argument(None, help="YAML run config (overlays the preset)"),
     run_dir: Path = typer.Option(..., "--run-dir", help="run directory; re-running resumes it"),
     preset: str = typer.Option("default", "--preset", help="preset to start from"),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="policy YAML (isolation, budgets, approval, "
+                                          "tripwires); copied into the run directory, where it can be edited"),
     quiet: bool = typer.Option(False, "--quiet", help="no live display"),
 ) -> None:
-    """Run (or resume) the generation loop."""
+    """Run (or resume) the generation loop. Exit 0: finished; 3: paused on a budget or stopped (re-run to go
+    on); 2: bad input or the policy's isolation cannot be had."""
+    from .loop import Loop, Stopped
+    from .policy import load_policy
+    from .run import RunDir
+    from .sandbox import IsolationError
+
     try:
         cfg = load_config(config, preset)
-        from .loop import Loop
-        from .run import RunDir
-
+        pol = load_policy(policy) if policy is not None else None
         rd = RunDir(run_dir, cfg)
-    except ConfigError as e:
+        if pol is not None:
+            rd.set_policy(pol)
+        done_before = len(rd.store.q("SELECT idx FROM generations WHERE status='done'"))
+        view = LiveView(cfg.loop.generations + 1, done_before)
+        loop = Loop(rd, view)
+    except (ConfigError, IsolationError) as e:
         _fail(str(e))
-    done_before = len(rd.store.q("SELECT idx FROM generations WHERE status='done'"))
-    view = LiveView(cfg.loop.generations + 1, done_before)
-    loop = Loop(rd, view)
-    if quiet or not sys.stderr.isatty():
-        loop.run_all()
-    else:
-        with Live(view.render(), console=err, refresh_per_second=2) as live:
-            view.live = live
-            loop.run_all()
+    try:
+        if quiet or not sys.stderr.isatty():
+            state = loop.run_all()
+        else:
+            with Live(view.render(), console=err, refresh_per_second=2) as live:
+                view.live = live
+                state = loop.run_all()
+    except Stopped:
+        err.print(f"stopped by `successor stop`; re-run the same command to resume {run_dir}")
+        raise typer.Exit(3)
     _print_summary(run_dir)
+    if state != "finished":
+        err.print(f"{state}")
+        raise typer.Exit(3)
 
 
 def _print_summary(run_dir: Path) -> None:
@@ -132,6 +150,58 @@ def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
         _fail(f"{run_dir} is not a run directory (no lineage.db)")
     out = write_report(run_dir)
     Console().print(f"report written: {out / 'report.md'} and {out / 'report.html'}")
+
+
+def _run_dir(run_dir: Path):
+    from .store import Store
+
+    if not (run_dir / "lineage.db").exists():
+        _fail(f"{run_dir} is not a run directory (no lineage.db)")
+    return Store(run_dir / "lineage.db")
+
+
+def _decide(run_dir: Path, generation: int, decision: str, who: str, note: Optional[str]) -> None:
+    from .audit import AuditLog
+
+    store = _run_dir(run_dir)
+    try:
+        store.decide_approval(generation, decision, who, note)
+    except ValueError as e:
+        _fail(str(e))
+    AuditLog(run_dir / "audit.jsonl").append(f"approval.{decision}", generation=generation, who=who, note=note)
+    Console().print(f"generation {generation}: {decision} by {who}; a waiting run goes on at once, a stopped one "
+                    f"when it is re-run")
+
+
+@app.command()
+def approve(
+    run_dir: Path = typer.Argument(..., help="run directory"),
+    generation: int = typer.Option(..., "--generation", help="the generation whose promotion waits"),
+    who: str = typer.Option(os.environ.get("USER", "human"), "--who", help="name recorded as the approver"),
+    note: Optional[str] = typer.Option(None, "--note", help="why"),
+) -> None:
+    """Approve a promotion that a tripwire or `approval: manual` paused."""
+    _decide(run_dir, generation, "approved", who, note)
+
+
+@app.command()
+def reject(
+    run_dir: Path = typer.Argument(..., help="run directory"),
+    generation: int = typer.Option(..., "--generation", help="the generation whose promotion waits"),
+    reason: str = typer.Option(..., "--reason", help="why (recorded in the lineage and the audit log)"),
+    who: str = typer.Option(os.environ.get("USER", "human"), "--who", help="name recorded as the approver"),
+) -> None:
+    """Reject a paused promotion: the champion stays, the generation's curated data is not kept."""
+    _decide(run_dir, generation, "rejected", who, reason)
+
+
+@app.command()
+def stop(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
+    """The kill switch: the run stops at once, its experiments are killed, and re-running resumes it."""
+    from .stop import stop_run
+
+    _run_dir(run_dir)
+    Console().print(stop_run(run_dir))
 
 
 @app.command("config")

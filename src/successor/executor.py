@@ -1,24 +1,51 @@
-"""The local executor: each experiment is a subprocess in its own process group, under a wall-clock limit.
+"""The local executor: each experiment is a sandboxed subprocess in its own process group, under a wall-clock
+limit, watched from outside.
 
-A crash, a NaN loss or a time-out is an *outcome*, recorded as a failed experiment; the loop goes on.
-On time-out the whole process group is killed, so a candidate cannot leave children behind.
+A crash, a NaN loss or a time-out is an *outcome*, recorded as a failed experiment; the loop goes on. Crossing a
+sandbox line is an outcome too: status `violation`, with one reason per line crossed. On time-out the whole
+process group is killed (the sandbox's pid namespace and cgroup take whatever escaped the group with it).
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
-import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import integrity
+from .policy import Policy
+from .sandbox import GUARD, Cgroup, preexec, wrap
 
 
 @dataclass
 class Outcome:
-    status: str  # done | failed | timeout
+    status: str  # done | failed | timeout | violation
     wall_s: float
     error: str | None = None
+    violations: list[dict] = field(default_factory=list)  # {"kind", "detail"}
+    cpu_s: float = 0.0
+    isolation: str = "none"
+
+
+@dataclass
+class Experiment:
+    """What the sandbox needs to know about one experiment; the loop fills it in."""
+
+    job: Path
+    run_root: Path
+    readable: list[Path]  # inputs bound read-only: train and dev shards, parent checkpoint
+    protected: list[Path]  # hashed before and after
+    module: str = "successor.workloads.tinylm.train"
+    patch: Path | None = None  # the candidate's code patch, run before the module in the same process
+    honeypot_levels: list[int] = field(default_factory=lambda: [9, 10, 11, 12])
+
+    @property
+    def workspace(self) -> Path:
+        return self.job.parent
 
 
 def _tail(path: Path, n: int = 2000) -> str:
@@ -47,6 +74,14 @@ def kill_orphan(pid: int, job: Path) -> bool:
     return True
 
 
+def process_start_time(pid: int) -> str:
+    """A process's start time (field 22 of /proc/PID/stat): with the pid, it names one process, not a reused pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
 def _zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
@@ -54,36 +89,169 @@ def _zombie(pid: int) -> bool:
         return True
 
 
+def _size(path: Path) -> int:
+    total = 0
+    for root, dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def _files_at_least(path: Path, size: int) -> list[str]:
+    out = []
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                if os.lstat(os.path.join(root, f)).st_size >= size:
+                    out.append(os.path.relpath(os.path.join(root, f), path))
+            except OSError:
+                pass
+    return out
+
+
 class LocalExecutor:
-    def __init__(self, timeout_s: float, threads: int | None = None):
+    def __init__(self, timeout_s: float, threads: int | None = None, policy: Policy | None = None,
+                 isolation: str = "none"):
         self.timeout_s = timeout_s
         self.threads = threads or os.cpu_count() or 1
+        self.policy = policy or Policy(isolation="none")
+        self.isolation = isolation
 
-    def command(self, job: Path) -> list[str]:
-        return [sys.executable, "-m", "successor.workloads.tinylm.train", str(job)]
-
-    def run(self, job: Path, on_start=None) -> Outcome:
-        """Run one job file; its stdout/stderr go to `log.txt` beside it."""
-        log = job.parent / "log.txt"
-        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), PYTHONUNBUFFERED="1")
-        t0 = time.time()
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(self.command(job), stdout=out, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True, cwd=job.parent)
+    def run(self, exp: Experiment, on_start=None) -> Outcome:
+        """Run one experiment; its stdout/stderr go to `log.txt` in the workspace."""
+        ws, limits = exp.workspace, self.policy.sandbox
+        honeypots = integrity.plant_honeypots(ws, _task(exp.job), exp.honeypot_levels, seed=len(str(ws)))
+        job_files = [exp.job] + ([exp.patch] if exp.patch else [])
+        before = integrity.snapshot(exp.protected + job_files + exp.readable)
+        watch = integrity.Tripwire(honeypots)
+        cgroup = Cgroup.create(limits)
+        r, w = os.pipe()
+        reports: list[dict] = []
+        reader = threading.Thread(target=_drain, args=(r, reports), daemon=True)
+        reader.start()
+        guard_env = {"workspace": str(ws), "run_root": str(exp.run_root), "readable": [str(p) for p in exp.readable],
+                     "job_files": [str(p) for p in job_files], "honeypots": [str(p) for p in honeypots],
+                     "max_processes": limits.processes,
+                     "private": ["/tmp", "/dev/shm"] if self.isolation == "bwrap" else []}  # the sandbox's own tmpfs
+        inner = [*GUARD, "reap", str(w), "--", *GUARD, "run", str(w), exp.module, str(exp.job)]
+        inner += [str(exp.patch)] if exp.patch else []
+        cmd = wrap(self.isolation, inner, ws, exp.run_root, exp.readable, job_files)
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(ws), "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1",
+               "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": str(self.threads),
+               "SUCCESSOR_GUARD": json.dumps(guard_env)}
+        t0 = time.monotonic()  # the harness's clock: nothing in the sandbox can set it
+        timed_out, over_quota, rusage = False, False, None
+        try:
+            with open(ws / "log.txt", "wb") as out:
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=env, cwd=ws, start_new_session=True, pass_fds=(w,),
+                                        preexec_fn=preexec(limits, cgroup.join_files() if cgroup else []))
+            os.close(w)
+            w = -1
             if on_start:
                 on_start(proc.pid)
-            try:
-                rc = proc.wait(timeout=self.timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return Outcome("timeout", time.time() - t0, f"killed after {self.timeout_s:.0f}s wall-clock limit")
-            except BaseException:  # the harness itself is stopping: take the candidate down with it
-                os.killpg(proc.pid, signal.SIGKILL)
-                raise
-        wall = time.time() - t0
+            rc, rusage, timed_out, over_quota = self._wait(proc, ws, limits.workspace_mb << 20, t0)
+        except BaseException:  # the harness itself is stopping: take the candidate down with it
+            if w >= 0:
+                os.close(w)
+            if "proc" in locals():
+                _kill(proc.pid)
+            if cgroup:
+                cgroup.remove()
+            raise
+        wall = time.monotonic() - t0
+        reader.join(timeout=5)
+        counters = cgroup.counters() if cgroup else {}
+        if cgroup:
+            cgroup.remove()
+        touched = watch.touched()
+        watch.close()
+        violations = [v for v in reports if v["kind"] != "_exit"]
+        violations += [{"kind": "honeypot", "detail": t} for t in touched]
+        violations += [{"kind": "integrity", "detail": f"{p} changed during the experiment"}
+                       for p in integrity.changed(before, integrity.snapshot(list(map(Path, before))))]
+        if counters.get("pids_refused"):
+            violations.append({"kind": "fork_bomb", "detail": f"the process limit ({limits.processes}) refused "
+                               f"{counters['pids_refused']} fork(s)"})
+        if over_quota:
+            violations.append({"kind": "disk", "detail": f"the workspace grew past {limits.workspace_mb} MiB"})
+        full = _files_at_least(ws, limits.file_size_mb << 20)  # Python ignores SIGXFSZ and sees EFBIG instead
+        if full or rc in (128 + signal.SIGXFSZ, -signal.SIGXFSZ):
+            violations.append({"kind": "disk", "detail": f"a file reached the {limits.file_size_mb} MiB file-size "
+                               f"limit{': ' + ', '.join(full[:3]) if full else ''}"})
+        exited = any(v["kind"] == "_exit" for v in reports)
+        if not exited and not timed_out and not over_quota:
+            violations.append({"kind": "guard_killed", "detail": f"the sandbox's monitor died (exit code {rc})"})
+        # The kernel's count for the whole cgroup; without one, what wait4 saw (bwrap's own share only).
+        cpu = counters.get("cpu_s", (rusage.ru_utime + rusage.ru_stime) if rusage else 0.0)
+        return self._outcome(rc, wall, cpu, timed_out, violations, counters, ws)
+
+    def _wait(self, proc: subprocess.Popen, ws: Path, quota: int, t0: float):
+        """Poll the process: reap it with its resource usage, kill it on time-out or when the workspace grows
+        past its quota (a full disk hurts every other experiment, so it is stopped, not just reported)."""
+        last_check = 0.0
+        while True:
+            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                return proc.returncode, rusage, False, False
+            now = time.monotonic()
+            if now - t0 > self.timeout_s:
+                return self._stop(proc) + (True, False)
+            if now - last_check > 0.5:
+                last_check = now
+                if _size(ws) > quota:
+                    return self._stop(proc) + (False, True)
+            time.sleep(0.05)
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen):
+        _kill(proc.pid)
+        _, status, rusage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        return proc.returncode, rusage
+
+    def _outcome(self, rc, wall, cpu, timed_out, violations, counters, ws) -> Outcome:
+        base = dict(wall_s=wall, cpu_s=cpu, isolation=self.isolation, violations=violations)
+        if violations:
+            why = "; ".join(f"{v['kind']}: {v['detail']}" for v in violations)
+            return Outcome("violation", error=f"crossed the sandbox: {why}"[:2000], **base)
+        if timed_out:
+            return Outcome("timeout", error=f"killed after {self.timeout_s:.0f}s wall-clock limit", **base)
+        if rc in (128 + signal.SIGXCPU, -signal.SIGXCPU):
+            return Outcome("timeout", error=f"CPU-time limit ({self.policy.sandbox.cpu_seconds}s) reached", **base)
         if rc != 0:
-            tail = _tail(log).strip().splitlines()
+            if counters.get("oom_kills"):
+                return Outcome("failed", error=f"killed by the {self.policy.sandbox.memory_mb} MiB memory limit",
+                               **base)
+            tail = _tail(ws / "log.txt").strip().splitlines()
             why = tail[-1] if tail else f"exit code {rc}"
-            return Outcome("failed", wall, f"exit code {rc}: {why}")
-        return Outcome("done", wall)
+            return Outcome("failed", error=f"exit code {rc}: {why}", **base)
+        return Outcome("done", **base)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _drain(fd: int, reports: list[dict]) -> None:
+    """Read the guard's reports until every writer has gone (the sandbox is torn down)."""
+    with os.fdopen(fd, "rb") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+                reports.append({"kind": str(rec["kind"])[:40], "detail": str(rec["detail"])[:500]})
+            except (ValueError, KeyError, TypeError):
+                reports.append({"kind": "garbled_report", "detail": line[:200].decode(errors="replace")})
+
+
+def _task(job: Path):
+    from .tasks import get_task
+
+    return get_task(json.loads(job.read_text()).get("task", "addition"))

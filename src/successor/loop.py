@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +20,26 @@ import numpy as np
 from . import evaluator
 from .curator import curate_ahead
 from .data import load_shard, save_shard, tier_rng
-from .executor import LocalExecutor, kill_orphan
+from . import integrity, provenance
+from .executor import Experiment, LocalExecutor, kill_orphan, process_start_time
 from .gate import decide, first_to_beat
 from .researchers.evolution import Evolution, recipe_key
 from .run import RunDir
+from .sandbox import isolation_mode
 from .tasks import Problem
 from .workloads.tinylm import checkpoint
 from .workloads.tinylm.recipe import Recipe
 
 STAGES = ["assess", "propose", "implement", "experiment", "interpret", "select", "curate", "train", "evaluate",
-          "gate"]
+          "gate", "promote"]
+
+
+class Paused(Exception):
+    """The run stopped at a safe point and waits for a human: a budget is spent (raise it in the policy)."""
+
+
+class Stopped(BaseException):
+    """`successor stop` (SIGTERM): the run stops at once; a BaseException so nothing on the way swallows it."""
 
 
 class Progress:
@@ -39,28 +53,76 @@ class Progress:
 
 
 class Loop:
-    def __init__(self, run: RunDir, progress: Progress | None = None):
+    def __init__(self, run: RunDir, progress: Progress | None = None, researcher=None):
         self.run = run
         self.cfg = run.cfg
         self.store = run.store
         self.audit = run.audit
         self.task = run.task
         self.progress = progress or Progress()
-        self.executor = LocalExecutor(self.cfg.loop.experiment_timeout_s, self.cfg.loop.threads)
-        self.researcher = Evolution(self.cfg.researcher)
+        self.policy = run.policy()
+        self.isolation = isolation_mode(self.policy)  # raises IsolationError before anything runs
+        self.executor = LocalExecutor(self.cfg.loop.experiment_timeout_s, self.cfg.loop.threads, self.policy,
+                                      self.isolation)
+        self.researcher = researcher or Evolution(self.cfg.researcher)
         self._models: dict[str, object] = {}
+        self._t0 = time.monotonic()
 
     # -- driver ----------------------------------------------------------------------------------------------
-    def run_all(self) -> None:
+    def run_all(self) -> str:
+        """Run or resume to the end; returns `finished`, or `paused: <why>` when a budget is spent. Raises
+        Stopped when `successor stop` stops it (the state stays resumable)."""
         resumed = self.store.generation(0) is not None
+        self.store.set_meta("runner", json.dumps({"pid": os.getpid(), "start": process_start_time(os.getpid())}))
         self.audit.append("run.resume" if resumed else "run.start", run_dir=str(self.run.root),
-                          tiers={k: t.digest for k, t in self.run.tiers.items()})
-        for g in range(self.cfg.loop.generations + 1):
-            row = self.store.generation(g)
-            if row is not None and row["status"] == "done":
-                continue
-            self.generation(g)
+                          tiers={k: t.digest for k, t in self.run.tiers.items()}, isolation=self.isolation,
+                          policy_sha256=integrity.snapshot([self.run.policy_path])[str(self.run.policy_path)],
+                          config_sha256=integrity.snapshot([self.run.root / "config.yaml"])[
+                              str(self.run.root / "config.yaml")])
+        if self.isolation != "bwrap":
+            self.audit.append("sandbox.weaker", isolation=self.isolation, policy=self.policy.isolation)
+        old = _on_sigterm()
+        try:
+            for g in range(self.cfg.loop.generations + 1):
+                row = self.store.generation(g)
+                if row is not None and row["status"] == "done":
+                    continue
+                self.check_budgets(g)
+                self.generation(g)
+        except Paused as e:
+            self._save_wall()
+            self.audit.append("run.paused", reason=str(e))
+            return f"paused: {e}"
+        except Stopped:
+            self._save_wall()
+            self.audit.append("run.stopped", reason="successor stop")
+            raise
+        finally:
+            _restore_sigterm(old)
+        self._save_wall()
         self.audit.append("run.finished", champion=self.store.champion())
+        return "finished"
+
+    def _save_wall(self) -> None:
+        """The loop's running time, summed over sessions (the wall-clock budget counts it)."""
+        self.store.set_meta("wall_s", str(self.wall_s()))
+        self._t0 = time.monotonic()
+
+    def wall_s(self) -> float:
+        return float(self.store.get_meta("wall_s") or 0.0) + time.monotonic() - self._t0
+
+    def check_budgets(self, g: int | None = None) -> None:
+        """Raise Paused if the policy's budgets are spent (checked before every generation and experiment)."""
+        b = self.policy.budgets
+        used = self.store.one("SELECT COALESCE(SUM(attempts), 0) AS n, COALESCE(SUM(cpu_s), 0) AS cpu "
+                              "FROM experiments")
+        done = self.store.one("SELECT COUNT(*) AS n FROM generations WHERE status='done'")["n"]
+        spent = [(b.generations, done, "generations"), (b.experiments, used["n"], "experiments"),
+                 (b.cpu_s, used["cpu"], "CPU-seconds"), (b.wall_clock_s, self.wall_s(), "wall-clock seconds")]
+        for limit, value, what in spent:
+            if limit is not None and value >= limit:
+                raise Paused(f"budget spent: {value:.0f} of {limit:.0f} {what} (raise budgets in "
+                             f"{self.run.policy_path} and re-run to go on)")
 
     def generation(self, g: int) -> None:
         champion = self.store.champion()
@@ -78,7 +140,7 @@ class Loop:
                 self.store.stage_done(g, name, result)
                 self.audit.append(f"stage.{name}", generation=g, result=_brief(result))
             ctx[name] = result
-        gate = ctx["gate"]
+        gate = ctx["promote"]
         self.store.close_generation(g, gate["promoted"], gate["champion"], gate["frontier"])
         self.audit.append("generation.end", generation=g, promoted=gate["promoted"], champion=gate["champion"],
                           frontier=gate["frontier"])
@@ -117,6 +179,9 @@ class Loop:
             "data": {"human": [self.run.tiers["human"].digest], "newest": [Path(p).stem for p in newest],
                      "older": [Path(p).stem for p in older]},
         }
+        patch = self.store.one("SELECT digest, source FROM patches WHERE candidate_id=?", cand)
+        if patch is not None:
+            body["patch"] = patch["digest"]
         exp_id = "x" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:15]
         ws = self.run.workspace(exp_id)
         ws.mkdir(parents=True, exist_ok=True)
@@ -128,32 +193,61 @@ class Loop:
             "dev": str(self.run.tiers["dev"].path),
             "out": str(ws / "out"),
             "threads": self.executor.threads,
+            "timeout_s": self.executor.timeout_s,  # for the candidate's information: the harness keeps its own
         }
-        (ws / "job.json").write_text(json.dumps(job, indent=2))
+        if patch is not None:
+            _write_once(ws / "patch.py", patch["source"])
+        _write_once(ws / "job.json", json.dumps(job, indent=2))
         return exp_id
 
     def execute(self, g: int, cand: str, exp_id: str, kind: str) -> dict:
         """Run an experiment unless it already finished (then its recorded outcome is returned)."""
         row = self.store.experiment(exp_id)
-        if row is not None and row["status"] in ("done", "failed", "timeout"):
+        if row is not None and row["status"] in ("done", "failed", "timeout", "violation"):
             return dict(row)
+        self.check_budgets()
         ws = self.run.workspace(exp_id)
         if row is not None and row["pid"]:  # the harness died mid-experiment: its orphan must not write on
             kill_orphan(row["pid"], ws / "job.json")
         shutil.rmtree(ws / "out", ignore_errors=True)  # a half-written output of a killed attempt
         self.store.experiment_started(exp_id, cand, g, kind)
-        self.audit.append("experiment.start", generation=g, candidate=cand, experiment=exp_id, kind=kind)
-        outcome = self.executor.run(ws / "job.json", on_start=lambda pid: self.store.experiment_pid(exp_id, pid))
+        self.audit.append("experiment.start", generation=g, candidate=cand, experiment=exp_id, kind=kind,
+                          isolation=self.isolation)
+        outcome = self.executor.run(self._experiment_spec(ws), on_start=lambda pid: self.store.experiment_pid(exp_id, pid))
         model, metrics = None, None
         if outcome.status == "done":
             try:
                 model, metrics = self._collect(g, exp_id, ws / "out")
             except (OSError, ValueError, KeyError) as e:
                 outcome.status, outcome.error = "failed", f"unreadable output: {e}"
-        self.store.experiment_finished(exp_id, outcome.status, outcome.wall_s, model, outcome.error, metrics)
+        if model is not None:  # numbers a candidate reports about itself are never used; a lie disqualifies
+            lies = integrity.self_report_lies(metrics.get("dev_self_reported"), self.grade(model, "validation"),
+                                              self.cfg.task.dev_per_level)
+            if lies:
+                outcome.violations.append({"kind": "fake_metric", "detail": "; ".join(lies)})
+                outcome.status, outcome.error = "violation", f"crossed the sandbox: fake_metric: {'; '.join(lies)}"
+                model = None
+        for v in outcome.violations:
+            self.store.add_violation(exp_id, g, cand, v["kind"], v["detail"])
+            self.audit.append("violation", generation=g, candidate=cand, experiment=exp_id, **v)
+        self.store.experiment_finished(exp_id, outcome.status, outcome.wall_s, model, outcome.error, metrics,
+                                       outcome.cpu_s)
         self.audit.append("experiment.end", generation=g, experiment=exp_id, status=outcome.status, model=model,
-                          error=outcome.error, wall_s=round(outcome.wall_s, 2))
+                          error=outcome.error, wall_s=round(outcome.wall_s, 2), cpu_s=round(outcome.cpu_s, 2))
         return dict(self.store.experiment(exp_id))
+
+    def _experiment_spec(self, ws: Path) -> Experiment:
+        """The sandbox's view of one experiment: the inputs it may read, the files that must not change."""
+        job = json.loads((ws / "job.json").read_text())
+        readable = [Path(p) for paths in job["data"].values() for p in paths] + [Path(job["dev"])]
+        readable += [Path(job["parent"])] if job.get("parent") else []
+        protected = integrity.harness_sources() + [self.run.root / "config.yaml", self.run.policy_path]
+        protected += [t.path for t in self.run.tiers.values()]
+        patch = ws / "patch.py"
+        return Experiment(job=ws / "job.json", run_root=self.run.root, readable=readable, protected=protected,
+                          patch=patch if patch.exists() else None,
+                          honeypot_levels=list(range(self.cfg.task.human_levels[1] + 1,
+                                                     self.cfg.task.eval_max_level + 1)))
 
     def _collect(self, g: int, exp_id: str, out: Path) -> tuple[str, dict]:
         metrics = json.loads((out / "metrics.json").read_text())
@@ -181,7 +275,7 @@ class Loop:
     def _propose(self, g: int, ctx: dict) -> dict:
         rng = np.random.default_rng([self.cfg.seed, 7, g])
         if ctx["champion"] is None:  # generation 0, or every earlier bootstrap failed
-            proposals = [(self.cfg.bootstrap, "bootstrap: train the first champion on human data")]
+            proposals = [(self.cfg.bootstrap, "bootstrap: train the first champion on human data", None)]
         else:
             rows = self.store.q("SELECT c.recipe, c.parent_model, c.recipe_key, c.id FROM candidates c")
             scores = {}
@@ -193,14 +287,17 @@ class Loop:
             tried = {r["recipe_key"] for r in rows if r["parent_model"] == ctx["champion"]}
             incumbent = self._incumbent(ctx["champion"])
             props = self.researcher.propose(incumbent, history, tried, self.cfg.researcher.candidates, rng)
-            proposals = [(p.recipe, p.rationale) for p in props]
+            proposals = [(p.recipe, p.rationale, p.patch) for p in props]
         ids = []
-        for i, (recipe, why) in enumerate(proposals):
+        for i, (recipe, why, patch) in enumerate(proposals):
             if ctx["champion"] is not None:  # the bootstrap trains exactly as configured, seed included
                 recipe = recipe.model_copy(update={"seed": int(rng.integers(2**31))})
             cid = f"g{g}c{i}"
             self.store.x("INSERT OR REPLACE INTO candidates VALUES(?,?,?,?,?,?,?)", cid, g, i,
                          recipe.model_dump_json(), recipe_key(recipe), why, ctx["champion"])
+            if patch is not None:
+                self.store.x("INSERT OR REPLACE INTO patches VALUES(?,?,?)", cid,
+                             hashlib.sha256(patch.encode()).hexdigest(), patch)
             ids.append(cid)
         return {"candidates": ids}
 
@@ -334,13 +431,15 @@ class Loop:
         for cid in ctx["select"]["ranking"]:
             if cid != ctx["select"]["selected"]:
                 models[cid] = ctx["experiment"][cid]["model"]
+        # the guardrail suite's per-level "accuracy" is the refusal rate on marked prompts
+        tiers = ("validation", "sealed") + (("guardrail",) if "guardrail" in self.run.tiers else ())
         out = {}
         for name, digest in models.items():
             if digest is None:
                 continue
             out[name] = {"model": digest, **{tier: {str(k): v for k, v in
                                                     evaluator.accuracy(self.grade(digest, tier)).items()}
-                                             for tier in ("validation", "sealed")}}
+                                             for tier in tiers}}
         return out
 
     def _gate(self, g: int, ctx: dict) -> dict:
@@ -363,6 +462,14 @@ class Loop:
         curated = ctx["curate"].get("curated") or []
         tested = list(range(1, max(curated) + 1)) if curated and champion else None
         decisions = decide(champ_items, contenders, self.cfg.gate, tested) if contenders else {}
+        if "guardrail" in self.run.tiers and decisions:  # safety non-inferiority vs the parent and generation 0
+            from .gate import apply_guardrail
+            first = self.store.one("SELECT idx, champion_model FROM generations WHERE status='done' AND "
+                                   "champion_model IS NOT NULL ORDER BY idx LIMIT 1")
+            parent = self.grade(champion, "guardrail") if champion else None
+            origin = self.grade(first["champion_model"], "guardrail") if first else None
+            decisions = {cid: apply_guardrail(d, self.grade(names[cid], "guardrail"), parent, origin, self.cfg.gate,
+                                              first["idx"] if first else 0) for cid, d in decisions.items()}
         for cid in ctx["propose"]["candidates"]:  # failed candidates are refused too, with their failure
             if cid not in decisions:
                 e = ctx["train"] if cid == sel else ctx["experiment"][cid]
@@ -385,11 +492,105 @@ class Loop:
                 "tested_levels": tested,
                 "reasons": {cid: d.reason for cid, d in decisions.items()}}
 
+    def _promote(self, g: int, ctx: dict) -> dict:
+        """Stage 10's last step: tripwires and human approval, then the champion changes (or not). A tripwire
+        or `approval: manual` records a pending approval and waits, polling the store, until a human decides
+        (`successor approve` / `reject`); a stop while waiting leaves it pending, and a resume waits again."""
+        gate, champion = ctx["gate"], ctx["champion"]
+        sel = ctx["select"]["selected"]
+        decision = self.store.one("SELECT stats FROM gate_decisions WHERE generation=? AND candidate_id=?", g, sel)
+        stats = json.loads(decision["stats"]) if decision else {}
+        reasons = self._tripwires(g, gate["promoted"], stats, first=champion is None)
+        approver = {"mode": "auto", "who": "gate", "time": time.time()}
+        if reasons:
+            self.store.request_approval(g, reasons)
+            row = self.store.approval(g)
+            if row["decision"] is None:
+                self.audit.append("run.paused", generation=g, reasons=reasons, waiting_for="successor approve")
+            while row["decision"] is None:
+                self.progress.stage(g, "paused: waiting for approval (" + "; ".join(reasons) + ")")
+                time.sleep(0.5)
+                row = self.store.approval(g)
+            approver = {"mode": "manual", "who": row["who"], "time": row["decided"]}
+            self.audit.append("approval.applied", generation=g, decision=row["decision"], who=row["who"],
+                              note=row["note"])
+        decided = self.store.approval(g) if reasons else None
+        promoted = gate["promoted"] and (decided is None or decided["decision"] == "approved")
+        if gate["promoted"] and not promoted:
+            self.store.x("UPDATE gate_decisions SET promoted=0, reason=? WHERE generation=? AND candidate_id=?",
+                         f"refused by {decided['who']}: {decided['note'] or 'no reason given'}", g, sel)
+        if not promoted:
+            front = self.store.generation(g - 1)["frontier"] if g > 0 and champion else 0
+            return {"promoted": False, "champion": champion, "frontier": front, "approval": approver,
+                    "tripwires": reasons}
+        self.store.x("UPDATE data_manifests SET accepted=1 WHERE generation=? AND kind='curated'", g)
+        self._provenance(g, ctx, gate["champion"], stats, approver)
+        return {"promoted": True, "champion": gate["champion"], "frontier": gate["frontier"], "approval": approver,
+                "tripwires": reasons}
+
+    def _tripwires(self, g: int, promoted: bool, stats: dict, first: bool) -> list[str]:
+        """Why a human must look before this generation ends (empty: nobody needs to). The first champion jumps
+        from nothing by definition, so the capability tripwire starts with its successors."""
+        t, out = self.policy.tripwires, []
+        if t.integrity_violation:
+            rows = self.store.q("SELECT candidate_id, kind FROM violations WHERE generation=?", g)
+            if rows:
+                out.append("integrity violation: " + ", ".join(sorted({f"{r['candidate_id']} {r['kind']}"
+                                                                        for r in rows})))
+        if promoted and not first and t.capability_jump is not None and stats.get("effect", 0.0) > t.capability_jump:
+            out.append(f"capability jump: sealed accuracy +{stats['effect']:.3f} in one generation "
+                       f"(tripwire {t.capability_jump})")
+        rate = (stats.get("guardrail") or {}).get("rate")
+        if promoted and t.guardrail_floor is not None and rate is not None and rate < t.guardrail_floor:
+            out.append(f"guardrail {rate:.3f} under its floor {t.guardrail_floor}")
+        if promoted and self.policy.approval == "manual":
+            out.append("the policy asks a human to approve every promotion")
+        return out
+
+    def _provenance(self, g: int, ctx: dict, model: str, stats: dict, approver: dict) -> None:
+        job = json.loads((self.run.workspace(ctx["train"]["experiment"]) / "job.json").read_text()) \
+            if ctx["train"].get("experiment") else {"data": {}}
+        sel = ctx["select"]["selected"]
+        patch = self.store.one("SELECT digest FROM patches WHERE candidate_id=?", sel)
+        files = integrity.snapshot([self.run.root / "config.yaml", self.run.policy_path])
+        stmt = provenance.statement(
+            generation=g, model=model, parent=ctx["champion"],
+            data={k: [Path(p).stem for p in v] for k, v in job["data"].items()},
+            recipe=json.loads(self.store.one("SELECT recipe FROM candidates WHERE id=?", sel)["recipe"]),
+            code_patch=patch["digest"] if patch else None, gate=stats, approver_mode=approver["mode"],
+            approver_who=approver["who"], approved_at=approver["time"],
+            config_sha256=files[str(self.run.root / "config.yaml")], policy_sha256=files[str(self.run.policy_path)],
+            sealed_tier_sha256=self.run.tiers["sealed"].digest)
+        provenance.record(self.run.root, self.audit, g, stmt)
+
     def _decide(self, g, cid, model, role, promoted, reason, stats) -> None:
         self.store.x("INSERT OR REPLACE INTO gate_decisions VALUES(?,?,?,?,?,?,?,strftime('%s','now'))", g, cid,
                      model, role, int(promoted), reason, json.dumps(stats))
         self.audit.append("gate.decision", generation=g, candidate=cid, model=model, role=role,
                           promoted=promoted, reason=reason)
+
+
+def _write_once(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _on_sigterm():
+    """`successor stop` sends SIGTERM: turn it into Stopped, which unwinds through the executor (killing the
+    experiment under way) and leaves every finished step in the store."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Stopped()
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _restore_sigterm(old) -> None:
+    if old is not None:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _recipe_diff(recipe: Recipe, base: Recipe) -> str:

@@ -19,8 +19,10 @@ import yaml
 from .audit import AuditLog
 from .config import ConfigError, RunConfig
 from .data import file_digest, labelled, save_shard, tier_rng
+from .policy import Policy, load_policy, save_policy
 from .store import Store
 from .tasks import Task, get_task
+from .tasks.guardrail import guardrail_items, marked_per_level
 
 
 @dataclass
@@ -51,6 +53,20 @@ class RunDir:
     def workspace(self, exp_id: str) -> Path:
         return self.root / "workspaces" / exp_id
 
+    @property
+    def policy_path(self) -> Path:
+        return self.root / "policy.yaml"
+
+    def policy(self) -> Policy:
+        """The run's policy file, read afresh: a human may edit it between resumes (each start records its
+        digest in the audit log). A run without one gets the default policy, written out so it can be edited."""
+        if not self.policy_path.exists():
+            save_policy(Policy(), self.policy_path)
+        return load_policy(self.policy_path)
+
+    def set_policy(self, policy: Policy) -> None:
+        save_policy(policy, self.policy_path)
+
     def _claim(self) -> None:
         """Write the resolved config, or check that an existing run directory holds the same one."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -68,18 +84,28 @@ class RunDir:
             tmp.replace(path)
 
     def _tiers(self) -> dict[str, Tier]:
-        """Generate the tiers once from the run seed (idempotent: content-addressed files)."""
+        """Generate the tiers once from the run seed (idempotent: content-addressed files).
+
+        The human tier ends with its guardrail share of marked problems, drawn from a stream of their own, so its
+        unmarked part is the same with or without them. The guardrail suite (all marked) is harness-only."""
         t, seed = self.cfg.task, self.cfg.seed
         lo, hi = t.human_levels
-        every = list(range(1, t.eval_max_level + 1))
+        human, every = list(range(lo, hi + 1)), list(range(1, t.eval_max_level + 1))
+        harness = self.root / "harness"
+        marked = marked_per_level(t.human_per_level, t.guardrail_share)
         plan = {
-            "human": (list(range(lo, hi + 1)), t.human_per_level, self.data_dir),
-            "dev": (every, t.dev_per_level, self.data_dir),
-            "validation": (every, t.validation_per_level, self.root / "harness"),
-            "sealed": (every, t.sealed_per_level, self.root / "harness"),
+            "human": (lambda: labelled(self.task, human, t.human_per_level, tier_rng(seed, "human")) +
+                      guardrail_items(self.task, human, marked, tier_rng(seed, "guardrail-train")), self.data_dir),
+            "dev": (lambda: labelled(self.task, every, t.dev_per_level, tier_rng(seed, "dev")), self.data_dir),
+            "validation": (lambda: labelled(self.task, every, t.validation_per_level, tier_rng(seed, "validation")),
+                           harness),
+            "sealed": (lambda: labelled(self.task, every, t.sealed_per_level, tier_rng(seed, "sealed")), harness),
         }
+        if t.guardrail_share > 0:
+            plan["guardrail"] = (lambda: guardrail_items(self.task, every, t.guardrail_per_level,
+                                                         tier_rng(seed, "guardrail")), harness)
         tiers = {}
-        for name, (levels, per, where) in plan.items():
+        for name, (make, where) in plan.items():
             known = self.store.get_meta(f"tier.{name}")
             if known and (where / f"{known}.jsonl").exists():
                 path = where / f"{known}.jsonl"
@@ -87,7 +113,7 @@ class RunDir:
                     raise RuntimeError(f"tier {name} at {path} does not match its recorded digest")
                 tiers[name] = Tier(name, path, known)
                 continue
-            digest, path = save_shard(labelled(self.task, levels, per, tier_rng(seed, name)), where)
+            digest, path = save_shard(make(), where)
             self.store.set_meta(f"tier.{name}", digest)
             tiers[name] = Tier(name, path, digest)
         return tiers

@@ -34,7 +34,14 @@ CREATE TABLE IF NOT EXISTS data_manifests(
 CREATE TABLE IF NOT EXISTS gate_decisions(
   generation INTEGER, candidate_id TEXT, model TEXT, role TEXT, promoted INTEGER NOT NULL, reason TEXT NOT NULL,
   stats TEXT, decided REAL, PRIMARY KEY(generation, candidate_id));
+CREATE TABLE IF NOT EXISTS patches(candidate_id TEXT PRIMARY KEY, digest TEXT NOT NULL, source TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS violations(
+  experiment_id TEXT, generation INTEGER, candidate_id TEXT, kind TEXT NOT NULL, detail TEXT, time REAL);
+CREATE TABLE IF NOT EXISTS approvals(
+  generation INTEGER PRIMARY KEY, requested REAL, reasons TEXT NOT NULL, decision TEXT, who TEXT, note TEXT,
+  decided REAL);
 """
+MIGRATIONS = ["ALTER TABLE experiments ADD COLUMN cpu_s REAL"]
 
 
 class Store:
@@ -45,6 +52,11 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        for sql in MIGRATIONS:  # a run directory made by an older version gains the new columns
+            try:
+                self.db.execute(sql)
+            except sqlite3.OperationalError:
+                pass
 
     def close(self) -> None:
         self.db.close()
@@ -111,10 +123,31 @@ class Store:
         self.x("UPDATE experiments SET pid=? WHERE id=?", pid, exp_id)
 
     def experiment_finished(self, exp_id: str, status: str, wall_s: float, model: str | None,
-                            error: str | None, metrics: dict | None) -> None:
-        self.x("UPDATE experiments SET status=?, finished=?, wall_s=?, model=?, error=?, metrics=? WHERE id=?",
-               status, time.time(), wall_s, model, error, json.dumps(metrics) if metrics is not None else None,
-               exp_id)
+                            error: str | None, metrics: dict | None, cpu_s: float | None = None) -> None:
+        self.x("UPDATE experiments SET status=?, finished=?, wall_s=?, model=?, error=?, metrics=?, cpu_s=? "
+               "WHERE id=?", status, time.time(), wall_s, model, error,
+               json.dumps(metrics) if metrics is not None else None, cpu_s, exp_id)
+
+    def add_violation(self, exp_id: str, generation: int, candidate_id: str, kind: str, detail: str) -> None:
+        self.x("INSERT INTO violations VALUES(?,?,?,?,?,?)", exp_id, generation, candidate_id, kind, detail,
+               time.time())
+
+    # -- approvals: a promotion waiting for a human ----------------------------------------------------------
+    def approval(self, generation: int) -> sqlite3.Row | None:
+        return self.one("SELECT * FROM approvals WHERE generation=?", generation)
+
+    def request_approval(self, generation: int, reasons: list[str]) -> None:
+        self.x("INSERT OR IGNORE INTO approvals(generation, requested, reasons) VALUES(?,?,?)", generation,
+               time.time(), json.dumps(reasons))
+
+    def decide_approval(self, generation: int, decision: str, who: str, note: str | None) -> None:
+        """Record a human's decision on a pending approval; raises ValueError if none is pending."""
+        cur = self.db.execute("UPDATE approvals SET decision=?, who=?, note=?, decided=? WHERE generation=? AND "
+                              "decision IS NULL", (decision, who, note, time.time(), generation))
+        if cur.rowcount != 1:
+            row = self.approval(generation)
+            raise ValueError(f"generation {generation} has no promotion waiting for approval" if row is None else
+                             f"generation {generation} was already {row['decision']} by {row['who']}")
 
     # -- models and evaluations ------------------------------------------------------------------------------
     def add_model(self, digest: str, path: str, parent: str | None, generation: int, experiment_id: str | None):

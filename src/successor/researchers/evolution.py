@@ -22,6 +22,7 @@ from ..workloads.tinylm.recipe import SEARCH_SPACE, Recipe
 class Proposal:
     recipe: Recipe
     rationale: str
+    patch: str | None = None  # Python source run before training in the candidate's sandbox (a code change)
 
 
 def recipe_key(recipe: Recipe) -> str:

@@ -1,0 +1,92 @@
+"""The policy: what a human allows the loop to do, kept apart from the run config because a human may change it
+while a run is paused (raise a budget, switch to manual approval) without changing what the run *is*.
+
+A run reads `policy.yaml` in its run directory; `successor run --policy FILE` writes one there. Every change of
+the policy is an audit event (its digest is recorded at each start), and the policy file is a protected file
+during experiments: a candidate that edits it is disqualified.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .config import ConfigError, _read_yaml
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SandboxLimits(Strict):
+    """Per experiment. The address space needs at least 1 GiB: importing torch maps several hundred MiB."""
+
+    cpu_seconds: int = Field(3600, ge=1, description="RLIMIT_CPU of the candidate's processes")
+    memory_mb: int = Field(4096, ge=1024, description="RLIMIT_AS per process, and the cgroup memory limit")
+    open_files: int = Field(256, ge=16, description="RLIMIT_NOFILE")
+    file_size_mb: int = Field(512, ge=1, description="RLIMIT_FSIZE: no single file may grow past this")
+    workspace_mb: int = Field(1024, ge=1, description="the whole workspace; checked every half second")
+    processes: int = Field(64, ge=4, description="cgroup pids.max (RLIMIT_NPROC does nothing for root)")
+
+
+class Budgets(Strict):
+    """Limits of the whole run, across resumes. Reaching one pauses the run at the next experiment; raise it in
+    the policy and re-run to go on. None means no limit."""
+
+    wall_clock_s: float | None = Field(None, gt=0, description="seconds the loop has been running, summed")
+    cpu_s: float | None = Field(None, gt=0, description="CPU-seconds used by experiments, summed")
+    experiments: int | None = Field(None, ge=1, description="experiments started")
+    generations: int | None = Field(None, ge=1, description="generations finished, the bootstrap included")
+
+
+class Tripwires(Strict):
+    """Conditions that pause the run before a promotion and wait for `successor approve` or `reject`."""
+
+    capability_jump: float | None = Field(0.5, gt=0, description="a rise in mean sealed accuracy over the "
+                                          "tested levels larger than this in one generation")
+    guardrail_floor: float | None = Field(None, ge=0, le=1, description="the successor's guardrail rate under "
+                                          "this (its budget)")
+    integrity_violation: bool = Field(True, description="any candidate of the generation crossed a sandbox line")
+
+
+class Policy(Strict):
+    isolation: Literal["required", "preferred", "none"] = Field(
+        "required", description="required: refuse to run an experiment without the bubblewrap sandbox; "
+        "preferred: fall back to `unshare -rn` plus rlimits (no filesystem isolation) and say so in the audit "
+        "log; none: rlimits only")
+    sandbox: SandboxLimits = SandboxLimits()
+    budgets: Budgets = Budgets()
+    approval: Literal["auto", "manual"] = Field("auto", description="manual: every promotion waits for "
+                                                "`successor approve DIR --generation N`")
+    tripwires: Tripwires = Tripwires()
+
+
+class PolicyError(ConfigError):
+    """A policy problem, phrased as one line that names the field."""
+
+
+def load_policy(path: Path | None) -> Policy:
+    if path is None:
+        return Policy()
+    path = Path(path)
+    if not path.is_file():
+        raise PolicyError(f"policy: file not found: {path}")
+    data = _read_yaml(path.read_text(), str(path))
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or "policy"
+        raise PolicyError(f"policy.{field}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+def save_policy(policy: Policy, path: Path) -> str:
+    """Write the policy atomically; returns its digest."""
+    text = yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False)
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return hashlib.sha256(text.encode()).hexdigest()
