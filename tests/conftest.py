@@ -20,3 +20,24 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     finally:
         rundir.store.close()
     return run_dir
+
+
+TINY = {
+    "task": {"human_levels": [1, 2], "human_per_level": 400, "eval_max_level": 4, "dev_per_level": 30,
+             "validation_per_level": 30, "sealed_per_level": 60},
+    "bootstrap": {"steps": 200},
+    "successor": {"steps": 30},
+    "researcher": {"candidates": 1},
+    "curator": {"problems": 60, "min_kept": 5, "levels_ahead": 1},
+    "loop": {"generations": 1, "experiment_timeout_s": 300, "threads": 1, "experiment_budget": 1.0},
+}
+
+
+def tiny_config(path: Path, **loop) -> Path:
+    """A config file for the smallest real run (smoke preset, smaller still): seconds per experiment."""
+    import yaml
+
+    cfg = {k: dict(v) for k, v in TINY.items()}
+    cfg["loop"].update(loop)
+    path.write_text(yaml.safe_dump(cfg))
+    return path

@@ -10,22 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import tiny_config
 
 from successor.config import load_config
 from successor.loop import Loop
 from successor.policy import Policy
 from successor.researchers.evolution import Proposal
 from successor.run import RunDir
-
-TINY = {
-    "task": {"human_levels": [1, 2], "human_per_level": 400, "eval_max_level": 4, "dev_per_level": 30,
-             "validation_per_level": 30, "sealed_per_level": 60},
-    "bootstrap": {"steps": 200},
-    "successor": {"steps": 30},
-    "curator": {"problems": 60, "min_kept": 5, "levels_ahead": 1},
-    "loop": {"generations": 1, "experiment_timeout_s": 300, "threads": 1, "experiment_budget": 1.0},
-}
 
 EVALUATOR = importlib.util.find_spec("successor.evaluator").origin
 CHECKER = importlib.util.find_spec("successor.tasks.addition").origin
@@ -150,9 +141,7 @@ def red_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("redteam")
     outside = Path(EVALUATOR).parent / f"escaped-{tmp.name}.txt"  # the harness's own source tree
     table = attacks(outside)
-    cfg_file = tmp / "tiny.yaml"
-    cfg_file.write_text(yaml.safe_dump(TINY))
-    run = RunDir(tmp / "run", load_config(cfg_file, "smoke"))
+    run = RunDir(tmp / "run", load_config(tiny_config(tmp / "tiny.yaml"), "smoke"))
     pol = Policy.model_validate({"sandbox": {"processes": 32, "file_size_mb": 8, "workspace_mb": 64},
                                  "tripwires": {"integrity_violation": False}})
     run.set_policy(pol)
