@@ -6,7 +6,13 @@ PY     := $(VENV)/bin/python
 TORCH  := torch==2.13.0
 RUN_DIR ?= runs/demo
 
-.PHONY: setup demo test clean
+# The candidate sandbox needs bubblewrap (Debian: bubblewrap); the default policy refuses to run without it.
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system demo test clean
+
+system:
+	@command -v bwrap >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q bubblewrap; }
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,7 +20,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-setup: $(VENV)/.installed
+setup: system $(VENV)/.installed
 
 demo: setup
 	$(PY) -m successor.cli run --preset default --run-dir $(RUN_DIR)

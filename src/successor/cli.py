@@ -123,6 +123,13 @@ def _print_summary(run_dir: Path) -> None:
         t.add_row(str(g["generation"]), (g["champion"] or "-")[:12], "yes" if g["promoted"] else "no",
                   str(g["frontier"]), (g["gate"] or {}).get("reason", "-"))
     Console().print(t)
+    if s["waiting_for_approval"]:
+        w = s["waiting_for_approval"]
+        Console().print(f"waiting for approval of generation {w['generation']}: {'; '.join(w['reasons'])} "
+                        f"(successor approve|reject {run_dir} --generation {w['generation']})", highlight=False)
+    if s["violations"]:
+        Console().print(f"{s['violations']} sandbox violation(s) recorded; see the report's Oversight section",
+                        highlight=False)
 
 
 @app.command()

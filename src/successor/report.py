@@ -20,7 +20,8 @@ import yaml  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .audit import verify  # noqa: E402
+from .oversight_report import APPROVAL_HEAD, VIOLATION_HEAD, approval_rows, isolation_line, violation_rows  # noqa: E402
+from .verify import verify_run  # noqa: E402
 from .status import status_dict  # noqa: E402
 
 DASH = "—"
@@ -333,8 +334,8 @@ def _header(run_dir: Path, cfg: dict, st: dict) -> list[tuple[str, str]]:
     """The few facts a reader wants first, audit verdict included."""
     planned = cfg.get("loop", {}).get("generations")
     done = sum(1 for g in st["generations"] if g["status"] == "done")
-    audit = run_dir / "audit.jsonl"
-    ok, msg = verify(audit) if audit.exists() else (False, "audit.jsonl not found")
+    ok, lines = verify_run(run_dir)
+    msg = lines[0] if ok else f"{len(lines)} problem(s), first: {lines[0]}"
     prog = st["in_progress"]
     return [
         ("run", str(cfg.get("name", run_dir.name))),
@@ -344,7 +345,7 @@ def _header(run_dir: Path, cfg: dict, st: dict) -> list[tuple[str, str]]:
         ("promoted", str(st["promoted"])),
         ("final champion", st["champion"][:12] if st["champion"] else DASH),
         ("final frontier", _fmt(st["frontier"], "d")),
-        ("audit log", ("verified: " if ok else "FAILED: ") + msg),
+        ("audit log and artifacts", ("verified: " if ok else "FAILED: ") + msg),
     ]
 
 
@@ -364,6 +365,7 @@ def write_report(run_dir: Path) -> Path:
         levels, gens, grid = _sealed_grid(db)
         cands, selection, curation = _candidate_rows(db), _selection_rows(db), _curation_rows(db)
         guard = _guardrail_points(db)
+        sandbox, violations, approvals = isolation_line(db), violation_rows(db), approval_rows(db)
     finally:
         db.close()
     _plot_heatmap(out / "accuracy_heatmap.png", levels, gens, grid)
@@ -379,7 +381,9 @@ def write_report(run_dir: Path) -> Path:
         "", "## Candidates", "", _md_table(CAND_HEAD, cands), "", "## Selection", "", _md_table(SEL_HEAD, selection),
         "", "## Curation", "", f"_{cur_note}_", "",
         _md_table(CUR_HEAD, curation), "", "## Guardrail", "", "![guardrail by generation](guardrail.png)", "",
-        _md_cell(guard_note), "", _md_table(GUARD_HEAD, guard_rows), ""]
+        _md_cell(guard_note), "", _md_table(GUARD_HEAD, guard_rows), "", "## Oversight", "", _md_cell(sandbox), "",
+        "### Sandbox violations", "", _md_table(VIOLATION_HEAD, violations), "", "### Human decisions", "",
+        _md_table(APPROVAL_HEAD, approvals), ""]
     (out / "report.md").write_text("\n".join(md))
 
     items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in head)
@@ -393,6 +397,8 @@ def write_report(run_dir: Path) -> Path:
 <h2>Curation</h2><p class="muted">{html.escape(cur_note)}</p>{_html_table(CUR_HEAD, curation)}
 <h2>Guardrail</h2><p><img src="guardrail.png" alt="guardrail by generation"></p>
 <p>{html.escape(guard_note)}</p>{_html_table(GUARD_HEAD, guard_rows)}
+<h2>Oversight</h2><p>{html.escape(sandbox)}</p><h3>Sandbox violations</h3>{_html_table(VIOLATION_HEAD, violations)}
+<h3>Human decisions</h3>{_html_table(APPROVAL_HEAD, approvals)}
 </body></html>
 """
     (out / "report.html").write_text(page)

@@ -30,6 +30,8 @@ def status_dict(run_dir: Path) -> dict:
         })
     stage = db.execute("SELECT generation, name FROM stages WHERE status='running' ORDER BY started DESC "
                        "LIMIT 1").fetchone()
+    waiting = db.execute("SELECT generation, reasons FROM approvals WHERE decision IS NULL").fetchone()
+    violations = db.execute("SELECT COUNT(*) FROM violations").fetchone()[0]
     db.close()
     done = [g for g in gens if g["status"] == "done"]
     return {
@@ -39,4 +41,7 @@ def status_dict(run_dir: Path) -> dict:
         "champion": done[-1]["champion"] if done else None,
         "frontier": done[-1]["frontier"] if done else None,
         "in_progress": {"generation": stage["generation"], "stage": stage["name"]} if stage else None,
+        "waiting_for_approval": ({"generation": waiting["generation"], "reasons": json.loads(waiting["reasons"])}
+                                 if waiting else None),
+        "violations": violations,
     }
