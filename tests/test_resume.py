@@ -73,7 +73,7 @@ def test_kill9_mid_experiment_then_resume(tmp_path: Path):
     assert [g["generation"] for g in status["generations"]] == [0, 1, 2]
     assert all(g["status"] == "done" and g["gate"] is not None for g in status["generations"])
     # each stage of each generation was committed exactly once
-    assert _rows(db, "SELECT COUNT(*) FROM stages") == [(30,)]
+    assert _rows(db, "SELECT COUNT(*) FROM stages") == [(33,)]  # 11 stages x 3 generations
     ok, msg = verify(run_dir / "audit.jsonl")
     assert ok, msg
     events = (run_dir / "audit.jsonl").read_text()
