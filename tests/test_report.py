@@ -34,9 +34,7 @@ def _candidate_table(md: str) -> list[str]:
 
 def _copy_run(src: Path, dst: Path) -> Path:
     """A private copy of what the report reads, so editing it leaves the session's run intact."""
-    dst.mkdir(parents=True)
-    for name in ("config.yaml", "audit.jsonl"):
-        shutil.copy(src / name, dst / name)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("workspaces", "lineage.db*", "report"))
     with sqlite3.connect(src / "lineage.db") as a, sqlite3.connect(dst / "lineage.db") as b:
         a.backup(b)
     return dst
