@@ -190,3 +190,13 @@ def test_the_fallback_sandbox_still_has_no_network(tmp_path):
     out = LocalExecutor(timeout_s=60, threads=1, policy=Policy(isolation="preferred"), isolation="unshare").run(exp)
     assert out.status == "violation" and {v["kind"] for v in out.violations} == {"network"}
     assert out.isolation == "unshare"
+
+
+def test_a_bad_policy_is_refused_in_one_line_before_anything_runs(tmp_path):
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("sandbox: {memory_mb: 10}\napproval: auto\n")
+    r = CliRunner().invoke(app, ["run", "--preset", "smoke", "--run-dir", str(tmp_path / "run"), "--policy",
+                                 str(bad), "--quiet"])
+    assert r.exit_code == 2
+    assert "policy.sandbox.memory_mb: Input should be greater than or equal to 1024 (got 10)" in r.output
+    assert not (tmp_path / "run" / "lineage.db").exists()

@@ -130,9 +130,14 @@ def load_config(path: Path | None = None, preset: str | None = None) -> RunConfi
         if not path.is_file():
             raise ConfigError(f"config: file not found: {path}")
         data = _merge(data, _read_yaml(path.read_text(), str(path)))
+    return validated(RunConfig, data)
+
+
+def validated(model: type[BaseModel], data: dict, prefix: str = "", error: type[ConfigError] = ConfigError):
+    """`model` from `data`, or one line naming the first bad field (`prefix` + its dotted path)."""
     try:
-        return RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or "config"
-        raise ConfigError(f"{field}: {err['msg']} (got {err.get('input')!r})") from None
+        field = prefix + (".".join(str(x) for x in err["loc"]) or "config")
+        raise error(f"{field}: {err['msg']} (got {err.get('input')!r})") from None

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from .config import ConfigError, _read_yaml
+from .config import ConfigError, _read_yaml, validated
 
 
 class Strict(BaseModel):
@@ -75,12 +75,7 @@ def load_policy(path: Path | None) -> Policy:
     if not path.is_file():
         raise PolicyError(f"policy: file not found: {path}")
     data = _read_yaml(path.read_text(), str(path))
-    try:
-        return Policy.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or "policy"
-        raise PolicyError(f"policy.{field}: {err['msg']} (got {err.get('input')!r})") from None
+    return validated(Policy, data, "policy.", PolicyError)
 
 
 def save_policy(policy: Policy, path: Path) -> str:
