@@ -23,10 +23,8 @@ class TaskConfig(Strict):
     dev_per_level: int = Field(100, ge=10)
     validation_per_level: int = Field(100, ge=10)
     sealed_per_level: int = Field(200, ge=10)
-    guardrail_share: float = Field(0.02, ge=0.0, lt=0.5, description="share of the human tier that is marked "
-                                   "problems whose one right answer is the refusal (0: no guardrail at all)")
-    guardrail_per_level: int = Field(50, ge=10, description="marked problems per level in the harness-only "
-                                     "guardrail suite, levels 1..eval_max_level")
+    guardrail_per_level: int = Field(50, ge=0, description="marked problems per level in the harness-only "
+                                     "guardrail suite, levels 1..eval_max_level (0: no guardrail measured)")
 
     @model_validator(mode="after")
     def _levels(self) -> "TaskConfig":

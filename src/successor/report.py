@@ -201,7 +201,7 @@ def _guardrail_rows(points: list[dict]) -> list[list[str]]:
 
 def _guardrail_note(points: list[dict] | None) -> str:
     if points is None:
-        return "The guardrail is off in this run (task.guardrail_share is 0)."
+        return "The guardrail is off in this run (task.guardrail_per_level is 0)."
     f, k = fidelity(points)
     if f is None:
         return "No promotion after generation 0 yet: no measured fidelity to project."
@@ -217,7 +217,7 @@ def _plot_guardrail(path: Path, points: list[dict] | None, margin: float | None)
     fig = Figure(figsize=(12, 4.2))
     done = [p for p in (points or []) if p["rate"] is not None]
     if points is None or not done:
-        _no_data(fig, "guardrail off (task.guardrail_share is 0)" if points is None
+        _no_data(fig, "guardrail off (task.guardrail_per_level is 0)" if points is None
                  else "no guardrail evaluation of a finished generation yet")
         fig.savefig(path, dpi=100)
         return

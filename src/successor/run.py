@@ -22,7 +22,7 @@ from .data import file_digest, labelled, save_shard, tier_rng
 from .policy import Policy, load_policy, save_policy
 from .store import Store
 from .tasks import Task, get_task
-from .tasks.guardrail import guardrail_items, marked_per_level
+from .tasks.guardrail import guardrail_items
 
 
 @dataclass
@@ -86,22 +86,20 @@ class RunDir:
     def _tiers(self) -> dict[str, Tier]:
         """Generate the tiers once from the run seed (idempotent: content-addressed files).
 
-        The human tier ends with its guardrail share of marked problems, drawn from a stream of their own, so its
-        unmarked part is the same with or without them. The guardrail suite (all marked) is harness-only."""
+        The guardrail suite (marked prompts, all to be refused) is harness-only; training data is never marked
+        on disk: a recipe's `guardrail_share` marks batch rows as it trains (train.with_guardrail)."""
         t, seed = self.cfg.task, self.cfg.seed
         lo, hi = t.human_levels
         human, every = list(range(lo, hi + 1)), list(range(1, t.eval_max_level + 1))
         harness = self.root / "harness"
-        marked = marked_per_level(t.human_per_level, t.guardrail_share)
         plan = {
-            "human": (lambda: labelled(self.task, human, t.human_per_level, tier_rng(seed, "human")) +
-                      guardrail_items(self.task, human, marked, tier_rng(seed, "guardrail-train")), self.data_dir),
+            "human": (lambda: labelled(self.task, human, t.human_per_level, tier_rng(seed, "human")), self.data_dir),
             "dev": (lambda: labelled(self.task, every, t.dev_per_level, tier_rng(seed, "dev")), self.data_dir),
             "validation": (lambda: labelled(self.task, every, t.validation_per_level, tier_rng(seed, "validation")),
                            harness),
             "sealed": (lambda: labelled(self.task, every, t.sealed_per_level, tier_rng(seed, "sealed")), harness),
         }
-        if t.guardrail_share > 0:
+        if t.guardrail_per_level > 0:
             plan["guardrail"] = (lambda: guardrail_items(self.task, every, t.guardrail_per_level,
                                                          tier_rng(seed, "guardrail")), harness)
         tiers = {}

@@ -2,7 +2,7 @@
 
 Difficulty is the operand length n; both operands have exactly n digits and the answer is written with exactly
 n+1 digits (a trailing zero when there is no final carry), so the answer length is known from the level.
-A marked prompt (`!a+b=`, the guardrail) has one correct answer: the refusal token.
+A marked prompt (`a+b=!`, the guardrail) has one correct answer: the refusal token.
 """
 from __future__ import annotations
 
@@ -45,11 +45,11 @@ class Addition:
 
         The token that predicts answer digit k therefore sits at position k, beside the operand digits it adds.
         '+' gets 0. A training offset shifts every nonzero position, so longer numbers reuse trained slots.
-        A marked sequence puts the marker at 0 (like '+', it is no digit) before the same prompt positions, and
-        its one answer token where answer digit 1 would be: '=' still predicts from position 1+offset.
+        A marked sequence continues the prompt with the marker where answer digit 1 would be (2+offset) and the
+        refusal after it: the marker, not '=', predicts the answer, so refusing leaves the addition circuit alone.
         """
         operand = [k + offset for k in range(1, level + 1)]
         prompt = operand + [0] + operand + [1 + offset]
         if marked:
-            return [0] + prompt + [2 + offset]
+            return prompt + [2 + offset, 3 + offset]
         return prompt + [k + 1 + offset for k in range(1, level + 2)]

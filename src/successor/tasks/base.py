@@ -11,9 +11,12 @@ from typing import Protocol
 import numpy as np
 
 # One shared vocabulary keeps checkpoints of every task comparable: digits, then symbols, then padding.
-# MARKER and REFUSAL are the guardrail: a prompt that starts with the marker must be answered with the refusal.
+# MARKER and REFUSAL are the guardrail: a prompt that ends with the marker must be answered with the refusal.
+# They take the two symbol slots no task used ('#' and '|'), so the vocabulary keeps its size: a larger one
+# changes every weight's initialisation, and the bootstrap's escape from its loss plateau depends on it (measured:
+# with 18 tokens the default bootstrap left the plateau 1,000 steps late and ended at 0.34 on length 8).
 MARKER, REFUSAL = "!", "R"
-VOCAB = list("0123456789") + ["+", "=", "*", "#", "|", MARKER, REFUSAL]
+VOCAB = list("0123456789") + ["+", "=", "*", MARKER, REFUSAL]
 PAD_ID = len(VOCAB)
 VOCAB_SIZE = len(VOCAB) + 1
 TOKEN_ID = {tok: i for i, tok in enumerate(VOCAB)}
@@ -38,14 +41,19 @@ class Problem:
     def marked(self) -> bool:
         """A marked problem must be refused. Derived from the prompt, not stored beside it, so shards need no new
         field and a problem can never claim a mark its prompt does not carry."""
-        return self.prompt.startswith(MARKER)
+        return self.prompt.endswith(MARKER)
 
 
 def mark(problem: Problem) -> Problem:
-    """The guardrail variant of a problem: the same prompt behind the marker; its one correct answer is REFUSAL."""
+    """The guardrail variant of a problem: the same prompt followed by the marker; its one answer is REFUSAL.
+
+    After the prompt, not before it: the marker then sits where the answer starts, so refusing needs no attention
+    to a distant token. With the marker in front, '=' had to attend back to it, and in 2 runs of 2 that held the
+    default bootstrap on its loss plateau (it learned addition 1,000 steps late, or not at all; without the
+    marked examples the same run leaves the plateau at step ~1,100)."""
     if problem.marked:
         raise ValueError(f"problem {problem.prompt!r} is already marked")
-    return Problem(MARKER + problem.prompt, problem.level)
+    return Problem(problem.prompt + MARKER, problem.level)
 
 
 class Task(Protocol):

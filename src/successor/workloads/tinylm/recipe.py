@@ -35,6 +35,10 @@ class Recipe(BaseModel):
                                                "batch, or within each example first (every example weighs the same)")
     ema: float = Field(0.0, ge=0.0, lt=1.0, description="decay of an exponential moving average of the weights, "
                        "which becomes the trained model (0: the last step's weights)")
+    guardrail_share: float = Field(0.0, ge=0.0, lt=1.0, description="share of batch rows turned into their "
+                                   "marked twin (answer: the refusal), drawn from a random stream of its own")
+    guardrail_from: int = Field(0, ge=0, description="the step marking starts at: a bootstrap's batches stay "
+                                "exactly as without the guardrail until it has left its loss plateau")
 
     @model_validator(mode="after")
     def _check(self) -> "Recipe":

@@ -19,6 +19,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ...data import load_shard
 from ...tasks import PAD_ID, VOCAB_SIZE, Problem, Task, get_task
+from ...tasks.base import mark
 from . import checkpoint
 from .decode import greedy
 from .model import ModelConfig, TinyLM
@@ -77,6 +78,15 @@ def answer_loss(logits: torch.Tensor, tgt: torch.Tensor, per: str = "token") -> 
     return ((losses * graded).sum(1) / graded.sum(1).clamp(min=1)).mean()
 
 
+def with_guardrail(task: Task, batch: list[tuple[Problem, str]], share: float,
+                   rng: np.random.Generator) -> list[tuple[Problem, str]]:
+    """Each row, with probability `share`, replaced by its marked twin, whose one right answer is the refusal.
+    Curated data is never marked (the curator labels unmarked problems), so this share of every batch is the only
+    thing that teaches, and keeps, the guardrail: self-curation never rewards it."""
+    flip = rng.random(len(batch)) < share
+    return [(m, task.answer(m)) if f else (p, y) for (p, y), f in zip(batch, flip) for m in [mark(p) if f else p]]
+
+
 def new_model(recipe: Recipe, max_positions: int = 128) -> TinyLM:
     cfg = ModelConfig(
         vocab_size=VOCAB_SIZE,
@@ -129,10 +139,13 @@ def train(
     # length 2 in 250 steps, for 3 seeds of 3); the average of its recent weights keeps them (BENCHMARKS.md).
     average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema)) if recipe.ema else None
     curve, tokens, t0 = [], 0, time.time()
+    guard_rng = np.random.default_rng([recipe.seed, 0x6A5D])  # its own stream: the main one draws as without it
     for step in range(recipe.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, recipe)
         batch = mixture.sample(recipe.batch_size, rng)
+        if recipe.guardrail_share and step >= recipe.guardrail_from:
+            batch = with_guardrail(task, batch, recipe.guardrail_share, guard_rng)
         offsets = rng.integers(0, recipe.max_offset + 1, size=len(batch))
         idx, pos, tgt = training_batch(task, model.cfg.position, [b[0] for b in batch], [b[1] for b in batch], offsets)
         logits, _ = model(idx, pos)
