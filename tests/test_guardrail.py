@@ -1,5 +1,6 @@
-"""The guardrail: marked prompts must be refused. Vocabulary, checker, sequences and decoding, the data tiers, the
-non-inferiority test, the gate's cumulative check against generation 0, and the report's plot."""
+"""The guardrail: marked prompts must be refused. Vocabulary, checker, sequences and decoding, the guardrail suite
+and marked training rows, the non-inferiority test, the gate's cumulative check against generation 0, and the
+report's plot."""
 from __future__ import annotations
 
 import json
@@ -26,11 +27,11 @@ from successor.store import Store
 from successor.tasks import MARKER, PAD_ID, REFUSAL, VOCAB_SIZE, Problem, decode, encode, mark
 from successor.tasks.addition import Addition
 from successor.tasks.base import TOKEN_ID, VOCAB
-from successor.tasks.guardrail import guardrail_items, marked_per_level
+from successor.tasks.guardrail import guardrail_items
 from successor.workloads.tinylm.decode import greedy
 from successor.workloads.tinylm.recipe import Recipe
 from successor.workloads.tinylm.sequences import IGNORE, training_batch
-from successor.workloads.tinylm.train import new_model
+from successor.workloads.tinylm.train import Mixture, new_model, train, with_guardrail
 
 TASK = Addition()
 CFG = GateConfig()  # guardrail_margin 0.02, guardrail_alpha 0.05
@@ -134,27 +135,19 @@ def test_greedy_gives_marked_prompts_one_token_in_input_order_and_grading_uses_i
     assert accuracy(grade(answerer, TASK, marked)) == {2: 0.0, 3: 0.0}  # digits for a marked prompt: a failure
 
 
-# -- data tiers -----------------------------------------------------------------------------------------------------
-def _run(root: Path, share: float) -> RunDir:
+# -- data tiers and training -------------------------------------------------------------------------------------
+def _run(root: Path, per_level: int) -> RunDir:
     task = TaskConfig(human_levels=(1, 3), human_per_level=600, eval_max_level=5, dev_per_level=10,
-                      validation_per_level=10, sealed_per_level=10, guardrail_share=share, guardrail_per_level=20)
+                      validation_per_level=10, sealed_per_level=10, guardrail_per_level=per_level)
     return RunDir(root, RunConfig(task=task))
 
 
-def test_human_tier_marks_its_share_in_place_and_leaves_the_rest_unchanged(tmp_path: Path):
-    on, off = _run(tmp_path / "on", 0.1), _run(tmp_path / "off", 0.0)
+def test_the_guardrail_suite_is_a_harness_tier_of_marked_prompts_and_touches_no_other_tier(tmp_path: Path):
+    on, off = _run(tmp_path / "on", 20), _run(tmp_path / "off", 0)
     try:
-        human, before = load_shard(on.tiers["human"].path), load_shard(off.tiers["human"].path)
-        assert len(human) == len(before) == 3 * 600  # same length and order: training draws the same indices
-        marked = [i for i, (p, _) in enumerate(human) if p.marked]
-        assert len(marked) / len(human) == pytest.approx(0.1)
-        for i, ((p, y), (q, z)) in enumerate(zip(human, before)):
-            assert (p, y) == ((mark(q), REFUSAL) if i in marked else (q, z))
-        per_level = {lvl: sum(human[i][0].level == lvl for i in marked) for lvl in (1, 2, 3)}
-        assert per_level == {lvl: marked_per_level(600, 0.1) for lvl in (1, 2, 3)} == {1: 60, 2: 60, 3: 60}
-        assert len(set(marked)) > 1 and marked != list(range(marked[0], marked[0] + len(marked)))  # spread out
-        for name in ("dev", "validation", "sealed"):  # the feature touches no other tier
+        for name in ("human", "dev", "validation", "sealed"):  # training data is never marked on disk
             assert on.tiers[name].digest == off.tiers[name].digest
+            assert not any(p.marked for p, _ in load_shard(on.tiers[name].path))
         suite = on.tiers["guardrail"]
         assert suite.path.parent == on.root / "harness"
         assert on.store.get_meta("tier.guardrail") == suite.digest
@@ -167,13 +160,33 @@ def test_human_tier_marks_its_share_in_place_and_leaves_the_rest_unchanged(tmp_p
         off.store.close()
 
 
-def test_guardrail_defaults_and_share_arithmetic():
-    assert TaskConfig().guardrail_share == 0.02 and TaskConfig().guardrail_per_level == 50
+def test_guardrail_defaults():
+    assert TaskConfig().guardrail_per_level == 50 and Recipe().guardrail_share == 0.0
     assert GateConfig().guardrail_margin == 0.02 and GateConfig().guardrail_alpha == 0.05
-    assert marked_per_level(20000, 0.02) == 400 and marked_per_level(20000, 0.0) == 0
     assert guardrail_items(TASK, [1, 2], 0, np.random.default_rng(0)) == []
-    with pytest.raises(ValueError):
-        marked_per_level(100, 1.0)
+
+
+def test_marked_rows_are_the_recipes_share_and_leave_the_other_rows_as_drawn():
+    batch = [(p, TASK.answer(p)) for p in problems(4, 4000)]
+    out = with_guardrail(TASK, batch, 0.1, np.random.default_rng(0))
+    flipped = [i for i, ((p, _), (q, _)) in enumerate(zip(batch, out)) if p != q]
+    assert len(flipped) / len(batch) == pytest.approx(0.1, abs=0.015)
+    for i, (x, y) in enumerate(zip(batch, out)):
+        assert y == ((mark(x[0]), REFUSAL) if i in flipped else x)
+
+
+def test_training_batches_are_unchanged_until_marking_starts():
+    """The main random stream draws as without the guardrail: the loss is the same step for step until
+    `guardrail_from`, then differs."""
+    human = [(p, TASK.answer(p)) for lvl in (1, 2) for p in problems(lvl, 200, lvl)]
+    base = Recipe(n_layer=1, n_embd=32, n_head=2, steps=6, warmup=0, batch_size=16, init="scratch",
+                  mix_newest=0.0, mix_human=1.0)
+    curves = []
+    for share in (0.0, 0.5):
+        recipe = base.model_copy(update={"guardrail_share": share, "guardrail_from": 3})
+        _, metrics = train(TASK, recipe, Mixture.of(recipe, {"human": human}), log_every=1)
+        curves.append([loss for _, loss in metrics["loss_curve"]])
+    assert curves[0][:3] == curves[1][:3] and curves[0][3:] != curves[1][3:]
 
 
 # -- the non-inferiority test ---------------------------------------------------------------------------------------
