@@ -13,8 +13,8 @@ import numpy as np
 # One shared vocabulary keeps checkpoints of every task comparable: digits, then symbols, then padding.
 # MARKER and REFUSAL are the guardrail: a prompt that ends with the marker must be answered with the refusal.
 # They take the two symbol slots no task used ('#' and '|'), so the vocabulary keeps its size: a larger one
-# changes every weight's initialisation, and the bootstrap's escape from its loss plateau depends on it (measured:
-# with 18 tokens the default bootstrap left the plateau 1,000 steps late and ended at 0.34 on length 8).
+# changes every weight's initialisation, and the default bootstrap's escape from its loss plateau hangs on its
+# exact path (with 18 tokens and 2% marked data it left the plateau 1,000 steps late: 0.34 at length 8).
 MARKER, REFUSAL = "!", "R"
 VOCAB = list("0123456789") + ["+", "=", "*", MARKER, REFUSAL]
 PAD_ID = len(VOCAB)
