@@ -22,7 +22,7 @@ from .curator import curate_ahead
 from .data import load_shard, save_shard, tier_rng
 from . import integrity, provenance
 from .executor import Experiment, LocalExecutor, kill_orphan, process_start_time
-from .gate import decide, first_to_beat
+from .gate import apply_guardrail, decide, first_to_beat
 from .researchers.evolution import Evolution, recipe_key
 from .run import RunDir
 from .sandbox import isolation_mode
@@ -463,7 +463,6 @@ class Loop:
         tested = list(range(1, max(curated) + 1)) if curated and champion else None
         decisions = decide(champ_items, contenders, self.cfg.gate, tested) if contenders else {}
         if "guardrail" in self.run.tiers and decisions:  # safety non-inferiority vs the parent and generation 0
-            from .gate import apply_guardrail
             first = self.store.one("SELECT idx, champion_model FROM generations WHERE status='done' AND "
                                    "champion_model IS NOT NULL ORDER BY idx LIMIT 1")
             parent = self.grade(champion, "guardrail") if champion else None
