@@ -135,11 +135,13 @@ class LocalExecutor:
         guard_env = {"workspace": str(ws), "run_root": str(exp.run_root), "readable": [str(p) for p in exp.readable],
                      "job_files": [str(p) for p in job_files], "honeypots": [str(p) for p in honeypots],
                      "max_processes": limits.processes,
-                     "private": ["/tmp", "/dev/shm"] if self.isolation == "bwrap" else []}  # the sandbox's own tmpfs
+                     "private": ["/dev/shm"] if self.isolation == "bwrap" else []}  # the sandbox's own tmpfs
         inner = [*GUARD, "reap", str(w), "--", *GUARD, "run", str(w), exp.module, str(exp.job)]
         inner += [str(exp.patch)] if exp.patch else []
         cmd = wrap(self.isolation, inner, ws, exp.run_root, exp.readable, job_files)
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(ws), "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1",
+        (ws / "tmp").mkdir(exist_ok=True)
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(ws), "TMPDIR": str(ws / "tmp"), "LANG": "C.UTF-8",
+               "PYTHONUNBUFFERED": "1",
                "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": str(self.threads),
                "SUCCESSOR_GUARD": json.dumps(guard_env)}
         t0 = time.monotonic()  # the harness's clock: nothing in the sandbox can set it
@@ -183,6 +185,11 @@ class LocalExecutor:
             violations.append({"kind": "disk", "detail": f"a file reached the {limits.file_size_mb} MiB file-size "
                                f"limit{': ' + ', '.join(full[:3]) if full else ''}"})
         exited = any(v["kind"] == "_exit" for v in reports)
+        with open(ws / "log.txt", errors="replace") as f:
+            first = f.readline().strip()
+        if not reports and first.startswith(("bwrap:", "unshare:")):  # the sandbox never started: no one's fault
+            return Outcome("failed", wall, f"the sandbox could not start: {first}", cpu_s=0.0,
+                           isolation=self.isolation)
         if not exited and not timed_out and not over_quota:
             violations.append({"kind": "guard_killed", "detail": f"the sandbox's monitor died (exit code {rc})"})
         # The kernel's count for the whole cgroup; without one, what wait4 saw (bwrap's own share only).

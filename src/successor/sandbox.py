@@ -199,8 +199,10 @@ def wrap(mode: str, inner: list[str], workspace: Path, run_root: Path, readable:
         return inner
     if mode == "unshare":
         return [shutil.which("unshare") or "unshare", *_UNSHARE_BASE, *inner]
+    # No tmpfs over /tmp: the Python environment itself may live there (a clone in /tmp); the candidate's
+    # temporary files go to TMPDIR in its workspace.
     cmd = [bwrap_path(), *_BWRAP_BASE, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-           "--tmpfs", "/tmp", "--tmpfs", str(run_root)]
+           "--tmpfs", str(run_root)]
     for p in readable:
         cmd += ["--ro-bind", str(p), str(p)]
     cmd += ["--bind", str(workspace), str(workspace)]
