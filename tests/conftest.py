@@ -14,7 +14,11 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from successor.run import RunDir
 
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
+    from successor.policy import Policy
+
     rundir = RunDir(run_dir, load_config(None, "smoke"))
+    # Not waiting for a human: a violation here must fail the tests that read this run, not hang the session.
+    rundir.set_policy(Policy.model_validate({"tripwires": {"integrity_violation": False}}))
     try:
         Loop(rundir).run_all()
     finally:
