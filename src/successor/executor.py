@@ -89,27 +89,23 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def _size(path: Path) -> int:
-    total = 0
-    for root, dirs, files in os.walk(path):
+def _files(path: Path):
+    """(path relative to `path`, lstat) of every file under it; files that vanish meanwhile are skipped."""
+    for root, _, files in os.walk(path):
         for f in files:
+            full = os.path.join(root, f)
             try:
-                total += os.lstat(os.path.join(root, f)).st_blocks * 512
+                yield os.path.relpath(full, path), os.lstat(full)
             except OSError:
                 pass
-    return total
+
+
+def _size(path: Path) -> int:
+    return sum(st.st_blocks * 512 for _, st in _files(path))
 
 
 def _files_at_least(path: Path, size: int) -> list[str]:
-    out = []
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                if os.lstat(os.path.join(root, f)).st_size >= size:
-                    out.append(os.path.relpath(os.path.join(root, f), path))
-            except OSError:
-                pass
-    return out
+    return [rel for rel, st in _files(path) if st.st_size >= size]
 
 
 class LocalExecutor:

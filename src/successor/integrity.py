@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import file_digest
 from .tasks import Task
 
 HONEYPOT_ANSWERS = "sealed_answers.jsonl"
@@ -43,7 +44,7 @@ def _sha256(path: Path) -> str:
                 h.update(f.name.encode())
                 h.update(f.read_bytes())
         else:
-            h.update(path.read_bytes())
+            return file_digest(path)
     except FileNotFoundError:
         return "missing"
     return h.hexdigest()

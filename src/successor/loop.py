@@ -19,7 +19,7 @@ import numpy as np
 
 from . import evaluator
 from .curator import curate_ahead
-from .data import load_shard, save_shard, tier_rng
+from .data import file_digest, load_shard, save_shard, tier_rng, write_text_atomic
 from . import integrity, provenance
 from .executor import Experiment, LocalExecutor, kill_orphan, process_start_time
 from .gate import apply_guardrail, decide, first_to_beat
@@ -76,9 +76,8 @@ class Loop:
         self.store.set_meta("runner", json.dumps({"pid": os.getpid(), "start": process_start_time(os.getpid())}))
         self.audit.append("run.resume" if resumed else "run.start", run_dir=str(self.run.root),
                           tiers={k: t.digest for k, t in self.run.tiers.items()}, isolation=self.isolation,
-                          policy_sha256=integrity.snapshot([self.run.policy_path])[str(self.run.policy_path)],
-                          config_sha256=integrity.snapshot([self.run.root / "config.yaml"])[
-                              str(self.run.root / "config.yaml")])
+                          policy_sha256=file_digest(self.run.policy_path),
+                          config_sha256=file_digest(self.run.root / "config.yaml"))
         if self.isolation != "bwrap":
             self.audit.append("sandbox.weaker", isolation=self.isolation, policy=self.policy.isolation)
         old = _on_sigterm()
@@ -196,8 +195,8 @@ class Loop:
             "timeout_s": self.executor.timeout_s,  # for the candidate's information: the harness keeps its own
         }
         if patch is not None:
-            _write_once(ws / "patch.py", patch["source"])
-        _write_once(ws / "job.json", json.dumps(job, indent=2))
+            write_text_atomic(ws / "patch.py", patch["source"])
+        write_text_atomic(ws / "job.json", json.dumps(job, indent=2))
         return exp_id
 
     def execute(self, g: int, cand: str, exp_id: str, kind: str) -> dict:
@@ -551,14 +550,13 @@ class Loop:
             if ctx["train"].get("experiment") else {"data": {}}
         sel = ctx["select"]["selected"]
         patch = self.store.one("SELECT digest FROM patches WHERE candidate_id=?", sel)
-        files = integrity.snapshot([self.run.root / "config.yaml", self.run.policy_path])
         stmt = provenance.statement(
             generation=g, model=model, parent=ctx["champion"],
             data={k: [Path(p).stem for p in v] for k, v in job["data"].items()},
             recipe=json.loads(self.store.one("SELECT recipe FROM candidates WHERE id=?", sel)["recipe"]),
             code_patch=patch["digest"] if patch else None, gate=stats, approver_mode=approver["mode"],
             approver_who=approver["who"], approved_at=approver["time"],
-            config_sha256=files[str(self.run.root / "config.yaml")], policy_sha256=files[str(self.run.policy_path)],
+            config_sha256=file_digest(self.run.root / "config.yaml"), policy_sha256=file_digest(self.run.policy_path),
             sealed_tier_sha256=self.run.tiers["sealed"].digest)
         provenance.record(self.run.root, self.audit, g, stmt)
 
@@ -567,12 +565,6 @@ class Loop:
                      model, role, int(promoted), reason, json.dumps(stats))
         self.audit.append("gate.decision", generation=g, candidate=cid, model=model, role=role,
                           promoted=promoted, reason=reason)
-
-
-def _write_once(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _on_sigterm():

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from .config import ConfigError, _read_yaml, validated
+from .data import write_text_atomic
 
 
 class Strict(BaseModel):
@@ -81,7 +82,5 @@ def load_policy(path: Path | None) -> Policy:
 def save_policy(policy: Policy, path: Path) -> str:
     """Write the policy atomically; returns its digest."""
     text = yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False)
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomic(Path(path), text)
     return hashlib.sha256(text.encode()).hexdigest()

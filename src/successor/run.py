@@ -18,7 +18,7 @@ import yaml
 
 from .audit import AuditLog
 from .config import ConfigError, RunConfig
-from .data import file_digest, labelled, save_shard, tier_rng
+from .data import file_digest, labelled, save_shard, tier_rng, write_text_atomic
 from .policy import Policy, load_policy, save_policy
 from .store import Store
 from .tasks import Task, get_task
@@ -79,9 +79,7 @@ class RunDir:
                 raise ConfigError(f"run-dir: {self.root} holds a run with a different config "
                                   f"(sections differ: {', '.join(diff)}); use a new --run-dir")
         else:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
-            tmp.replace(path)
+            write_text_atomic(path, yaml.safe_dump(resolved, sort_keys=False))
 
     def _tiers(self) -> dict[str, Tier]:
         """Generate the tiers once from the run seed (idempotent: content-addressed files).
