@@ -9,7 +9,7 @@ the run's config and as `fork.yaml`. Then resume it as any run:
     .venv/bin/successor run runs/fork/fork.yaml --run-dir runs/fork
 
 Settings that shape generation 0 (task, seed, bootstrap) are refused: the copied generation 0 would not be
-the one they make.
+the one they make. The fork's audit log says it is one (`run.forked`, with the changes).
 """
 from __future__ import annotations
 
@@ -22,22 +22,20 @@ from pathlib import Path
 import yaml
 from overrides import overrides
 
+from successor.audit import AuditLog, _write_head
 from successor.config import RunConfig
 
 LATER = {"generations": "idx", "stages": "generation", "candidates": "generation", "experiments": "generation",
          "models": "generation", "data_manifests": "generation", "gate_decisions": "generation"}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("source", type=Path)
-    ap.add_argument("dest", type=Path)
-    ap.add_argument("set", nargs="*", help="section.field=value")
-    a = ap.parse_args()
-    if a.dest.exists():
-        raise SystemExit(f"{a.dest} exists")
-    cfg = yaml.safe_load((a.source / "config.yaml").read_text())
-    for key, value in overrides(a.set).items():
+def fork(source: Path, dest: Path, changes: dict) -> Path:
+    """Copy `source` after its generation 0 to `dest` with `changes` ({"section.field": value}) made to its config;
+    returns the fork's config file (`dest/fork.yaml`). Refuses a change that generation 0 depends on."""
+    if dest.exists():
+        raise SystemExit(f"{dest} exists")
+    cfg = yaml.safe_load((source / "config.yaml").read_text())
+    for key, value in changes.items():
         section, field = key.split(".", 1)
         if section in ("task", "seed", "bootstrap"):
             raise SystemExit(f"{key}: generation 0 depends on it; run the loop from scratch instead")
@@ -46,26 +44,47 @@ def main() -> None:
         RunConfig(**cfg)  # a bad value fails here, before anything is copied
     except ValueError as e:
         raise SystemExit(f"bad setting: {e}") from None
-    shutil.copytree(a.source, a.dest, ignore=shutil.ignore_patterns("report"))
-    db = sqlite3.connect(a.dest / "lineage.db")
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("report"))
+    db = sqlite3.connect(dest / "lineage.db")
     for (exp_id,) in db.execute("SELECT id FROM experiments WHERE generation >= 1"):
-        shutil.rmtree(a.dest / "workspaces" / exp_id, ignore_errors=True)
+        shutil.rmtree(dest / "workspaces" / exp_id, ignore_errors=True)
     for table, column in LATER.items():
         db.execute(f"DELETE FROM {table} WHERE {column} >= 1")
+    src, dst = source.resolve(), dest.resolve()
+    for table, key in (("models", "digest"), ("data_manifests", "digest")):
+        for k, path in db.execute(f"SELECT {key}, path FROM {table}").fetchall():
+            p = Path(path).resolve()
+            if p.is_relative_to(src):  # the fork reads its own copy, not the source's files
+                db.execute(f"UPDATE {table} SET path=? WHERE {key}=? AND path=?", (str(dst / p.relative_to(src)), k,
+                                                                                  path))
     db.commit()
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
     kept = []
-    for line in (a.dest / "audit.jsonl").read_text().splitlines():
+    for line in (dest / "audit.jsonl").read_text().splitlines():
         kept.append(line)
         rec = json.loads(line)
         if rec["event"] == "generation.end" and rec["data"]["generation"] == 0:
             break
-    (a.dest / "audit.jsonl").write_text("\n".join(kept) + "\n")
+    (dest / "audit.jsonl").write_text("\n".join(kept) + "\n")
+    last = json.loads(kept[-1])
+    _write_head(dest / "audit.jsonl", last["seq"], last["hash"])  # the cut is a fork, not a loss: say so in the chain
+    AuditLog(dest / "audit.jsonl").append("run.forked", source=str(source), after_generation=0,
+                                          changes={k: v for k, v in changes.items()})
     text = yaml.safe_dump(cfg, sort_keys=False)
-    (a.dest / "config.yaml").write_text(text)
-    (a.dest / "fork.yaml").write_text(text)
-    print(f"{a.dest}: generation 0 of {a.source}; resume with: successor run {a.dest / 'fork.yaml'} --run-dir {a.dest}")
+    (dest / "config.yaml").write_text(text)
+    (dest / "fork.yaml").write_text(text)
+    return dest / "fork.yaml"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("source", type=Path)
+    ap.add_argument("dest", type=Path)
+    ap.add_argument("set", nargs="*", help="section.field=value")
+    a = ap.parse_args()
+    conf = fork(a.source, a.dest, overrides(a.set))
+    print(f"{a.dest}: generation 0 of {a.source}; resume with: successor run {conf} --run-dir {a.dest}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ class Strict(BaseModel):
 
 
 class TaskConfig(Strict):
-    name: Literal["addition"] = "addition"
+    name: Literal["addition", "copy", "multiplication", "forward_addition"] = "addition"
     human_levels: tuple[int, int] = Field((1, 8), description="inclusive range of levels with human labels")
     human_per_level: int = Field(2000, ge=10)
     eval_max_level: int = Field(16, ge=2, le=60, description="evaluate every level from 1 to this")
@@ -43,8 +43,17 @@ class ResearcherConfig(Strict):
     crossover: bool = True
 
 
+class NoiseConfig(Strict):
+    """Label noise injected into the curated data, for ablations: a share of the kept labels gets one digit
+    changed, so it stays well formed and no filter downstream can catch it."""
+    rate: float = Field(0.0, ge=0.0, le=1.0, description="share of kept labels corrupted")
+    generations: list[int] = Field([], description="generations whose curation is corrupted (empty: every one)")
+
+
 class CuratorConfig(Strict):
-    filter: Literal["none", "length", "majority", "offset-vote"] = "offset-vote"
+    filter: Literal["none", "length", "majority", "offset-vote", "verifier"] = Field(
+        "offset-vote", description="'verifier' keeps the champion's labels the hidden checker accepts: an upper "
+        "bound for studies, marked so in every report")
     problems: int = Field(1500, ge=1, description="problems labelled per curated level")
     offsets: list[int] = Field([0, 3, 7], description="position offsets each voter decodes under")
     voters: int = Field(3, ge=1, description="models in a majority vote: the champion and the top candidates")
@@ -57,6 +66,14 @@ class CuratorConfig(Strict):
     levels_ahead: int = Field(1, ge=1, le=16, description="levels labelled per generation, from the first past "
                               "the frontier and the human data; curation stops at the first level not curated")
     policy: Literal["accumulate", "replace"] = "accumulate"
+    schedule: Literal["frontier", "standard", "accelerated"] = Field(
+        "frontier", description="which levels a generation labels: 'frontier', levels_ahead levels past the "
+        "champion's frontier and the human data; 'standard' (Lee et al.), levels_ahead levels past the longest "
+        "length trained on, +1 a generation; 'accelerated', standard plus every level past the longest trained "
+        "where the champion already scores >= accelerate_threshold on dev")
+    accelerate_threshold: float = Field(0.99, gt=0.0, le=1.0, description="dev accuracy at which the accelerated "
+                                        "schedule labels a level without waiting for its turn")
+    noise: NoiseConfig = NoiseConfig()
 
 
 class GateConfig(Strict):

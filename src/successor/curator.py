@@ -4,7 +4,12 @@ A *voter* is one model decoding under one position offset. Every filter is a vot
 - `none`: the champion alone, every label kept;
 - `length`: the champion alone, labels kept if well formed (right length, digits only);
 - `offset-vote`: the champion under several offsets must agree (a majority vote that costs one model);
-- `majority`: the champion and the generation's top candidates must agree.
+- `majority`: the champion and the generation's candidates (k models, each trained with its own seed) must agree;
+- `verifier`: the champion alone, labels kept if the hidden checker accepts them. It is the upper bound a perfect
+  filter would reach, for studies only: it reads the truth, so every report marks it.
+
+Which levels a generation labels is the schedule (`schedule_levels`); `inject_noise` corrupts kept labels for
+ablations.
 """
 from __future__ import annotations
 
@@ -54,7 +59,7 @@ def vote(answers: list[list[str]], agreement: float) -> list[str | None]:
 
 
 def voters(cfg: CuratorConfig, champion: TinyLM, others: list[TinyLM]) -> list[tuple[TinyLM, int]]:
-    if cfg.filter in ("none", "length"):
+    if cfg.filter in ("none", "length", "verifier"):
         return [(champion, 0)]
     if cfg.filter == "offset-vote":
         return [(champion, off) for off in cfg.offsets]
@@ -106,6 +111,11 @@ def label(
     return _kept(task, cfg, problems, votes, thresholds(cfg, len(votes))[0])
 
 
+def verified(task: Task, problems: list[Problem], labels: list[str | None]) -> list[str | None]:
+    """The `verifier` filter: the labels the hidden checker accepts. Studies only (the upper bound)."""
+    return [y if y is not None and task.check(p, y) else None for p, y in zip(problems, labels)]
+
+
 def _kept(task, cfg, problems, votes, agreement: float) -> tuple[list[tuple[Problem, str]], float]:
     return _filtered(task, cfg, problems, vote(votes, agreement))
 
@@ -119,7 +129,7 @@ def _filtered(task, cfg, problems, labels: list[str | None]) -> tuple[list[tuple
 
 def thresholds(cfg: CuratorConfig, n_voters: int) -> list[float]:
     """The agreements a vote of n voters can be held to, from the configured minimum up to unanimity."""
-    if cfg.filter in ("none", "length"):
+    if cfg.filter in ("none", "length", "verifier"):
         return [1.0]
     least = math.ceil(cfg.agreement * n_voters - 1e-9)
     return [c / n_voters for c in range(least, n_voters + 1)]
@@ -151,7 +161,8 @@ def curate_level(
     """
     ladder = thresholds(cfg, len(voters(cfg, champion, list(others))))
     chosen, passed, wrong = None, 0, 0
-    calibrate = cfg.filter != "none" and bool(dev)  # 'none' trusts the champion by definition
+    # 'none' trusts the champion by definition; 'verifier' needs no calibration, it reads the truth
+    calibrate = cfg.filter not in ("none", "verifier") and bool(dev)
     if not calibrate:
         chosen = ladder[0]
     else:
@@ -171,7 +182,10 @@ def curate_level(
     if calibrate and passed * len(problems) < cfg.min_kept * len(dev):
         return Curation(level, [], len(problems), None, f"only {passed} of {len(dev)} dev items pass the vote: "
                         f"too few of {len(problems)} problems would (min_kept={cfg.min_kept})", chosen, passed, wrong)
-    kept, rate = _filtered(task, cfg, problems, pruned_vote(task, cfg, problems, chosen, champion, others))
+    labels = pruned_vote(task, cfg, problems, chosen, champion, others)
+    if cfg.filter == "verifier":
+        labels = verified(task, problems, labels)
+    kept, rate = _filtered(task, cfg, problems, labels)
     skipped = None
     if len(kept) < cfg.min_kept:
         skipped = f"only {len(kept)} labels passed the filter (min_kept={cfg.min_kept})"
@@ -188,12 +202,63 @@ def curate_ahead(
     champion: TinyLM,
     others: list[TinyLM] = (),
 ) -> list[Curation]:
-    """Curate up to `cfg.levels_ahead` levels from `first` (never past `last`), stopping after the first level
-    that is not curated: past a length the vote cannot label cleanly, it would label worse."""
+    """Curate up to `cfg.levels_ahead` levels from `first` (never past `last`); see `curate_levels`."""
+    return curate_levels(task, cfg, list(range(first, min(first + cfg.levels_ahead, last + 1))), problems, dev,
+                         champion, others)
+
+
+def curate_levels(
+    task: Task,
+    cfg: CuratorConfig,
+    levels: list[int],
+    problems: Callable[[int], list[Problem]],
+    dev: list[tuple[Problem, str]],
+    champion: TinyLM,
+    others: list[TinyLM] = (),
+) -> list[Curation]:
+    """Curate the levels in order, stopping after the first that is not curated: past a length the vote cannot
+    label cleanly, it would label worse."""
     out: list[Curation] = []
-    for level in range(first, min(first + cfg.levels_ahead, last + 1)):
+    for level in levels:
         held = [(p, y) for p, y in dev if p.level == level]
         out.append(curate_level(task, cfg, level, problems(level), held, champion, others))
         if out[-1].skipped:
             break
     return out
+
+
+def schedule_levels(cfg: CuratorConfig, dev_acc: dict[int, float], frontier: int, trained_to: int,
+                    last: int) -> list[int]:
+    """The levels a generation labels, lowest first, never past `last`.
+
+    `trained_to` is the longest length in the champion's training data (human or curated), `frontier` the longest
+    run of levels it solves on dev from 1 (at least the human data's top: inside it human labels beat any vote).
+    - `frontier`: `levels_ahead` levels past the frontier. Lengths the champion already solves are not labelled.
+    - `standard`: `levels_ahead` levels past `trained_to`: the training length grows one level a generation
+      whatever the champion generalises to (Lee et al. 2025's schedule).
+    - `accelerated`: standard's levels, plus every level past `trained_to` where the champion already scores at
+      least `accelerate_threshold` (while it does, level after level), so a champion that generalises past its
+      training length gets those lengths labelled now, and the `levels_ahead` new ones after them.
+    """
+    if cfg.schedule == "frontier":
+        return list(range(frontier + 1, min(frontier + cfg.levels_ahead, last) + 1))
+    top = trained_to
+    if cfg.schedule == "accelerated":
+        while top + 1 <= last and dev_acc.get(top + 1, 0.0) >= cfg.accelerate_threshold - 1e-12:
+            top += 1
+    return list(range(trained_to + 1, min(top + cfg.levels_ahead, last) + 1))
+
+
+def inject_noise(task: Task, items: list[tuple[Problem, str]], rate: float,
+                 rng) -> tuple[list[tuple[Problem, str]], int]:
+    """Corrupt `round(rate * len(items))` kept labels, chosen at random: one digit of each becomes another
+    digit, so the label stays well formed and only the hidden checker can tell. Returns the items and how many
+    were corrupted (an ablation: how the loop takes labels that are wrong)."""
+    n = int(round(rate * len(items)))
+    out = list(items)
+    for i in rng.choice(len(items), size=n, replace=False) if n else []:
+        p, y = out[i]
+        k = int(rng.integers(len(y)))
+        wrong = str((int(y[k]) + int(rng.integers(1, 10))) % 10)
+        out[i] = (p, y[:k] + wrong + y[k + 1:])
+    return out, n

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import evaluator
-from .curator import curate_ahead
+from .curator import curate_levels, inject_noise, schedule_levels
 from .data import file_digest, load_shard, save_shard, tier_rng, write_text_atomic
 from . import integrity, provenance
 from .executor import Experiment, LocalExecutor, kill_orphan, process_start_time
@@ -379,28 +379,37 @@ class Loop:
             return {"levels": [], "skipped": "bootstrap generation trains on human data only"}
         if ctx["select"]["selected"] is None:
             return {"levels": [], "skipped": "no candidate finished"}
-        # Label from the first length past both the frontier and the human data: inside the human range, human
-        # labels are better than any vote, and the mixture keeps training on them.
-        first = max(ctx["assess"]["frontier"], self.cfg.task.human_levels[1]) + 1
-        if first > self.cfg.task.eval_max_level:
-            return {"levels": [], "skipped": f"level {first} is beyond eval_max_level"}
-        others = [self.model(ctx["experiment"][c]["model"]) for c in ctx["select"]["ranking"]]
+        # Inside the human range human labels are better than any vote (and the mixture keeps training on them),
+        # so every schedule labels past it; which levels past it is the schedule's choice.
+        human_top = self.cfg.task.human_levels[1]
         champion_acc = ctx["assess"]["dev_acc"]
-        curations = curate_ahead(
-            self.task, cfg, first, self.cfg.task.eval_max_level,
+        wanted = schedule_levels(cfg, {int(k): v for k, v in champion_acc.items()},
+                                 max(ctx["assess"]["frontier"], human_top), self.trained_to(),
+                                 self.cfg.task.eval_max_level)
+        if not wanted:
+            return {"levels": [], "skipped": f"the {cfg.schedule} schedule's next level is beyond eval_max_level"}
+        others = [self.model(ctx["experiment"][c]["model"]) for c in ctx["select"]["ranking"]]
+        curations = curate_levels(
+            self.task, cfg, wanted,
             lambda lvl: self.task.generate(lvl, cfg.problems, tier_rng(self.cfg.seed, "curate", g, lvl)),
             load_shard(self.run.tiers["dev"].path), self.model(ctx["champion"]), others)
+        corrupt = cfg.noise.rate > 0 and (not cfg.noise.generations or g in cfg.noise.generations)
         levels, items = [], []
         for cur in curations:
-            noise = float(np.mean([not self.task.check(p, y) for p, y in cur.items])) if cur.items else None
-            levels.append({"level": cur.level, "labelled": cur.labelled, "kept": len(cur.items),
+            kept, injected = cur.items, 0
+            if corrupt and kept:
+                kept, injected = inject_noise(self.task, kept, cfg.noise.rate,
+                                              tier_rng(self.cfg.seed, "noise", g, cur.level))
+            levels.append({"level": cur.level, "labelled": cur.labelled, "kept": len(kept),
                            "agreement": cur.agreement, "threshold": cur.threshold, "dev_passed": cur.dev_passed,
-                           "dev_wrong": cur.dev_wrong, "skipped": cur.skipped,
+                           "dev_wrong": cur.dev_wrong, "skipped": cur.skipped, "injected": injected,
                            "champion_dev_acc": champion_acc.get(str(cur.level), 0.0),
-                           "true_noise_hidden": noise})  # measured with the hidden checker; never used to decide
-            items += cur.items
+                           "true_noise_hidden": self._noise(kept)})
+            items += kept
         curated = [s["level"] for s in levels if not s["skipped"]]
-        stats = {"filter": cfg.filter, "levels": levels, "curated": curated, "kept": len(items),
+        stats = {"filter": cfg.filter, "upper_bound": cfg.filter == "verifier", "schedule": cfg.schedule,
+                 "wanted": wanted, "levels": levels, "curated": curated, "kept": len(items),
+                 "injected": sum(s["injected"] for s in levels), "true_noise_hidden": self._noise(items),
                  "skipped": None if curated else levels[-1]["skipped"]}
         if not curated:
             return stats | {"shard": None}
@@ -408,6 +417,15 @@ class Loop:
         self.store.x("INSERT OR REPLACE INTO data_manifests VALUES(?,?,?,?,?,?,?,0)", digest, g, "curated",
                      str(path), len(items), json.dumps(curated), json.dumps(stats))
         return stats | {"shard": str(path)}
+
+    def _noise(self, items: list[tuple[Problem, str]]) -> float | None:
+        """The true share of wrong labels, by the hidden checker: recorded for the studies, never used to decide."""
+        return float(np.mean([not self.task.check(p, y) for p, y in items])) if items else None
+
+    def trained_to(self) -> int:
+        """The longest length in the champion's training data: the human data's, or a promoted curation's."""
+        rows = self.store.q("SELECT levels FROM data_manifests WHERE kind='curated' AND accepted=1")
+        return max([self.cfg.task.human_levels[1], *(max(json.loads(r["levels"]) or [0]) for r in rows)])
 
     def _train(self, g: int, ctx: dict) -> dict:
         sel = ctx["select"]["selected"]

@@ -26,6 +26,8 @@ from .status import status_dict  # noqa: E402
 
 DASH = "—"
 HIDDEN = "measured with the hidden checker, never used by the loop"
+UPPER_BOUND = ("UPPER BOUND: this run's curator kept labels with the verifier filter, which reads the hidden checker; "
+               "a study setting that no real loop has, not a result.")
 CAND_HEAD = ["candidate", "role", "recipe differences", "experiment", "validation score", "promoted",
              "gate reason"]
 SEL_HEAD = ["generation", "selected", "incumbent (control arm)", "challengers' p vs the incumbent's probe",
@@ -340,6 +342,9 @@ def _header(run_dir: Path, cfg: dict, st: dict) -> list[tuple[str, str]]:
     return [
         ("run", str(cfg.get("name", run_dir.name))),
         ("seed", str(cfg.get("seed", DASH))),
+        ("task and curator", "{} task; {filter} filter, {schedule} schedule, {policy} data".format(
+            cfg.get("task", {}).get("name", "addition"),
+            **{"filter": "offset-vote", "schedule": "frontier", "policy": "accumulate"} | cfg.get("curator", {}))),
         ("generations done", f"{done}" + (f" of {planned + 1} (bootstrap + {planned})" if planned else "")),
         ("in progress", f"generation {prog['generation']}, stage {prog['stage']}" if prog else "no"),
         ("promoted", str(st["promoted"])),
@@ -375,6 +380,14 @@ def write_report(run_dir: Path) -> Path:
     head = _header(run_dir, cfg, st)
     title = f"Successor run report: {head[0][1]}"
     cur_note = f"† True noise rate: {HIDDEN}; shown for analysis only."
+    cur_cfg = cfg.get("curator", {})
+    if cur_cfg.get("filter") == "verifier":
+        cur_note = (f"{UPPER_BOUND} {cur_note}")
+        head.insert(1, ("filter", UPPER_BOUND))
+    if (cur_cfg.get("noise") or {}).get("rate"):
+        n = cur_cfg["noise"]
+        cur_note += (f" Label noise injected on purpose (an ablation): {n['rate']:.0%} of kept labels at "
+                     f"generation(s) {', '.join(map(str, n.get('generations') or [])) or 'every one'}.")
 
     md = [f"# {_md_cell(title)}", ""] + [f"- **{k}**: {_md_cell(v)}" for k, v in head] + [
         "", "## Plots", "", "![sealed accuracy heatmap](accuracy_heatmap.png)", "", "![frontier](frontier.png)",

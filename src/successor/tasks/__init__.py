@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from .addition import Addition
 from .base import MARKER, PAD_ID, REFUSAL, VOCAB_SIZE, Problem, Task, decode, encode, mark
+from .copy import Copy
+from .forward_addition import ForwardAddition
+from .multiplication import Multiplication
 
-TASKS: dict[str, type] = {"addition": Addition}
+TASKS: dict[str, type] = {"addition": Addition, "copy": Copy, "multiplication": Multiplication,
+                          "forward_addition": ForwardAddition}
 
 
 def get_task(name: str) -> Task:
@@ -14,4 +18,4 @@ def get_task(name: str) -> Task:
 
 
 __all__ = ["MARKER", "PAD_ID", "REFUSAL", "VOCAB_SIZE", "Problem", "Task", "decode", "encode", "get_task", "mark",
-           "TASKS"]
+           "TASKS", "Addition", "Copy", "ForwardAddition", "Multiplication"]
