@@ -30,19 +30,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--set", nargs="*", default=[], help="recipe overrides, field=value")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--task", default="addition", help="task name (successor.tasks.TASKS)")
+    ap.add_argument("--beyond", type=int, default=3, help="levels past the human data to evaluate")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     over = overrides(a.set)
-    task = get_task("addition")
+    task = get_task(a.task)
     human = labelled(task, list(range(1, a.max_level + 1)), a.per_level, tier_rng(0, "human"))
     recipe = Recipe(**{"steps": a.steps, "init": "scratch", "mix_newest": 0.0, "mix_human": 1.0} | over)
     t0 = time.time()
     model, _ = train(task, recipe, Mixture({"human": human}, {"human": 1.0}))
     wall = time.time() - t0
-    dev = labelled(task, list(range(1, a.max_level + 4)), 100, tier_rng(0, "dev"))
+    dev = labelled(task, list(range(1, a.max_level + a.beyond + 1)), 100, tier_rng(0, "dev"))
     acc = accuracy_by_level(model, task, dev)
     cells = " | ".join(f"{acc[k]:.2f}" for k in sorted(acc))
-    row = (f"| 1-{a.max_level} | {a.steps} | {' '.join(a.set) or 'defaults'} | {cells} | {wall:.0f} s "
+    row = (f"| {a.task if a.task != 'addition' else ''} 1-{a.max_level} | {a.steps} | {' '.join(a.set) or 'defaults'} | {cells} | {wall:.0f} s "
            f"({a.threads} thr) |")
     print(row)
     if not a.no_write:

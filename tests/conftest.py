@@ -45,3 +45,21 @@ def tiny_config(path: Path, **loop) -> Path:
     cfg["loop"].update(loop)
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The machine is shared; one torch thread keeps model tests fast and bit-reproducible."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def operands(prompt: str, op: str) -> tuple[str, str]:
+    """The two operands of `a<op>b=`, after checking the prompt has that shape."""
+    assert prompt.endswith("=") and prompt.count(op) == 1 and prompt.count("=") == 1
+    a, b = prompt[:-1].split(op)
+    return a, b

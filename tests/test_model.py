@@ -21,13 +21,7 @@ SCHEMES = ["digit_index", "digit_rope", "learned", "rope", "none"]
 TASK = get_task("addition")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The machine is shared; one torch thread keeps these tests fast and bit-reproducible."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(position: str = "digit_index", **kw) -> Recipe:

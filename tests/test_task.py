@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import operands as split_operands
+
 from successor.tasks import Problem, decode, encode, get_task
 from successor.tasks.addition import Addition
 
@@ -11,9 +13,7 @@ TASK = Addition()
 
 
 def operands(p: Problem) -> tuple[str, str]:
-    assert p.prompt.endswith("=") and p.prompt.count("+") == 1 and p.prompt.count("=") == 1
-    a, b = p.prompt[:-1].split("+")
-    return a, b
+    return split_operands(p.prompt, "+")
 
 
 @pytest.mark.parametrize("level", [1, 2, 3, 7, 12])

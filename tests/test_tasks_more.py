@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import operands
+
 from successor.tasks import REFUSAL, VOCAB_SIZE, Problem, decode, encode, get_task, mark
 from successor.tasks.base import MARKER, VOCAB
 from successor.tasks.copy import Copy
@@ -23,25 +25,15 @@ SAFE_LEVEL = {"copy": 62, "multiplication": 61, "forward_addition": 60}
 MAX_POSITIONS, MAX_OFFSET = 128, 64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The machine is shared; one torch thread keeps these tests fast and bit-reproducible."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def mul_operands(p: Problem) -> tuple[str, str]:
-    assert p.prompt.endswith("=") and p.prompt.count("*") == 1 and p.prompt.count("=") == 1
-    a, b = p.prompt[:-1].split("*")
-    return a, b
+    return operands(p.prompt, "*")
 
 
 def fwd_operands(p: Problem) -> tuple[str, str]:
-    assert p.prompt.endswith("=") and p.prompt.count("+") == 1 and p.prompt.count("=") == 1
-    a, b = p.prompt[:-1].split("+")
-    return a, b
+    return operands(p.prompt, "+")
 
 
 # -- generators ----------------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def run(
 
 
 def _print_summary(run_dir: Path) -> None:
-    from .status import status_dict
+    from .status import UPPER_BOUND, status_dict
 
     s = status_dict(run_dir)
     t = Table(title=f"lineage of {run_dir}")
@@ -123,6 +123,8 @@ def _print_summary(run_dir: Path) -> None:
         t.add_row(str(g["generation"]), (g["champion"] or "-")[:12], "yes" if g["promoted"] else "no",
                   str(g["frontier"]), (g["gate"] or {}).get("reason", "-"))
     Console().print(t)
+    if s["upper_bound"]:
+        Console().print(UPPER_BOUND, style="bold", highlight=False)
     if s["waiting_for_approval"]:
         w = s["waiting_for_approval"]
         Console().print(f"waiting for approval of generation {w['generation']}: {'; '.join(w['reasons'])} "

@@ -22,12 +22,10 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .oversight_report import APPROVAL_HEAD, VIOLATION_HEAD, approval_rows, isolation_line, violation_rows  # noqa: E402
 from .verify import verify_run  # noqa: E402
-from .status import status_dict  # noqa: E402
+from .status import UPPER_BOUND, status_dict  # noqa: E402
 
 DASH = "—"
 HIDDEN = "measured with the hidden checker, never used by the loop"
-UPPER_BOUND = ("UPPER BOUND: this run's curator kept labels with the verifier filter, which reads the hidden checker; "
-               "a study setting that no real loop has, not a result.")
 CAND_HEAD = ["candidate", "role", "recipe differences", "experiment", "validation score", "promoted",
              "gate reason"]
 SEL_HEAD = ["generation", "selected", "incumbent (control arm)", "challengers' p vs the incumbent's probe",
@@ -381,7 +379,7 @@ def write_report(run_dir: Path) -> Path:
     title = f"Successor run report: {head[0][1]}"
     cur_note = f"† True noise rate: {HIDDEN}; shown for analysis only."
     cur_cfg = cfg.get("curator", {})
-    if cur_cfg.get("filter") == "verifier":
+    if st["upper_bound"]:
         cur_note = (f"{UPPER_BOUND} {cur_note}")
         head.insert(1, ("filter", UPPER_BOUND))
     if (cur_cfg.get("noise") or {}).get("rate"):

@@ -5,6 +5,18 @@ import json
 import sqlite3
 from pathlib import Path
 
+import yaml
+
+UPPER_BOUND = ("UPPER BOUND: this run's curator kept labels with the verifier filter, which reads the hidden checker; "
+               "a study setting that no real loop has, not a result.")
+
+
+def upper_bound(run_dir: Path) -> bool:
+    """Did this run curate with the `verifier` filter (the hidden checker)? Then its results are an upper bound."""
+    cfg = Path(run_dir) / "config.yaml"
+    data = (yaml.safe_load(cfg.read_text()) or {}) if cfg.exists() else {}
+    return (data.get("curator") or {}).get("filter") == "verifier"
+
 
 def status_dict(run_dir: Path) -> dict:
     db = sqlite3.connect(f"file:{Path(run_dir) / 'lineage.db'}?mode=ro", uri=True)
@@ -44,4 +56,5 @@ def status_dict(run_dir: Path) -> dict:
         "waiting_for_approval": ({"generation": waiting["generation"], "reasons": json.loads(waiting["reasons"])}
                                  if waiting else None),
         "violations": violations,
+        "upper_bound": upper_bound(run_dir),
     }

@@ -1,0 +1,317 @@
+"""Self-improvement, condition by condition (Lee et al. 2025's ablations on our loop): filters, data policy,
+schedule and injected label noise. Each condition is a run of the real loop (sandboxed experiments, gate and
+all), forked from one shared generation 0 so that only the curator setting differs, and measured per generation.
+
+    .venv/bin/python benchmarks/self_improvement.py                       # every condition; resumes
+    .venv/bin/python benchmarks/self_improvement.py --only none,offset-vote --generations 6
+    .venv/bin/python benchmarks/self_improvement.py --report              # tables and plots from what is there
+    .venv/bin/python benchmarks/self_improvement.py --quick --root /tmp/si   # smoke test: tiny model, minutes
+
+A killed run resumes where it stopped (the loop's own resume). `--generations N` pauses every condition after
+generation N through its policy budget; a later call with a larger N goes on. Writes
+benchmarks/results/self_improvement.json, benchmarks/results/self_improvement_*.png and the tables between the
+markers in BENCHMARKS.md (`--quick` writes only under its --root).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from fork_run import fork
+
+from successor.policy import Budgets, Policy, save_policy
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+BEGIN, END = "<!-- self_improvement:begin -->", "<!-- self_improvement:end -->"
+SOLVED = 0.99
+
+# Generation 0 of each task, shared by its conditions. Every condition labels with Lee et al.'s standard schedule
+# (+1 length a generation past the longest length trained on) unless it says otherwise; one candidate a
+# generation (the incumbent recipe) keeps the loop's own search out of the comparison.
+BASES: dict[str, tuple[str, dict]] = {
+    "addition": ("default", {
+        "name": "self-improvement-addition",
+        "task": {"eval_max_level": 20, "sealed_per_level": 200, "validation_per_level": 60, "guardrail_per_level": 30},
+        "bootstrap": {"steps": 3000},
+        "researcher": {"candidates": 1},
+        "curator": {"schedule": "standard", "levels_ahead": 1},
+        "loop": {"generations": 10}}),
+    "copy": ("default", {
+        "name": "self-improvement-copy",
+        "task": {"name": "copy", "eval_max_level": 20, "sealed_per_level": 200, "validation_per_level": 60,
+                 "guardrail_per_level": 30},
+        "bootstrap": {"steps": 1500, "schedule_steps": 1500, "max_offset": 5, "guardrail_from": 1000},
+        "successor": {"max_offset": 5},
+        "researcher": {"candidates": 1},
+        "curator": {"schedule": "standard", "levels_ahead": 1},
+        "loop": {"generations": 10}}),
+}
+QUICK_BASES: dict[str, tuple[str, dict]] = {
+    "addition": ("smoke", {"name": "self-improvement-quick", "task": {"eval_max_level": 5},
+                           "successor": {"steps": 100}, "researcher": {"candidates": 1},
+                           "curator": {"schedule": "standard", "levels_ahead": 1},
+                           "loop": {"generations": 2, "experiment_budget": 0.2}}),
+}
+
+
+@dataclass
+class Condition:
+    name: str
+    base: str
+    changes: dict = field(default_factory=dict)
+    note: str = ""
+
+
+CONDITIONS = [
+    Condition("offset-vote", "addition", {}, "the champion under 16 position offsets must agree (>=70%, calibrated "
+              "on dev)"),
+    Condition("none", "addition", {"curator.filter": "none"}, "every label the champion gives is kept"),
+    Condition("length", "addition", {"curator.filter": "length"}, "labels of the right length and digits only"),
+    Condition("verifier", "addition", {"curator.filter": "verifier"}, "UPPER BOUND: the hidden checker filters"),
+    Condition("majority", "addition", {"curator.filter": "majority", "curator.voters": 3, "curator.agreement": 0.7,
+                                       "researcher.candidates": 2, "loop.experiment_budget": 1.0},
+              "the champion and 2 full-length candidates (own seeds) must agree"),
+    Condition("replace", "addition", {"curator.policy": "replace"}, "offset-vote; only the newest curated data"),
+    Condition("accelerated", "addition", {"curator.schedule": "accelerated"},
+              "offset-vote; also labels every length the champion already solves (>=99% on dev)"),
+    Condition("noise-10", "addition", {"curator.noise": {"rate": 0.1, "generations": [2]}},
+              "offset-vote; 10% of kept labels corrupted at generation 2"),
+    Condition("noise-30", "addition", {"curator.noise": {"rate": 0.3, "generations": [2]}},
+              "offset-vote; 30% of kept labels corrupted at generation 2"),
+    Condition("copy/offset-vote", "copy", {}, "string copy, offset-vote"),
+    Condition("copy/none", "copy", {"curator.filter": "none"}, "string copy, no filter"),
+]
+QUICK = [Condition("offset-vote", "addition"), Condition("none", "addition", {"curator.filter": "none"}),
+         Condition("verifier", "addition", {"curator.filter": "verifier"}),
+         Condition("noise-30", "addition", {"curator.filter": "length",
+                                            "curator.noise": {"rate": 0.3, "generations": [1]}})]
+
+
+def successor(*args: str | Path) -> int:
+    """The real CLI in a subprocess, as a user runs it (list arguments, no shell)."""
+    return subprocess.run([sys.executable, "-m", "successor.cli", *map(str, args)]).returncode
+
+
+def generations_done(run: Path) -> int:
+    if not (run / "lineage.db").exists():
+        return 0
+    db = sqlite3.connect(f"file:{run / 'lineage.db'}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT COUNT(*) FROM generations WHERE status='done'").fetchone()[0]
+    finally:
+        db.close()
+
+
+def ensure_base(root: Path, name: str, bases: dict) -> Path:
+    """Generation 0 of a task, trained once (the loop pauses after it on a one-generation budget)."""
+    run = root / f"base-{name}"
+    if generations_done(run) >= 1:
+        return run
+    preset, config = bases[name]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"base-{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    save_policy(Policy(budgets=Budgets(generations=1)), root / f"base-{name}.policy.yaml")
+    print(f"[{name}] generation 0 ...", flush=True)
+    successor("run", root / f"base-{name}.yaml", "--run-dir", run, "--preset", preset,
+              "--policy", root / f"base-{name}.policy.yaml", "--quiet")
+    if generations_done(run) < 1:
+        raise SystemExit(f"{run}: generation 0 did not finish; see `successor status {run}`")
+    return run
+
+
+def run_condition(root: Path, cond: Condition, bases: dict, generations: int | None) -> Path:
+    base = ensure_base(root, cond.base, bases)
+    run = root / cond.name.replace("/", "-")
+    if not run.exists():
+        fork(base, run, cond.changes)
+    # budgets count finished generations, the bootstrap included; none: run to the config's end
+    save_policy(Policy(budgets=Budgets(generations=generations + 1 if generations else None)), run / "policy.yaml")
+    print(f"[{cond.name}] generations {generations_done(run) - 1} done, running ...", flush=True)
+    rc = successor("run", run / "fork.yaml", "--run-dir", run, "--quiet")
+    if rc not in (0, 3):
+        raise SystemExit(f"[{cond.name}] successor run exited {rc}")
+    return run
+
+
+# -- measurement ---------------------------------------------------------------------------------------------
+def sealed_acc(db: sqlite3.Connection, model: str | None) -> dict[int, float]:
+    if model is None:
+        return {}
+    rows = db.execute("SELECT level, n, correct FROM evaluations WHERE model=? AND tier='sealed'", (model,))
+    return {lvl: c / n for lvl, n, c in rows}
+
+
+def measure(run: Path) -> list[dict]:
+    """Per finished generation: what was labelled and how wrong it truly was, the champion after it, the compute."""
+    db = sqlite3.connect(f"file:{run / 'lineage.db'}?mode=ro", uri=True)
+    try:
+        out, parent_acc = [], {}
+        for g, promoted, champ, front, t0, t1 in db.execute(
+                "SELECT idx, promoted, champion_model, frontier, started, finished FROM generations "
+                "WHERE status='done' ORDER BY idx").fetchall():
+            cur = json.loads((db.execute("SELECT result FROM stages WHERE generation=? AND name='curate'",
+                                         (g,)).fetchone() or ["{}"])[0])
+            cpu = db.execute("SELECT COALESCE(SUM(cpu_s), 0) FROM experiments WHERE generation=?", (g,)).fetchone()[0]
+            acc = sealed_acc(db, champ)
+            lost = sorted(lvl for lvl, a in parent_acc.items() if a >= SOLVED and acc.get(lvl, 0.0) < SOLVED)
+            out.append({"generation": g, "promoted": bool(promoted), "frontier": front,
+                        "acc": {str(k): round(v, 4) for k, v in sorted(acc.items())},
+                        "labelled": cur.get("curated", []), "wanted": cur.get("wanted", []),
+                        "kept": cur.get("kept", 0), "injected": cur.get("injected", 0),
+                        "noise": cur.get("true_noise_hidden"), "skipped": cur.get("skipped"),
+                        "cpu_s": round(cpu, 1), "wall_s": round((t1 or t0) - t0, 1),
+                        "lost": lost if promoted and g > 0 else []})
+            parent_acc = acc
+        return out
+    finally:
+        db.close()
+
+
+def summary(cond: Condition, gens: list[dict], human_top: int) -> dict:
+    fronts = [g["frontier"] or 0 for g in gens]
+    streak = best = 0
+    for a, b in zip(fronts, fronts[1:]):
+        streak = streak + 1 if b >= a + 1 else 0
+        best = max(best, streak)
+    noise = [g["noise"] for g in gens if g["noise"] is not None]
+    return {"condition": cond.name, "note": cond.note, "generations": len(gens) - 1,
+            "frontier": fronts, "final_frontier": fronts[-1] if fronts else None,
+            "ratio_to_human": round(fronts[-1] / human_top, 2) if fronts else None,
+            "longest_plus_one_streak": best, "promoted": sum(g["promoted"] for g in gens[1:]),
+            "max_noise": max(noise) if noise else None,
+            "mean_noise": round(sum(noise) / len(noise), 4) if noise else None,
+            "cpu_s": round(sum(g["cpu_s"] for g in gens), 0), "wall_s": round(sum(g["wall_s"] for g in gens), 0),
+            "lost_lengths": sum(len(g["lost"]) for g in gens)}
+
+
+# -- writing -------------------------------------------------------------------------------------------------
+def _pct(x) -> str:
+    return "–" if x is None else f"{x:.1%}"
+
+
+def tables(results: list[dict]) -> str:
+    lines = ["| condition | generations | ≥99% frontier by generation | final / human | longest +1 streak | "
+             "promoted | kept-label noise mean / max | lost solved lengths | experiment CPU-s | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        s = r["summary"]
+        lines.append(f"| {s['condition']} | {s['generations']} | {' → '.join(map(str, s['frontier']))} | "
+                     f"{s['ratio_to_human']}× | {s['longest_plus_one_streak']} | {s['promoted']} | "
+                     f"{_pct(s['mean_noise'])} / {_pct(s['max_noise'])} | {s['lost_lengths']} | {s['cpu_s']:.0f} | "
+                     f"{s['wall_s']:.0f} |")
+    for r in results:
+        s = r["summary"]
+        lines += ["", f"**{s['condition']}**: {s['note']}", "",
+                  "| gen | labelled | kept (injected) | kept-label noise† | promoted | frontier | sealed acc at "
+                  "frontier+1, +2 | CPU-s | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+        for g in r["generations"]:
+            f = g["frontier"] or 0
+            nxt = " / ".join(f"{g['acc'].get(str(f + i), 0):.2f}" for i in (1, 2))
+            what = ", ".join(map(str, g["labelled"])) or ("–" if g["generation"] == 0 else f"none: {g['skipped']}")
+            lines.append(f"| {g['generation']} | {what} | {g['kept']} ({g['injected']}) | {_pct(g['noise'])} | "
+                         f"{'yes' if g['promoted'] else 'no'} | {f} | {nxt} | {g['cpu_s']:.0f} | {g['wall_s']:.0f} |")
+    lines += ["", "† measured with the hidden checker after the filter (and after any injected noise); the loop "
+              "never reads it."]
+    return "\n".join(lines)
+
+
+def plots(results: list[dict], prefix: Path) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for r in results:
+        gens = r["generations"]
+        xs = [g["generation"] for g in gens]
+        axes[0].plot(xs, [g["frontier"] or 0 for g in gens], marker="o", label=r["summary"]["condition"])
+        pts = [(g["generation"], g["noise"]) for g in gens if g["noise"] is not None]
+        if pts:
+            axes[1].plot(*zip(*pts), marker="o", label=r["summary"]["condition"])
+    axes[0].set(xlabel="generation", ylabel="≥99% frontier (sealed)", title="frontier")
+    axes[1].set(xlabel="generation", ylabel="share of kept labels that are wrong", title="kept-label noise (hidden)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(prefix.with_name(prefix.name + "_frontier_noise.png"))
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    n = len(results)
+    fig, axes = plt.subplots((n + 2) // 3, 3, figsize=(13, 3.2 * ((n + 2) // 3)), squeeze=False)
+    for ax, r in zip(axes.flat, results):
+        gens = r["generations"]
+        top = max((int(k) for g in gens for k in g["acc"]), default=1)
+        grid = [[g["acc"].get(str(lvl), 0.0) for g in gens] for lvl in range(1, top + 1)]
+        ax.imshow(grid, origin="lower", aspect="auto", vmin=0, vmax=1, cmap="viridis",
+                  extent=(-0.5, len(gens) - 0.5, 0.5, top + 0.5))
+        ax.set(title=r["summary"]["condition"], xlabel="generation", ylabel="length")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    paths.append(prefix.with_name(prefix.name + "_accuracy.png"))
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def write_benchmarks_md(text: str, path: Path) -> None:
+    doc = path.read_text()
+    block = f"{BEGIN}\n{text}\n{END}"
+    if BEGIN in doc and END in doc:
+        doc = doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
+    else:
+        doc = doc.rstrip() + "\n\n## Self-improvement conditions (issue 4)\n\n" + block + "\n"
+    path.write_text(doc)
+
+
+def collect(root: Path, conds: list[Condition], bases: dict) -> list[dict]:
+    out = []
+    for c in conds:
+        run = root / c.name.replace("/", "-")
+        if generations_done(run) < 1:
+            continue
+        gens = measure(run)
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        human_top = cfg["task"]["human_levels"][1]
+        out.append({"summary": summary(c, gens, human_top), "generations": gens, "config": cfg["curator"]})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny model, three conditions, two generations")
+    ap.add_argument("--only", default="", help="comma-separated condition names")
+    ap.add_argument("--generations", type=int, default=None, help="pause each condition after this generation")
+    ap.add_argument("--root", type=Path, default=None, help="where the runs live")
+    ap.add_argument("--report", action="store_true", help="only collect, tabulate and plot what is there")
+    a = ap.parse_args()
+    conds, bases = (QUICK, QUICK_BASES) if a.quick else (CONDITIONS, BASES)
+    root = a.root or (RESULTS / ("self_improvement_quick" if a.quick else "self_improvement"))
+    known = {c.name for c in conds}
+    only = [x for x in a.only.split(",") if x]
+    if unknown := [x for x in only if x not in known]:
+        raise SystemExit(f"unknown condition(s) {unknown}; known: {sorted(known)}")
+    chosen = [c for c in conds if not only or c.name in only]
+    if not a.report:
+        for c in chosen:
+            run_condition(root, c, bases, a.generations)
+    results = collect(root, conds, bases)
+    out = root if a.quick else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "self_improvement.json").write_text(json.dumps(results, indent=1))
+    plots(results, out / "self_improvement")
+    text = tables(results)
+    print(text)
+    if not a.quick:
+        write_benchmarks_md(text, HERE.parent / "BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
