@@ -96,3 +96,21 @@ def test_a_second_call_resumes_and_redoes_nothing(quick):
 def test_unknown_condition_is_refused_in_one_line(tmp_path):
     bad = bench(tmp_path, "--only", "oracle")
     assert bad.returncode != 0 and "unknown condition" in bad.stderr
+
+
+def test_a_verifier_run_says_upper_bound_in_its_report_and_status_and_others_do_not(quick):
+    root, _, _ = quick
+    for name, marked in (("verifier", True), ("none", False)):
+        run = root / name
+        rep = subprocess.run([sys.executable, "-m", "successor.cli", "report", str(run)], capture_output=True,
+                             text=True)
+        assert rep.returncode == 0, rep.stderr[-2000:]
+        md = (run / "report" / "report.md").read_text()
+        html = (run / "report" / "report.html").read_text()
+        st = subprocess.run([sys.executable, "-m", "successor.cli", "status", str(run)], capture_output=True,
+                            text=True)
+        for text in (md, html, st.stdout):
+            assert ("UPPER BOUND" in text) is marked, (name, text[:500])
+    noisy = (root / "noise-30")
+    subprocess.run([sys.executable, "-m", "successor.cli", "report", str(noisy)], check=True, capture_output=True)
+    assert "corrupted on purpose" in (noisy / "report" / "report.md").read_text()

@@ -397,9 +397,9 @@ class Loop:
         levels, items = [], []
         for cur in curations:
             kept, injected = cur.items, 0
-            if corrupt and kept:
+            if corrupt and kept:  # a stream of its own: the level's problems are drawn from (g, level)
                 kept, injected = inject_noise(self.task, kept, cfg.noise.rate,
-                                              tier_rng(self.cfg.seed, "noise", g, cur.level))
+                                              tier_rng(self.cfg.seed, "curate", g, cur.level, 1))
             levels.append({"level": cur.level, "labelled": cur.labelled, "kept": len(kept),
                            "agreement": cur.agreement, "threshold": cur.threshold, "dev_passed": cur.dev_passed,
                            "dev_wrong": cur.dev_wrong, "skipped": cur.skipped, "injected": injected,

@@ -135,7 +135,9 @@ def _curation_rows(db: sqlite3.Connection) -> list[list[str]]:
         for lv in cur["levels"]:
             rows.append([str(g), _fmt(lv["level"], "d"), f"{lv['kept']} / {lv['labelled']}",
                          _fmt(lv["threshold"], ".0%"), f"{lv['dev_wrong']} / {lv['dev_passed']}",
-                         _fmt(lv["true_noise_hidden"], ".1%"), lv["skipped"] or "curated"])
+                         _fmt(lv["true_noise_hidden"], ".1%"), lv["skipped"] or "curated" + (
+                             f"; {lv['injected']} labels corrupted on purpose (noise ablation)"
+                             if lv.get("injected") else "")])
     return rows
 
 
