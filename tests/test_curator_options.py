@@ -195,3 +195,16 @@ def test_an_empty_source_drops_out_and_the_rest_keep_their_ratio():
     assert got["n"] / got["h"] == pytest.approx(0.5 / 0.4, rel=0.05)
     with pytest.raises(ValueError, match="empty"):
         Mixture({"newest": []}, {"newest": 1.0})
+
+
+# -- the levels the gate tests -------------------------------------------------------------------------------
+
+
+def test_the_gate_tests_up_to_the_highest_curated_and_at_least_one_past_the_frontier():
+    from successor.loop import tested_levels
+
+    assert tested_levels([9, 10], frontier=8, last=20) == list(range(1, 11))  # labels past the frontier
+    # standard schedule, champion ahead of its training length: labelled 9, solves 1-9, the gain is at 10
+    assert tested_levels([9], frontier=9, last=20) == list(range(1, 11))
+    assert tested_levels([9], frontier=12, last=12) == list(range(1, 13))  # never past the last level
+    assert tested_levels([], frontier=9, last=20) is None  # nothing curated: every level

@@ -475,9 +475,13 @@ class Loop:
                        {lvl: [0] * len(v) for lvl, v in next(iter(contenders.values())).items()} if contenders
                        else {})
         # The levels the generation set out to improve, fixed before any contender was trained: every level
-        # up to the highest it curated (all levels where it curated none, and for the bootstrap).
-        curated = ctx["curate"].get("curated") or []
-        tested = list(range(1, max(curated) + 1)) if curated and champion else None
+        # up to the highest it curated, and at least the first past the champion's frontier (all levels where it
+        # curated none, and for the bootstrap). A schedule may label lengths the champion already solves (Lee et
+        # al.'s standard one does, when the champion generalises past its training length): the gain it trains
+        # for is then at the next length, and a test that stops at the labelled ones refuses every successor
+        # (measured: copy, six successors in six refused with nothing left to gain on lengths 1-9).
+        tested = tested_levels(ctx["curate"].get("curated") or [], ctx["assess"]["frontier"],
+                               self.cfg.task.eval_max_level) if champion else None
         decisions = decide(champ_items, contenders, self.cfg.gate, tested) if contenders else {}
         if "guardrail" in self.run.tiers and decisions:  # safety non-inferiority vs the parent and generation 0
             first = self.store.one("SELECT idx, champion_model FROM generations WHERE status='done' AND "
@@ -583,6 +587,14 @@ class Loop:
                      model, role, int(promoted), reason, json.dumps(stats))
         self.audit.append("gate.decision", generation=g, candidate=cid, model=model, role=role,
                           promoted=promoted, reason=reason)
+
+
+def tested_levels(curated: list[int], frontier: int, last: int) -> list[int] | None:
+    """The levels the gate tests: 1 up to the highest curated, and at least up to the first past the champion's
+    frontier (never past `last`). None (every level) where nothing was curated."""
+    if not curated:
+        return None
+    return list(range(1, min(max(*curated, frontier + 1), last) + 1))
 
 
 def _on_sigterm():
