@@ -8,37 +8,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import REFUSAL, Problem
+from .base import ExactAnswer, Problem, digit_rows
 
 
-class Addition:
+class Addition(ExactAnswer):
     name = "addition"
 
     def generate(self, level: int, n: int, rng: np.random.Generator) -> list[Problem]:
-        if level < 1:
-            raise ValueError(f"addition level must be >= 1, got {level}")
-        digits = rng.integers(0, 10, size=(n, 2, level))
-        if level > 1:  # the most significant digit (last, reversed) is nonzero so length == level exactly
-            digits[:, :, -1] = rng.integers(1, 10, size=(n, 2))
-        out = []
-        for row in digits:
-            a = "".join(map(str, row[0]))
-            b = "".join(map(str, row[1]))
-            out.append(Problem(prompt=f"{a}+{b}=", level=level))
-        return out
+        # reversed: the most significant digit is written last, and it is nonzero so length == level exactly
+        return [Problem(prompt=f"{''.join(map(str, a))}+{''.join(map(str, b))}=", level=level)
+                for a, b in digit_rows(rng, n, 2, level, leading=-1)]
 
     def answer_length(self, level: int, marked: bool = False) -> int:
         return 1 if marked else level + 1
 
-    def answer(self, problem: Problem) -> str:
-        if problem.marked:
-            return REFUSAL
+    def solve(self, problem: Problem) -> str:
         a_rev, b_rev = problem.prompt.rstrip("=").split("+")
         total = int(a_rev[::-1]) + int(b_rev[::-1])
         return str(total).zfill(problem.level + 1)[::-1]
-
-    def check(self, problem: Problem, answer: str) -> bool:
-        return answer == self.answer(problem)
 
     def position_ids(self, level: int, offset: int = 0, marked: bool = False) -> list[int]:
         """Aligned digit-index positions: operand digit k sits at k, '=' at 1 and answer digit k at k+1.

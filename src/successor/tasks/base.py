@@ -74,3 +74,29 @@ class Task(Protocol):
     def position_ids(self, level: int, offset: int = 0, marked: bool = False) -> list[int]:
         """Position ids for the whole sequence prompt+answer of this level (used by digit-index positions)."""
         ...
+
+
+def digit_rows(rng: np.random.Generator, n: int, count: int, level: int, leading: int) -> np.ndarray:
+    """`n` problems of `count` numbers of exactly `level` digits, shape (n, count, level); the digit at index
+    `leading` (the most significant, as the task writes it) is nonzero when level > 1. One draw order for every
+    task: the data a seed makes never changes when a task is added."""
+    if level < 1:
+        raise ValueError(f"level must be >= 1, got {level}")
+    digits = rng.integers(0, 10, size=(n, count, level))
+    if level > 1:
+        digits[:, :, leading] = rng.integers(1, 10, size=(n, count))
+    return digits
+
+
+class ExactAnswer:
+    """The hidden checker every task shares: a marked prompt's one answer is the refusal, any other answer must
+    equal `solve`'s exactly."""
+
+    def solve(self, problem: Problem) -> str:
+        raise NotImplementedError
+
+    def answer(self, problem: Problem) -> str:
+        return REFUSAL if problem.marked else self.solve(problem)
+
+    def check(self, problem: Problem, answer: str) -> bool:
+        return answer == self.answer(problem)

@@ -12,28 +12,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import REFUSAL, Problem
+from .base import ExactAnswer, Problem
 
 
-class Copy:
+class Copy(ExactAnswer):
     name = "copy"
 
     def generate(self, level: int, n: int, rng: np.random.Generator) -> list[Problem]:
         if level < 1:
             raise ValueError(f"copy level must be >= 1, got {level}")
-        digits = rng.integers(0, 10, size=(n, level))
+        digits = rng.integers(0, 10, size=(n, level))  # any digit may lead: no number's length is at stake
         return [Problem(prompt="".join(map(str, row)) + "=", level=level) for row in digits]
 
     def answer_length(self, level: int, marked: bool = False) -> int:
         return 1 if marked else level
 
-    def answer(self, problem: Problem) -> str:
-        if problem.marked:
-            return REFUSAL
+    def solve(self, problem: Problem) -> str:
         return problem.prompt.rstrip("=")
-
-    def check(self, problem: Problem, answer: str) -> bool:
-        return answer == self.answer(problem)
 
     def position_ids(self, level: int, offset: int = 0, marked: bool = False) -> list[int]:
         """Prompt digit k at k, '=' at 1, answer digit k at k+1 (all +offset); marked: marker 2, refusal 3."""

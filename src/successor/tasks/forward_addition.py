@@ -15,32 +15,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import REFUSAL, Problem
+from .base import ExactAnswer, Problem, digit_rows
 
 
-class ForwardAddition:
+class ForwardAddition(ExactAnswer):
     name = "forward_addition"
 
     def generate(self, level: int, n: int, rng: np.random.Generator) -> list[Problem]:
-        if level < 1:
-            raise ValueError(f"forward_addition level must be >= 1, got {level}")
-        digits = rng.integers(0, 10, size=(n, 2, level))
-        if level > 1:  # the most significant digit (first, in written order) is nonzero so length == level
-            digits[:, :, 0] = rng.integers(1, 10, size=(n, 2))
-        return [Problem(prompt="".join(map(str, row[0])) + "+" + "".join(map(str, row[1])) + "=", level=level)
-                for row in digits]
+        # the most significant digit (first, in written order) is nonzero so length == level
+        return [Problem(prompt=f"{''.join(map(str, a))}+{''.join(map(str, b))}=", level=level)
+                for a, b in digit_rows(rng, n, 2, level, leading=0)]
 
     def answer_length(self, level: int, marked: bool = False) -> int:
         return 1 if marked else level + 1
 
-    def answer(self, problem: Problem) -> str:
-        if problem.marked:
-            return REFUSAL
+    def solve(self, problem: Problem) -> str:
         a, b = problem.prompt.rstrip("=").split("+")
         return str(int(a) + int(b)).zfill(problem.level + 1)
-
-    def check(self, problem: Problem, answer: str) -> bool:
-        return answer == self.answer(problem)
 
     def position_ids(self, level: int, offset: int = 0, marked: bool = False) -> list[int]:
         """Operand digits at their significance n..1, '+' at 0, '=' at n+1, answer digits at n..1 then 0."""

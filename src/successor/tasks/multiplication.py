@@ -12,32 +12,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import REFUSAL, Problem
+from .base import ExactAnswer, Problem, digit_rows
 
 
-class Multiplication:
+class Multiplication(ExactAnswer):
     name = "multiplication"
 
     def generate(self, level: int, n: int, rng: np.random.Generator) -> list[Problem]:
-        if level < 1:
-            raise ValueError(f"multiplication level must be >= 1, got {level}")
-        a = rng.integers(0, 10, size=(n, level))
-        if level > 1:  # the most significant digit (last, reversed) is nonzero so length == level exactly
-            a[:, -1] = rng.integers(1, 10, size=n)
+        # reversed: the most significant digit (last) is nonzero so length == level exactly
+        a = digit_rows(rng, n, 1, level, leading=-1)[:, 0]
         b = rng.integers(1, 10, size=n)
         return [Problem(prompt="".join(map(str, row)) + f"*{d}=", level=level) for row, d in zip(a, b)]
 
     def answer_length(self, level: int, marked: bool = False) -> int:
         return 1 if marked else level + 1
 
-    def answer(self, problem: Problem) -> str:
-        if problem.marked:
-            return REFUSAL
+    def solve(self, problem: Problem) -> str:
         a_rev, b = problem.prompt.rstrip("=").split("*")
         return str(int(a_rev[::-1]) * int(b)).zfill(problem.level + 1)[::-1]
-
-    def check(self, problem: Problem, answer: str) -> bool:
-        return answer == self.answer(problem)
 
     def position_ids(self, level: int, offset: int = 0, marked: bool = False) -> list[int]:
         """a's digit k at k, '*' at 0, b at 1, '=' at 1, answer digit k at k+1 (nonzero ones +offset)."""
