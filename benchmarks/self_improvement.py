@@ -5,7 +5,7 @@ all), forked from one shared generation 0 so that only the curator setting diffe
     .venv/bin/python benchmarks/self_improvement.py                       # every condition; resumes
     .venv/bin/python benchmarks/self_improvement.py --only none,offset-vote --generations 6
     .venv/bin/python benchmarks/self_improvement.py --report              # tables and plots from what is there
-    .venv/bin/python benchmarks/self_improvement.py --quick --root /tmp/si   # smoke test: tiny model, minutes
+    .venv/bin/python benchmarks/self_improvement.py --quick --root /tmp/si   # smoke test: tiny model, ~1 minute
 
 A killed run resumes where it stopped (the loop's own resume). `--generations N` pauses every condition after
 generation N through its policy budget; a later call with a larger N goes on. Writes
@@ -59,10 +59,10 @@ BASES: dict[str, tuple[str, dict]] = {
         "loop": {"generations": 10}}),
 }
 QUICK_BASES: dict[str, tuple[str, dict]] = {
-    "addition": ("smoke", {"name": "self-improvement-quick", "task": {"eval_max_level": 5},
+    "addition": ("smoke", {"name": "self-improvement-quick", "task": {"eval_max_level": 4},
                            "successor": {"steps": 100}, "researcher": {"candidates": 1},
                            "curator": {"schedule": "standard", "levels_ahead": 1},
-                           "loop": {"generations": 2, "experiment_budget": 0.2}}),
+                           "loop": {"generations": 1, "experiment_budget": 0.2}}),
 }
 
 
@@ -105,9 +105,9 @@ CONDITIONS = [
               "string copy, no filter, three lengths past the frontier each generation"),
 ]
 QUICK = [Condition("none", "addition", {"curator.filter": "none"}),
-         Condition("verifier", "addition", {"curator.filter": "verifier"}),
-         Condition("noise-30", "addition", {"curator.filter": "length",
-                                            "curator.noise": {"rate": 0.3, "generations": [1]}})]
+         # the verifier's labels are all right, so after injection exactly the corrupted ones are wrong
+         Condition("verifier-noise", "addition", {"curator.filter": "verifier",
+                                                  "curator.noise": {"rate": 0.3, "generations": [1]}})]
 
 
 def successor(*args: str | Path) -> int:
@@ -328,7 +328,7 @@ def collect(root: Path, conds: list[Condition], bases: dict) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="tiny model, three conditions, two generations")
+    ap.add_argument("--quick", action="store_true", help="tiny model, two conditions, one generation each")
     ap.add_argument("--only", default="", help="comma-separated condition names")
     ap.add_argument("--generations", type=int, default=None, help="pause each condition after this generation")
     ap.add_argument("--root", type=Path, default=None, help="where the runs live")

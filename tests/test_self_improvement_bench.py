@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from successor.report import write_report
+from successor.status import status_dict
+from successor.verify import verify_run
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -34,34 +38,32 @@ def by_name(results: list[dict]) -> dict[str, dict]:
 def test_every_condition_ran_its_generations_from_one_generation_zero(quick):
     root, results, out = quick
     runs = by_name(results)
-    assert set(runs) == {"none", "verifier", "noise-30"}
+    assert set(runs) == {"none", "verifier-noise"}
     zero = {r["generations"][0]["acc"].__repr__() for r in results}
     assert len(zero) == 1  # the same bootstrap champion in every condition
     for r in results:
-        assert [g["generation"] for g in r["generations"]] == [0, 1, 2]
+        assert [g["generation"] for g in r["generations"]] == [0, 1]
         assert r["generations"][1]["wanted"] == [3]  # standard schedule: one past the human data (1-2)
     assert (root / "self_improvement_frontier_noise.png").stat().st_size > 10_000
     assert (root / "self_improvement_accuracy.png").stat().st_size > 10_000
-    assert "| verifier |" in out and "kept-label noise" in out
+    assert "| verifier-noise |" in out and "kept-label noise" in out
 
 
-def test_the_verifier_keeps_only_true_labels_and_the_unfiltered_curator_keeps_everything(quick):
+def test_the_unfiltered_curator_keeps_everything_and_the_verifier_only_true_labels(quick):
     _, results, _ = quick
     runs = by_name(results)
-    for g in runs["verifier"]["generations"][1:]:
-        assert g["noise"] in (None, 0.0)
     none = runs["none"]["generations"][1]
     assert none["kept"] == 200  # the smoke preset labels 200 problems a level, and 'none' keeps all of them
     assert none["noise"] is not None and none["noise"] > 0.0  # a tiny champion is wrong somewhere at length 3
-    assert runs["verifier"]["generations"][1]["kept"] < none["kept"]
+    verified = runs["verifier-noise"]["generations"]
+    assert 0 < verified[1]["kept"] < none["kept"]
 
 
-def test_injected_noise_is_counted_and_seen_by_the_hidden_checker_only_where_injected(quick):
+def test_injected_noise_is_exactly_the_corrupted_share_where_injected(quick):
     _, results, _ = quick
-    gens = by_name(results)["noise-30"]["generations"]
-    assert gens[1]["injected"] == round(0.3 * gens[1]["kept"]) > 0
-    assert gens[1]["noise"] >= 0.3 * 0.9
-    assert gens[2]["injected"] == 0  # injected at generation 1 only
+    g1 = by_name(results)["verifier-noise"]["generations"][1]
+    assert g1["injected"] == round(0.3 * g1["kept"]) > 0
+    assert g1["noise"] == pytest.approx(g1["injected"] / g1["kept"])  # the hidden checker sees just those
 
 
 def test_no_promoted_generation_loses_a_length_its_parent_solved(quick):
@@ -75,11 +77,10 @@ def test_no_promoted_generation_loses_a_length_its_parent_solved(quick):
 
 def test_forked_runs_keep_a_verifiable_audit_chain_that_says_they_are_forks(quick):
     root, _, _ = quick
-    for name in ("none", "noise-30"):
+    for name in ("none", "verifier-noise"):
         run = root / name
-        ok = subprocess.run([sys.executable, "-m", "successor.cli", "audit", "verify", str(run)],
-                            capture_output=True, text=True)
-        assert ok.returncode == 0, ok.stdout + ok.stderr
+        ok, lines = verify_run(run)
+        assert ok, lines
         recs = [json.loads(line) for line in (run / "audit.jsonl").read_text().splitlines()]
         forked = [i for i, r in enumerate(recs) if r["event"] == "run.forked"]
         first = [i for i, r in enumerate(recs) if r["event"] == "generation.start" and r["data"]["generation"] == 1]
@@ -100,17 +101,13 @@ def test_unknown_condition_is_refused_in_one_line(tmp_path):
 
 def test_a_verifier_run_says_upper_bound_in_its_report_and_status_and_others_do_not(quick):
     root, _, _ = quick
-    for name, marked in (("verifier", True), ("none", False)):
-        run = root / name
-        rep = subprocess.run([sys.executable, "-m", "successor.cli", "report", str(run)], capture_output=True,
-                             text=True)
-        assert rep.returncode == 0, rep.stderr[-2000:]
-        md = (run / "report" / "report.md").read_text()
-        html = (run / "report" / "report.html").read_text()
-        st = subprocess.run([sys.executable, "-m", "successor.cli", "status", str(run)], capture_output=True,
-                            text=True)
-        for text in (md, html, st.stdout):
+    for name, marked in (("verifier-noise", True), ("none", False)):
+        out = write_report(root / name)
+        md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+        assert status_dict(root / name)["upper_bound"] is marked
+        for text in (md, html):
             assert ("UPPER BOUND" in text) is marked, (name, text[:500])
-    noisy = (root / "noise-30")
-    subprocess.run([sys.executable, "-m", "successor.cli", "report", str(noisy)], check=True, capture_output=True)
-    assert "corrupted on purpose" in (noisy / "report" / "report.md").read_text()
+        assert ("corrupted on purpose" in md) is marked  # the report names the injected labels
+    st = subprocess.run([sys.executable, "-m", "successor.cli", "status", str(root / "verifier-noise")],
+                        capture_output=True, text=True)
+    assert st.returncode == 0 and "UPPER BOUND" in st.stdout
