@@ -70,7 +70,7 @@ def fork(source: Path, dest: Path, changes: dict) -> Path:
     last = json.loads(kept[-1])
     _write_head(dest / "audit.jsonl", last["seq"], last["hash"])  # the cut is a fork, not a loss: say so in the chain
     AuditLog(dest / "audit.jsonl").append("run.forked", source=str(source), after_generation=0,
-                                          changes={k: v for k, v in changes.items()})
+                                          changes=dict(changes))
     text = yaml.safe_dump(cfg, sort_keys=False)
     (dest / "config.yaml").write_text(text)
     (dest / "fork.yaml").write_text(text)

@@ -142,9 +142,13 @@ def ensure_base(root: Path, name: str, bases: dict) -> Path:
     return run
 
 
+def run_dir(root: Path, cond: Condition) -> Path:
+    return root / cond.name.replace("/", "-")
+
+
 def run_condition(root: Path, cond: Condition, bases: dict, generations: int | None) -> Path:
     base = ensure_base(root, cond.base, bases)
-    run = root / cond.name.replace("/", "-")
+    run = run_dir(root, cond)
     if not run.exists():
         fork(base, run, cond.changes)
     # budgets count finished generations, the bootstrap included; none: run to the config's end
@@ -164,11 +168,10 @@ def sealed_acc(db: sqlite3.Connection, model: str | None) -> dict[int, float]:
     return {lvl: c / n for lvl, n, c in rows}
 
 
-def measure(run: Path) -> list[dict]:
+def measure(run: Path, cfg: dict) -> list[dict]:
     """Per finished generation: what was labelled and how wrong it truly was, the champion after it, the compute,
     and the levels the accelerated schedule would have labelled from the same champion (where they equal the
-    standard schedule's at every generation, an accelerated run is the same run)."""
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    standard schedule's at every generation, an accelerated run is the same run). `cfg`: the run's config."""
     accelerated = CuratorConfig(**(cfg["curator"] | {"schedule": "accelerated"}))
     trained = cfg["task"]["human_levels"][1]
     db = sqlite3.connect(f"file:{run / 'lineage.db'}?mode=ro", uri=True)
@@ -313,14 +316,14 @@ def write_benchmarks_md(text: str, path: Path) -> None:
     path.write_text(doc)
 
 
-def collect(root: Path, conds: list[Condition], bases: dict) -> list[dict]:
+def collect(root: Path, conds: list[Condition]) -> list[dict]:
     out = []
     for c in conds:
-        run = root / c.name.replace("/", "-")
+        run = run_dir(root, c)
         if generations_done(run) < 1:
             continue
-        gens = measure(run)
         cfg = yaml.safe_load((run / "config.yaml").read_text())
+        gens = measure(run, cfg)
         human_top = cfg["task"]["human_levels"][1]
         out.append({"summary": summary(c, gens, human_top), "generations": gens, "config": cfg["curator"]})
     return out
@@ -344,7 +347,7 @@ def main() -> None:
     if not a.report:
         for c in chosen:
             run_condition(root, c, bases, a.generations)
-    results = collect(root, conds, bases)
+    results = collect(root, conds)
     out = root if a.quick else RESULTS
     out.mkdir(parents=True, exist_ok=True)
     (out / "self_improvement.json").write_text(json.dumps(results, indent=1))

@@ -135,7 +135,7 @@ def kept():
 
 @pytest.mark.parametrize("rate", [0.1, 0.3, 1.0])
 def test_noise_corrupts_that_share_by_one_digit_and_keeps_labels_well_formed(kept, rate):
-    out, n = inject_noise(TASK, kept, rate, np.random.default_rng(1))
+    out, n = inject_noise(kept, rate, np.random.default_rng(1))
     assert n == round(rate * len(kept))
     wrong = [(p, y) for p, y in out if not TASK.check(p, y)]
     assert len(wrong) == n
@@ -146,11 +146,11 @@ def test_noise_corrupts_that_share_by_one_digit_and_keeps_labels_well_formed(kep
 
 
 def test_noise_is_reproducible_and_zero_rate_changes_nothing(kept):
-    a, _ = inject_noise(TASK, kept, 0.3, np.random.default_rng(7))
-    b, _ = inject_noise(TASK, kept, 0.3, np.random.default_rng(7))
+    a, _ = inject_noise(kept, 0.3, np.random.default_rng(7))
+    b, _ = inject_noise(kept, 0.3, np.random.default_rng(7))
     assert a == b
-    assert inject_noise(TASK, kept, 0.0, np.random.default_rng(7)) == (kept, 0)
-    assert inject_noise(TASK, [], 0.5, np.random.default_rng(7)) == ([], 0)
+    assert inject_noise(kept, 0.0, np.random.default_rng(7)) == (kept, 0)
+    assert inject_noise([], 0.5, np.random.default_rng(7)) == ([], 0)
 
 
 # -- config --------------------------------------------------------------------------------------------------

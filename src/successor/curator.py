@@ -249,8 +249,7 @@ def schedule_levels(cfg: CuratorConfig, dev_acc: dict[int, float], frontier: int
     return list(range(trained_to + 1, min(top + cfg.levels_ahead, last) + 1))
 
 
-def inject_noise(task: Task, items: list[tuple[Problem, str]], rate: float,
-                 rng) -> tuple[list[tuple[Problem, str]], int]:
+def inject_noise(items: list[tuple[Problem, str]], rate: float, rng) -> tuple[list[tuple[Problem, str]], int]:
     """Corrupt `round(rate * len(items))` kept labels, chosen at random: one digit of each becomes another
     digit, so the label stays well formed and only the hidden checker can tell. Returns the items and how many
     were corrupted (an ablation: how the loop takes labels that are wrong)."""

@@ -398,7 +398,7 @@ class Loop:
         for cur in curations:
             kept, injected = cur.items, 0
             if corrupt and kept:  # a stream of its own: the level's problems are drawn from (g, level)
-                kept, injected = inject_noise(self.task, kept, cfg.noise.rate,
+                kept, injected = inject_noise(kept, cfg.noise.rate,
                                               tier_rng(self.cfg.seed, "curate", g, cur.level, 1))
             levels.append({"level": cur.level, "labelled": cur.labelled, "kept": len(kept),
                            "agreement": cur.agreement, "threshold": cur.threshold, "dev_passed": cur.dev_passed,

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .oversight_report import APPROVAL_HEAD, VIOLATION_HEAD, approval_rows, isolation_line, violation_rows  # noqa: E402
+from .config import CuratorConfig  # noqa: E402
 from .verify import verify_run  # noqa: E402
 from .status import UPPER_BOUND, status_dict  # noqa: E402
 
@@ -344,7 +345,7 @@ def _header(run_dir: Path, cfg: dict, st: dict) -> list[tuple[str, str]]:
         ("seed", str(cfg.get("seed", DASH))),
         ("task and curator", "{} task; {filter} filter, {schedule} schedule, {policy} data".format(
             cfg.get("task", {}).get("name", "addition"),
-            **{"filter": "offset-vote", "schedule": "frontier", "policy": "accumulate"} | cfg.get("curator", {}))),
+            **CuratorConfig().model_dump() | cfg.get("curator", {}))),
         ("generations done", f"{done}" + (f" of {planned + 1} (bootstrap + {planned})" if planned else "")),
         ("in progress", f"generation {prog['generation']}, stage {prog['stage']}" if prog else "no"),
         ("promoted", str(st["promoted"])),
