@@ -77,6 +77,18 @@ class Condition:
 CONDITIONS = [
     Condition("offset-vote", "addition", {}, "the champion under 16 position offsets must agree (>=70%, calibrated "
               "on dev)"),
+    # The champion relabels every curated length each generation: a champion that trained on a length votes
+    # cleaner labels there than its parent did (measured: offset-vote's generation-4 champion, level 9: 0.3%
+    # noise at 80% agreement, where its generation-0 ancestor's labels were 5.8% wrong).
+    Condition("relabel", "addition", {"curator.relabel": True, "curator.policy": "replace"},
+              "offset-vote; every curated length labelled again by the current champion, fresh labels replace old"),
+    # Past its training length an addition champion falls off fast (relabel, generation 5: 0.84 at its longest
+    # trained length 13, 0.36 at 14), so at 99% the accelerated schedule never fires; at 90% it labels a length
+    # early once the lineage generalises one past its data, and relabelling cleans what the early vote got wrong.
+    Condition("relabel-accelerated", "addition", {"curator.relabel": True, "curator.policy": "replace",
+                                                  "curator.schedule": "accelerated",
+                                                  "curator.accelerate_threshold": 0.9},
+              "relabel, accelerated schedule at 90%"),
     Condition("none", "addition", {"curator.filter": "none"}, "every label the champion gives is kept"),
     Condition("length", "addition", {"curator.filter": "length"}, "labels of the right length and digits only"),
     Condition("verifier", "addition", {"curator.filter": "verifier"}, "UPPER BOUND: the hidden checker filters"),
@@ -95,6 +107,11 @@ CONDITIONS = [
     Condition("copy/standard", "copy", {}, "string copy, offset-vote (offsets 0-5), standard schedule"),
     Condition("copy/accelerated", "copy", {"curator.schedule": "accelerated"},
               "string copy, offset-vote, accelerated schedule"),
+    Condition("copy/relabel", "copy", {"curator.relabel": True, "curator.policy": "replace"},
+              "string copy, offset-vote, standard schedule, relabelled every generation"),
+    Condition("copy/relabel-accelerated", "copy", {"curator.relabel": True, "curator.policy": "replace",
+                                                   "curator.schedule": "accelerated"},
+              "string copy, offset-vote, accelerated schedule (99%), relabelled every generation"),
     # Offsets 0-2 here: with 0-5, the vote at a length past the training data decodes at positions the model
     # never saw (it trained with offsets 0-5 on shorter strings), so five of six offsets rarely agree.
     Condition("copy/ahead3-vote", "copy", {"curator.schedule": "frontier", "curator.levels_ahead": 3,

@@ -3,13 +3,16 @@ schedules' level choice, label-noise injection and the training mixture's shares
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from successor import curator
 from successor.config import ConfigError, CuratorConfig, load_config
-from successor.curator import curate_level, inject_noise, schedule_levels, thresholds, vote, well_formed
+from successor.curator import (curate_level, inject_noise, schedule_levels, thresholds, vote, well_formed,
+                               with_relabel)
+from successor.loop import Loop
 from successor.tasks import Problem, get_task
 from successor.workloads.tinylm.train import Mixture
 
@@ -169,6 +172,35 @@ def test_curator_options_are_validated(tmp_path):
         (tmp_path / "bad.yaml").write_text(bad + "\n")
         with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
             load_config(tmp_path / "bad.yaml")
+
+
+def test_relabel_needs_the_replace_policy(tmp_path):
+    (tmp_path / "bad.yaml").write_text("curator: {relabel: true}\n")
+    with pytest.raises(ConfigError, match="relabel needs policy: replace"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "good.yaml").write_text("curator: {relabel: true, policy: replace}\n")
+    assert load_config(tmp_path / "good.yaml").curator.relabel
+
+
+def test_relabel_labels_every_level_past_the_human_data_again():
+    on = CuratorConfig(relabel=True, policy="replace")
+    assert with_relabel(on, [12], human_top=8) == [9, 10, 11, 12]
+    assert with_relabel(on, [12, 13, 14], human_top=8) == [9, 10, 11, 12, 13, 14]  # the accelerated schedule
+    assert with_relabel(on, [9], human_top=8) == [9]  # nothing curated yet: nothing to relabel
+    assert with_relabel(on, [], human_top=8) == []  # past eval_max_level: still nothing
+    assert with_relabel(CuratorConfig(), [12], human_top=8) == [12]
+
+
+@pytest.mark.parametrize("policy, shard, expected", [
+    ("accumulate", "g3", (["g3"], ["g1", "g2"])),
+    ("accumulate", None, (["g2"], ["g1"])),
+    ("replace", "g3", (["g3"], [])),
+    ("replace", None, (["g2"], [])),  # a generation that curated nothing still trains on the newest data only
+])
+def test_training_data_follows_the_policy(policy, shard, expected):
+    loop = SimpleNamespace(accepted_data=lambda: ["g1", "g2"],
+                           cfg=SimpleNamespace(curator=CuratorConfig(policy=policy)))
+    assert Loop.training_data(loop, shard) == expected
 
 
 # -- the training mixture -------------------------------------------------------------------------------------

@@ -73,7 +73,18 @@ class CuratorConfig(Strict):
         "where the champion already scores >= accelerate_threshold on dev")
     accelerate_threshold: float = Field(0.99, gt=0.0, le=1.0, description="dev accuracy at which the accelerated "
                                         "schedule labels a level without waiting for its turn")
+    relabel: bool = Field(False, description="each generation also labels again, with the current champion, every "
+                          "level past the human data below the scheduled ones; the fresh labels replace the old "
+                          "(needs policy: replace). A champion that learned from noisy labels at a length votes "
+                          "cleaner ones there than its parent did, so the lineage cleans up its own data")
     noise: NoiseConfig = NoiseConfig()
+
+    @model_validator(mode="after")
+    def _relabel(self) -> "CuratorConfig":
+        if self.relabel and self.policy != "replace":
+            raise ValueError("relabel needs policy: replace (fresh labels of every level replace the old ones; "
+                             "accumulating would keep training on the old, noisier labels)")
+        return self
 
 
 class GateConfig(Strict):

@@ -8,8 +8,8 @@ A *voter* is one model decoding under one position offset. Every filter is a vot
 - `verifier`: the champion alone, labels kept if the hidden checker accepts them. It is the upper bound a perfect
   filter would reach, for studies only: it reads the truth, so every report marks it.
 
-Which levels a generation labels is the schedule (`schedule_levels`); `inject_noise` corrupts kept labels for
-ablations.
+Which levels a generation labels is the schedule (`schedule_levels`), and with `relabel` every curated level below
+them again (`with_relabel`); `inject_noise` corrupts kept labels for ablations.
 """
 from __future__ import annotations
 
@@ -247,6 +247,14 @@ def schedule_levels(cfg: CuratorConfig, dev_acc: dict[int, float], frontier: int
         while top + 1 <= last and dev_acc.get(top + 1, 0.0) >= cfg.accelerate_threshold - 1e-12:
             top += 1
     return list(range(trained_to + 1, min(top + cfg.levels_ahead, last) + 1))
+
+
+def with_relabel(cfg: CuratorConfig, wanted: list[int], human_top: int) -> list[int]:
+    """The scheduled levels, preceded (with `relabel`) by every level past the human data below them: those are
+    labelled again by the current champion, which has trained on them since their last labels were made."""
+    if not cfg.relabel or not wanted:
+        return wanted
+    return list(range(human_top + 1, wanted[0])) + wanted
 
 
 def inject_noise(items: list[tuple[Problem, str]], rate: float, rng) -> tuple[list[tuple[Problem, str]], int]:

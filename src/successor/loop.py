@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import evaluator
-from .curator import curate_levels, inject_noise, schedule_levels
+from .curator import curate_levels, inject_noise, schedule_levels, with_relabel
 from .data import file_digest, load_shard, save_shard, tier_rng, write_text_atomic
 from . import integrity, provenance
 from .executor import Experiment, LocalExecutor, kill_orphan, process_start_time
@@ -168,6 +168,13 @@ class Loop:
                             "ORDER BY generation")
         return [r["path"] for r in rows]
 
+    def training_data(self, shard: str | None = None) -> tuple[list[str], list[str]]:
+        """The curated shards a job trains on, as (newest, older): the accepted ones plus this generation's
+        `shard`, if any. Under the `replace` policy only the newest counts."""
+        data = self.accepted_data() + ([shard] if shard else [])
+        newest, older = data[-1:], data[:-1]
+        return newest, (older if self.cfg.curator.policy == "accumulate" else [])
+
     def make_job(self, g: int, cand: str, recipe: Recipe, parent: str | None, newest: list[str],
                  older: list[str]) -> str:
         """Write a job into its workspace; the experiment id is the digest of what defines the work."""
@@ -309,8 +316,7 @@ class Loop:
         return Recipe(**json.loads(self.store.one("SELECT recipe FROM candidates WHERE id=?", cid)["recipe"]))
 
     def _implement(self, g: int, ctx: dict) -> dict:
-        data = self.accepted_data()
-        newest, older = data[-1:], data[:-1]
+        newest, older = self.training_data()
         bootstrap = ctx["champion"] is None
         return {"experiments": {cid: self.make_job(g, cid, self._budgeted(cid, bootstrap), ctx["champion"], newest,
                                                    older) for cid in ctx["propose"]["candidates"]}}
@@ -388,6 +394,7 @@ class Loop:
                                  self.cfg.task.eval_max_level)
         if not wanted:
             return {"levels": [], "skipped": f"the {cfg.schedule} schedule's next level is beyond eval_max_level"}
+        wanted = with_relabel(cfg, wanted, human_top)
         others = [self.model(ctx["experiment"][c]["model"]) for c in ctx["select"]["ranking"]]
         curations = curate_levels(
             self.task, cfg, wanted,
@@ -431,14 +438,7 @@ class Loop:
         sel = ctx["select"]["selected"]
         if sel is None:
             return {"successor": None, "experiment": None}
-        data = self.accepted_data()
-        shard = ctx["curate"].get("shard")
-        if shard and self.cfg.curator.policy == "accumulate":
-            newest, older = [shard], data
-        elif shard:
-            newest, older = [shard], []
-        else:
-            newest, older = data[-1:], data[:-1]
+        newest, older = self.training_data(ctx["curate"].get("shard"))
         exp_id = self.make_job(g, sel, self._recipe(sel), ctx["champion"], newest, older)
         row = self.execute(g, sel, exp_id, "successor")
         return {"successor": row["model"], "experiment": exp_id, "status": row["status"], "error": row["error"]}
