@@ -61,6 +61,45 @@ def test_verifier_is_one_voter_held_to_unanimity():
     assert thresholds(cfg, 1) == [1.0]
 
 
+# -- voters chosen on dev -------------------------------------------------------------------------------------
+
+
+def _broken_offsets(monkeypatch, broken: set[int]) -> list[int]:
+    """A champion right under every offset but `broken`, where each offset gives its own wrong answer."""
+    calls: list[int] = []
+
+    def greedy(model, task, problems, offset=0, **kw):
+        calls.append(offset)
+        return [TASK.answer(p) if offset not in broken else str(offset % 10) * len(TASK.answer(p))
+                for p in problems]
+
+    monkeypatch.setattr(curator, "greedy", greedy)
+    return calls
+
+
+def test_voter_floor_drops_the_offsets_that_fail_on_dev(monkeypatch):
+    calls = _broken_offsets(monkeypatch, broken={1, 2, 4, 5, 7})
+    pool = TASK.generate(6, 40, np.random.default_rng(5))
+    dev = [(p, TASK.answer(p)) for p in TASK.generate(6, 20, np.random.default_rng(6))]
+    cfg = dict(filter="offset-vote", offsets=list(range(8)), agreement=0.7, max_dev_noise=0.05, min_kept=5)
+    # three of eight offsets right: no label reaches 70%, the level is not curated
+    every = curate_level(TASK, CuratorConfig(**cfg), 6, pool, dev, FakeModel())
+    assert every.items == [] and "passes no dev item" in every.skipped and every.voters == 8
+    calls.clear()
+    strong = curate_level(TASK, CuratorConfig(**cfg, voter_floor=0.5), 6, pool, dev, FakeModel())
+    assert strong.skipped is None and strong.voters == 3
+    assert len(strong.items) == 40 and all(TASK.check(p, y) for p, y in strong.items)
+    assert sorted(set(calls[8:])) == [0, 3, 6]  # dev was decoded under every offset, the new problems only the kept
+
+
+def test_strong_voters_keep_those_near_the_best():
+    held = [["1", "2", "3", "4"], ["1", "2", "3", "x"], ["1", "x", "x", "x"], ["x", "x", "x", "x"]]
+    pool = [("m", 0), ("m", 1), ("m", 2), ("m", 3)]
+    kept, answers = curator.strong_voters(pool, held, ["1", "2", "3", "4"], 0.5)
+    assert kept == [("m", 0), ("m", 1)] and answers == held[:2]  # 1.0 and 0.75 pass; 0.25 and 0 do not
+    assert curator.strong_voters(pool, held, ["1", "2", "3", "4"], 0.0)[0] == pool
+
+
 # -- majority: k models, thresholds, ties --------------------------------------------------------------------
 
 

@@ -62,6 +62,8 @@ class CuratorConfig(Strict):
     max_dev_noise: float = Field(0.0, ge=0.0, lt=1.0, description="label noise the vote may have: it is held to "
                                  "the lowest agreement whose labels on the level's dev items are no more wrong "
                                  "than this share; a level where none qualifies is not curated (the alarm)")
+    voter_floor: float = Field(0.0, ge=0.0, le=1.0, description="per level, vote only with the voters whose dev "
+                               "accuracy there is at least this share of the best voter's (0: every voter)")
     min_kept: int = Field(20, ge=0, description="fewer kept labels than this and the level is not curated")
     levels_ahead: int = Field(1, ge=1, le=16, description="levels labelled per generation, from the first past "
                               "the frontier and the human data; curation stops at the first level not curated")

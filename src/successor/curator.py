@@ -35,6 +35,7 @@ class Curation:
     threshold: float | None = None  # the agreement the vote was held to, after calibration on dev
     dev_passed: int = 0  # dev items of the level the vote passed at that threshold
     dev_wrong: int = 0  # of those, how many carried a wrong label
+    voters: int = 0  # how many voters the vote used (fewer than configured where `voter_floor` dropped weak ones)
 
 
 def well_formed(task: Task, problem: Problem, label: str) -> bool:
@@ -70,18 +71,31 @@ def voters(cfg: CuratorConfig, champion: TinyLM, others: list[TinyLM]) -> list[t
 
 
 def answers(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: TinyLM,
-            others: list[TinyLM] = ()) -> list[list[str]]:
-    """Every voter's answers to the problems, one list per voter."""
-    return [greedy(model, task, problems, offset=off) for model, off in voters(cfg, champion, list(others))]
+            others: list[TinyLM] = (), pool: list[tuple[TinyLM, int]] | None = None) -> list[list[str]]:
+    """Every voter's answers to the problems, one list per voter (`pool`: these voters instead of the config's)."""
+    pool = voters(cfg, champion, list(others)) if pool is None else pool
+    return [greedy(model, task, problems, offset=off) for model, off in pool]
+
+
+def strong_voters(pool: list[tuple[TinyLM, int]], held: list[list[str]], truth: list[str],
+                  floor: float) -> tuple[list[tuple[TinyLM, int]], list[list[str]]]:
+    """The voters whose accuracy on the level's dev items is at least `floor` times the best voter's, with their
+    dev answers. Past the training length some offsets break down at one length and not the next (measured:
+    relabel's generation-9 champion at length 16 was 0.82-0.95 right under ten offsets and 0.01-0.21 under six),
+    and a vote that must carry the broken ones passes nothing. Dev is the visible tier, already used to calibrate
+    the vote; floor 0 keeps every voter."""
+    acc = [sum(a == y for a, y in zip(ans, truth)) / len(truth) for ans in held]
+    keep = [i for i, a in enumerate(acc) if a >= floor * max(acc) - 1e-12]
+    return [pool[i] for i in keep], [held[i] for i in keep]
 
 
 def pruned_vote(task: Task, cfg: CuratorConfig, problems: list[Problem], agreement: float, champion: TinyLM,
-                others: list[TinyLM] = ()) -> list[str | None]:
+                others: list[TinyLM] = (), pool: list[tuple[TinyLM, int]] | None = None) -> list[str | None]:
     """The same labels as `vote(answers(...), agreement)`, decoding less: voters answer one after another, and a
     problem is dropped as soon as its leading answer, even with every remaining voter behind it, could no longer
     reach `agreement`. Below the frontier most problems are settled after a few voters, so most of the cost of a
     wide vote goes to the problems that can still pass."""
-    pool = voters(cfg, champion, list(others))
+    pool = voters(cfg, champion, list(others)) if pool is None else pool
     need = math.ceil(agreement * len(pool) - 1e-9)
     counts: list[Counter] = [Counter() for _ in problems]
     alive = list(range(len(problems)))
@@ -159,16 +173,18 @@ def curate_level(
 
     Dev items are the visible tier: their labels calibrate the vote; the hidden checker is never called here.
     """
-    ladder = thresholds(cfg, len(voters(cfg, champion, list(others))))
+    pool = voters(cfg, champion, list(others))
     chosen, passed, wrong = None, 0, 0
     # 'none' trusts the champion by definition; 'verifier' needs no calibration, it reads the truth
     calibrate = cfg.filter not in ("none", "verifier") and bool(dev)
     if not calibrate:
-        chosen = ladder[0]
+        chosen = thresholds(cfg, len(pool))[0]
     else:
         dev_problems, truth = [p for p, _ in dev], dict(dev)
-        held = answers(task, cfg, dev_problems, champion, others)
-        for t in ladder:
+        held = answers(task, cfg, dev_problems, champion, others, pool)
+        if cfg.voter_floor > 0:
+            pool, held = strong_voters(pool, held, [y for _, y in dev], cfg.voter_floor)
+        for t in thresholds(cfg, len(pool)):
             dev_kept, _ = _kept(task, cfg, dev_problems, held, t)
             passed, wrong = len(dev_kept), sum(truth[p] != y for p, y in dev_kept)
             if passed and not noisier_than(wrong, passed, cfg.max_dev_noise):
@@ -178,18 +194,19 @@ def curate_level(
         why = (f"the vote passes no dev item of level {level}" if not passed else
                f"{wrong} of {passed} labels the vote passes on dev are wrong, even when every voter agrees "
                f"(more than max_dev_noise={cfg.max_dev_noise:g})")
-        return Curation(level, [], len(problems), None, f"alarm: {why}", None, passed, wrong)
+        return Curation(level, [], len(problems), None, f"alarm: {why}", None, passed, wrong, len(pool))
     if calibrate and passed * len(problems) < cfg.min_kept * len(dev):
         return Curation(level, [], len(problems), None, f"only {passed} of {len(dev)} dev items pass the vote: "
-                        f"too few of {len(problems)} problems would (min_kept={cfg.min_kept})", chosen, passed, wrong)
-    labels = pruned_vote(task, cfg, problems, chosen, champion, others)
+                        f"too few of {len(problems)} problems would (min_kept={cfg.min_kept})", chosen, passed, wrong,
+                        len(pool))
+    labels = pruned_vote(task, cfg, problems, chosen, champion, others, pool)
     if cfg.filter == "verifier":
         labels = verified(task, problems, labels)
     kept, rate = _filtered(task, cfg, problems, labels)
     skipped = None
     if len(kept) < cfg.min_kept:
         skipped = f"only {len(kept)} labels passed the filter (min_kept={cfg.min_kept})"
-    return Curation(level, [] if skipped else kept, len(problems), rate, skipped, chosen, passed, wrong)
+    return Curation(level, [] if skipped else kept, len(problems), rate, skipped, chosen, passed, wrong, len(pool))
 
 
 def curate_ahead(
