@@ -323,6 +323,24 @@ def test_pruned_vote_gives_the_full_vote_and_decodes_less(monkeypatch, agreement
     assert decoded == sorted(decoded, reverse=True)  # the pool only shrinks
 
 
+def test_pruned_vote_settles_a_problem_once_its_label_has_the_votes(monkeypatch):
+    """Every voter agrees (a solved length, relabelled): at 75% of 8 voters each problem is settled after 6."""
+    probs = TASK.generate(4, 50, np.random.default_rng(3))
+    decoded: list[int] = []
+
+    def greedy(model, task, problems, offset=0, **kw):
+        decoded.append(len(problems))
+        return [TASK.answer(p) for p in problems]
+
+    monkeypatch.setattr(curator, "greedy", greedy)
+    cfg = CuratorConfig(filter="offset-vote", offsets=list(range(8)), agreement=0.75)
+    assert pruned_vote(TASK, cfg, probs, 0.75, CHAMP) == [TASK.answer(p) for p in probs]
+    assert decoded == [50] * 6
+    decoded.clear()
+    assert pruned_vote(TASK, cfg, probs, 1.0, CHAMP) == [TASK.answer(p) for p in probs]
+    assert decoded == [50] * 8  # unanimity needs every voter
+
+
 def test_curate_level_stops_decoding_problems_that_cannot_pass(fake_greedy, level5, dev5):
     """At 100% agreement, a problem whose first two voters disagree is not decoded by the other three."""
     table, calls = fake_greedy

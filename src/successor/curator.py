@@ -93,20 +93,27 @@ def pruned_vote(task: Task, cfg: CuratorConfig, problems: list[Problem], agreeme
                 others: list[TinyLM] = (), pool: list[tuple[TinyLM, int]] | None = None) -> list[str | None]:
     """The same labels as `vote(answers(...), agreement)`, decoding less: voters answer one after another, and a
     problem is dropped as soon as its leading answer, even with every remaining voter behind it, could no longer
-    reach `agreement`. Below the frontier most problems are settled after a few voters, so most of the cost of a
-    wide vote goes to the problems that can still pass."""
+    reach `agreement`, and settled as soon as its leading answer has reached it (more than half the voters: no
+    other answer can catch up). Past the frontier most problems fail after a few voters, inside it most pass
+    after `agreement` of them, so a relabelled ladder of solved lengths costs `agreement` of a full vote."""
     pool = voters(cfg, champion, list(others)) if pool is None else pool
     need = math.ceil(agreement * len(pool) - 1e-9)
     counts: list[Counter] = [Counter() for _ in problems]
     alive = list(range(len(problems)))
+    out: list[str | None] = [None] * len(problems)
     for done, (model, off) in enumerate(pool, start=1):
         for i, a in zip(alive, greedy(model, task, [problems[i] for i in alive], offset=off)):
             counts[i][a] += 1
-        left = len(pool) - done
-        alive = [i for i in alive if counts[i].most_common(1)[0][1] + left >= need]
+        left, still = len(pool) - done, []
+        for i in alive:
+            y, c = counts[i].most_common(1)[0]
+            if c >= need and 2 * need > len(pool):
+                out[i] = y
+            elif c + left >= need:
+                still.append(i)
+        alive = still
         if not alive:
             break
-    out: list[str | None] = [None] * len(problems)
     for i in alive:
         y, c = counts[i].most_common(1)[0]
         out[i] = y if c >= need else None
