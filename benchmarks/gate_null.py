@@ -211,6 +211,8 @@ def main() -> None:
                     "weights, so each count has its own cache)")
     ap.add_argument("--rng", type=int, default=0, help="seed of the bootstrap and power draws")
     ap.add_argument("--cache", type=Path, help="retrain cache (default RUN_DIR/benchmarks/gate_null_gG_tT.json)")
+    ap.add_argument("--effect-on", choices=["tested", "unsolved"], help="measure effect and significance on every "
+                    "tested level or only past the champion's frontier (default: the run's gate setting)")
     ap.add_argument("--write", action="store_true", help="put the section into BENCHMARKS.md")
     a = ap.parse_args()
     if not (a.run_dir / "lineage.db").exists():
@@ -224,6 +226,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     r = retrains(a.run_dir, a.generation, a.seeds, a.cache, a.threads)
     runs, levels, cfg = r["runs"], r["levels"], r["cfg"]
+    if a.effect_on:
+        cfg = cfg.model_copy(update={"effect_on": a.effect_on})
     rng = np.random.default_rng(a.rng)
     pairs = list(itertools.permutations(range(len(runs)), 2))
     draws = [resample(runs[i], runs[j], rng) for i, j in (pairs[rng.integers(len(pairs))] for _ in range(a.bootstrap))]

@@ -199,3 +199,28 @@ def test_first_to_beat_keeps_the_incumbent_unless_a_challenger_is_significantly_
     assert winner == "real" and p["real"] == pytest.approx(0.5 ** 12)
     worse = {1: [1] * 60, 9: [0] * 60}
     assert first_to_beat(incumbent, {"worse": worse}, CFG)[0] is None
+
+
+def test_effect_on_unsolved_levels_is_not_diluted_by_solved_ones():
+    """Champion solves 1-8 and is 0.95 at 9 and 10; the successor is 1.00 there. Pooled over 1-10 the gain is
+    +0.01 - a hair under min_effect 0.0125; on the unsolved levels 9-10 it is +0.05, and the gate says where."""
+    champ = {lvl: [1] * 200 for lvl in range(1, 9)} | {9: [1] * 190 + [0] * 10, 10: [1] * 190 + [0] * 10}
+    succ = {lvl: [1] * 200 for lvl in range(1, 11)}
+    cfg = GateConfig(min_effect=0.0125)
+    pooled = decide(champ, {"s": succ}, cfg, levels=list(range(1, 11)))["s"]
+    assert not pooled.promoted and pooled.stats["effect"] == pytest.approx(0.01) and "below the minimum" in pooled.reason
+    unsolved = decide(champ, {"s": succ}, cfg.model_copy(update={"effect_on": "unsolved"}), list(range(1, 11)))["s"]
+    assert unsolved.promoted, unsolved.reason
+    assert unsolved.stats["levels"] == [9, 10] and unsolved.stats["effect"] == pytest.approx(0.05)
+    assert unsolved.stats["n"] == 400 and "on levels 9-10" in unsolved.reason
+
+
+def test_effect_on_unsolved_still_refuses_forgetting_and_falls_back_when_all_is_solved():
+    champ = {1: [1] * 100, 2: [1] * 100, 3: [0] * 100}
+    cfg = GateConfig(effect_on="unsolved")
+    forgets = {1: [1] * 90 + [0] * 10, 2: [1] * 100, 3: [1] * 100}
+    d = decide(champ, {"c": forgets}, cfg, levels=[1, 2, 3])["c"]
+    assert not d.promoted and "forgets solved level(s) 1" in d.reason
+    # nothing past the frontier among the tested levels: effect is measured on all of them, as before
+    same = decide(champ, {"c": champ}, cfg, levels=[1, 2])["c"]
+    assert same.stats["levels"] == [1, 2] and not same.promoted

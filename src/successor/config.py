@@ -92,6 +92,11 @@ class CuratorConfig(Strict):
 class GateConfig(Strict):
     alpha: float = Field(0.05, gt=0.0, lt=1.0)
     min_effect: float = Field(0.005, ge=0.0, lt=1.0, description="minimum gain in sealed accuracy")
+    effect_on: Literal["tested", "unsolved"] = Field(
+        "tested", description="where effect and significance are measured: every tested level, or only the "
+        "tested levels past the champion's frontier ('unsolved'; forgetting is checked on every level either way). "
+        "Pooled over solved levels, a champion near 1.0 leaves less than min_effect to gain, and a successor that "
+        "solves three more lengths is refused")
     solve_threshold: float = Field(0.99, gt=0.0, le=1.0)
     forget_tolerance: float = Field(0.0, ge=0.0, lt=1.0, description="allowed drop below solve_threshold "
                                     "on a level the champion solved past its frontier; levels inside the "

@@ -15,7 +15,8 @@ Checks, in order, each giving a recorded reason on refusal:
    champion it cannot.
 
 Effect and significance are measured on the *tested levels*: the levels the generation set out to improve,
-fixed before any contender was trained (the loop passes the levels up to the one it curated). Pooling in the
+fixed before any contender was trained (the loop passes the levels up to the one it curated); with
+`effect_on: unsolved`, only those past the champion's frontier. Pooling in the
 levels far past the frontier, where two models at 20-40% swap hundreds of items by chance, drowns a real gain
 at the frontier in noise. Forgetting is checked on every level.
 """
@@ -65,11 +66,13 @@ def paired(champion: dict[int, list[int]], contender: dict[int, list[int]], cfg:
     tested = sorted(champion) if levels is None else sorted(levels)
     if not tested or any(lvl not in champion for lvl in tested):
         raise ValueError(f"tested levels {tested} are not all among the sealed levels {sorted(champion)}")
+    acc = {lvl: float(np.mean(champion[lvl])) for lvl in sorted(champion)}
+    front = frontier(acc, cfg.solve_threshold)
+    if cfg.effect_on == "unsolved":  # the solved levels are held by the forgetting check below, not pooled in
+        tested = [lvl for lvl in tested if lvl > front] or tested
     a, b = flatten({k: champion[k] for k in tested}), flatten({k: contender[k] for k in tested})
     gained, lost = int((b & ~a).sum()), int((a & ~b).sum())
     p = binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue if gained + lost else 1.0
-    acc = {lvl: float(np.mean(champion[lvl])) for lvl in sorted(champion)}
-    front = frontier(acc, cfg.solve_threshold)
     forgotten = {}
     for lvl, ca in acc.items():
         cb = float(np.mean(contender[lvl]))
