@@ -88,9 +88,6 @@ CONDITIONS = [
     # noise at 80% agreement, where its generation-0 ancestor's labels were 5.8% wrong).
     Condition("relabel", "addition", {"curator.relabel": True, "curator.policy": "replace"},
               "offset-vote; every curated length labelled again by the current champion, fresh labels replace old"),
-    # Past its training length an addition champion falls off fast (relabel, generation 5: 0.84 at its longest
-    # trained length 13, 0.36 at 14), so at 99% the accelerated schedule never fires; at 90% it labels a length
-    # early once the lineage generalises one past its data, and relabelling cleans what the early vote got wrong.
     # The vote with only the offsets that are at least half as right on the level's dev items as the best one:
     # relabel stalled at length 16, where six of its 16 offsets were 0.01-0.21 right and the others 0.82-0.95.
     # Stopped after 7 generations: from generation 5 on its successors were better and refused, at +0.005 to
@@ -104,10 +101,6 @@ CONDITIONS = [
                                              "curator.voter_floor": 0.5, **UNSOLVED},
               "relabel; per length, only the offsets at least half as right on dev as the best one vote; the "
               "gate measures +0.02 on the lengths past the champion's frontier"),
-    Condition("relabel-accelerated", "addition", {"curator.relabel": True, "curator.policy": "replace",
-                                                  "curator.voter_floor": 0.5, "curator.schedule": "accelerated",
-                                                  "curator.accelerate_threshold": 0.9, **UNSOLVED},
-              "relabel-voters, accelerated schedule at 90%"),
     Condition("none", "addition", {"curator.filter": "none"}, "every label the champion gives is kept"),
     Condition("length", "addition", {"curator.filter": "length"}, "labels of the right length and digits only"),
     Condition("verifier", "addition", {"curator.filter": "verifier"}, "UPPER BOUND: the hidden checker filters"),
@@ -128,11 +121,7 @@ CONDITIONS = [
               "string copy, offset-vote, accelerated schedule"),
     Condition("copy/relabel", "copy", {"curator.relabel": True, "curator.policy": "replace",
                                        "curator.voter_floor": 0.5, **UNSOLVED},
-              "string copy, relabel-voters, standard schedule"),
-    Condition("copy/relabel-accelerated", "copy", {"curator.relabel": True, "curator.policy": "replace",
-                                                   "curator.voter_floor": 0.5, "curator.schedule": "accelerated",
-                                                   **UNSOLVED},
-              "string copy, relabel-voters, accelerated schedule (99%)"),
+              "string copy, relabel-voters, standard schedule (stopped after 7 generations)"),
     # Offsets 0-2 here: with 0-5, the vote at a length past the training data decodes at positions the model
     # never saw (it trained with offsets 0-5 on shorter strings), so five of six offsets rarely agree.
     Condition("copy/ahead3-vote", "copy", {"curator.schedule": "frontier", "curator.levels_ahead": 3,
