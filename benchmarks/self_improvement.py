@@ -7,6 +7,9 @@ all), forked from one shared generation 0 so that only the curator setting diffe
     .venv/bin/python benchmarks/self_improvement.py --report              # tables and plots from what is there
     .venv/bin/python benchmarks/self_improvement.py --quick --root /tmp/si   # smoke test: tiny model, ~1 minute
 
+Do not read the run directories (a `grep -r` over the repository, say) while a condition trains: every workspace
+holds honeypots, the tripwire cannot tell who opened one, and the experiment is disqualified.
+
 A killed run resumes where it stopped (the loop's own resume). `--generations N` pauses every condition after
 generation N through its policy budget; a later call with a larger N goes on. Writes
 benchmarks/results/self_improvement.json, benchmarks/results/self_improvement_*.png and the tables between the
@@ -26,7 +29,7 @@ import yaml
 from fork_run import fork
 
 from successor.config import CuratorConfig
-from successor.curator import schedule_levels
+from successor.curator import schedule_levels, with_relabel
 from successor.policy import Budgets, Policy, save_policy
 
 HERE = Path(__file__).resolve().parent
@@ -102,7 +105,8 @@ CONDITIONS = [
               "relabel; per length, only the offsets at least half as right on dev as the best one vote; the "
               "gate measures +0.02 on the lengths past the champion's frontier"),
     Condition("none", "addition", {"curator.filter": "none"}, "every label the champion gives is kept"),
-    Condition("length", "addition", {"curator.filter": "length"}, "labels of the right length and digits only"),
+    Condition("length", "addition", {"curator.filter": "length"}, "labels of the right length and digits only (stopped after 3 generations: every one "
+              "raised the alarm)"),
     Condition("verifier", "addition", {"curator.filter": "verifier"}, "UPPER BOUND: the hidden checker filters"),
     Condition("majority", "addition", {"curator.filter": "majority", "curator.voters": 3, "curator.agreement": 0.7,
                                        "researcher.candidates": 2, "loop.experiment_budget": 1.0},
@@ -216,7 +220,8 @@ def measure(run: Path, cfg: dict) -> list[dict]:
             assess = json.loads((db.execute("SELECT result FROM stages WHERE generation=? AND name='assess'",
                                             (g,)).fetchone() or ["{}"])[0])
             dev = {int(k): v for k, v in (assess.get("dev_acc") or {}).items()}
-            would = schedule_levels(accelerated, dev, 0, trained, cfg["task"]["eval_max_level"]) if g else []
+            would = with_relabel(accelerated, schedule_levels(accelerated, dev, 0, trained, cfg["task"]["eval_max_level"]),
+                                 cfg["task"]["human_levels"][1]) if g else []
             acc = sealed_acc(db, champ)
             lost = sorted(lvl for lvl, a in parent_acc.items() if a >= SOLVED and acc.get(lvl, 0.0) < SOLVED)
             out.append({"generation": g, "promoted": bool(promoted), "frontier": front,
