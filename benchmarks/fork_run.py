@@ -40,8 +40,8 @@ def fork(source: Path, dest: Path, changes: dict) -> Path:
         if section in ("task", "seed", "bootstrap"):
             raise SystemExit(f"{key}: generation 0 depends on it; run the loop from scratch instead")
         cfg[section][field] = value
-    try:  # a bad value fails here, before anything is copied
-        cfg = RunConfig(**cfg).model_dump(mode="json")  # resolved: a field added since the source ran gets its default
+    try:
+        RunConfig(**cfg)  # a bad value fails here, before anything is copied
     except ValueError as e:
         raise SystemExit(f"bad setting: {e}") from None
     shutil.copytree(source, dest, ignore=shutil.ignore_patterns("report"))

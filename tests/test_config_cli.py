@@ -233,3 +233,18 @@ def test_torn_tail_is_dropped_and_recorded(tmp_path):
     # a clean reopen records nothing more
     AuditLog(path).append("event.last")
     assert [json.loads(ln)["event"] for ln in lines(path)][-2:] == ["event.after", "event.last"]
+
+
+def test_a_run_written_before_a_field_existed_resumes(tmp_path):
+    """A config.yaml without a field added later (its default keeps the old behaviour) is the same config."""
+    from successor.run import RunDir
+
+    smoke = load_config(preset="smoke")
+    RunDir(tmp_path / "r", smoke)
+    stored = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    del stored["curator"]["relabel"], stored["gate"]["effect_on"]
+    (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
+    RunDir(tmp_path / "r", smoke)  # resumes
+    with pytest.raises(ConfigError, match="sections differ: gate"):
+        RunDir(tmp_path / "r", smoke.model_copy(update={"gate": smoke.gate.model_copy(update={"effect_on":
+                                                                                              "unsolved"})}))

@@ -409,7 +409,8 @@ class Loop:
                                               tier_rng(self.cfg.seed, "curate", g, cur.level, 1))
             levels.append({"level": cur.level, "labelled": cur.labelled, "kept": len(kept),
                            "agreement": cur.agreement, "threshold": cur.threshold, "dev_passed": cur.dev_passed,
-                           "dev_wrong": cur.dev_wrong, "voters": cur.voters, "skipped": cur.skipped, "injected": injected,
+                           "dev_wrong": cur.dev_wrong, "voters": cur.voters, "skipped": cur.skipped,
+                           "injected": injected,
                            "champion_dev_acc": champion_acc.get(str(cur.level), 0.0),
                            "true_noise_hidden": self._noise(kept)})
             items += kept

@@ -32,6 +32,15 @@ class Tier:
     digest: str
 
 
+def _resolved(stored: dict) -> dict:
+    """A stored config as it resolves today: a field added since the run began takes its default (which keeps
+    the old behaviour), so an older run resumes. One that no longer validates is compared as it stands."""
+    try:
+        return RunConfig(**stored).model_dump(mode="json")
+    except (ValueError, TypeError):
+        return stored
+
+
 class RunDir:
     def __init__(self, root: Path, cfg: RunConfig):
         self.root = Path(root).resolve()
@@ -73,7 +82,7 @@ class RunDir:
         path = self.root / "config.yaml"
         resolved = self.cfg.model_dump(mode="json")
         if path.exists():
-            old = yaml.safe_load(path.read_text())
+            old = _resolved(yaml.safe_load(path.read_text()))
             if old != resolved:
                 diff = sorted(k for k in set(old) | set(resolved) if old.get(k) != resolved.get(k))
                 raise ConfigError(f"run-dir: {self.root} holds a run with a different config "
