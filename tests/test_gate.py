@@ -213,6 +213,8 @@ def test_effect_on_unsolved_levels_is_not_diluted_by_solved_ones():
     assert unsolved.promoted, unsolved.reason
     assert unsolved.stats["levels"] == [9, 10] and unsolved.stats["effect"] == pytest.approx(0.05)
     assert unsolved.stats["n"] == 400 and "on levels 9-10" in unsolved.reason
+    # what the capability tripwire reads stays the rise over every tested level
+    assert unsolved.stats["tested_effect"] == pytest.approx(0.01) == pooled.stats["tested_effect"]
 
 
 def test_effect_on_unsolved_still_refuses_forgetting_and_falls_back_when_all_is_solved():

@@ -102,6 +102,21 @@ def test_a_tripwire_pauses_the_run_until_a_human_approves_or_rejects(tmp_path):
     assert verify_run(root)[0]
 
 
+def test_the_capability_tripwire_reads_the_rise_over_every_tested_level():
+    """With the gate's effect measured on the unsolved levels only, one level going 0.40 -> 0.97 is +0.57 there:
+    an ordinary step, +0.057 over the ten levels tested. The tripwire (a rise in mean sealed accuracy over the
+    tested levels, as the policy says) fires on the pooled rise, not on the narrower effect."""
+    from types import SimpleNamespace
+    loop = SimpleNamespace(policy=Policy.model_validate({"tripwires": {"integrity_violation": False,
+                                                                       "capability_jump": 0.5}}))
+    trip = lambda stats: Loop._tripwires(loop, 2, True, stats, False)  # noqa: E731
+    assert trip({"effect": 0.57, "tested_effect": 0.057}) == []
+    assert trip({"effect": 0.57, "tested_effect": 0.6}) == [
+        "capability jump: sealed accuracy +0.600 over the tested levels in one generation (tripwire 0.5)"]
+    assert trip({"effect": 0.6}) != []  # a decision recorded before tested_effect existed reads its effect
+    assert Loop._tripwires(loop, 2, False, {"tested_effect": 0.9}, False) == []  # nothing promoted, nothing to see
+
+
 def _running(root: Path):
     try:
         return _db(root).execute("SELECT id, pid FROM experiments WHERE status='running' AND pid IS NOT NULL"

@@ -44,6 +44,9 @@ class PairedStats:
     forgotten: dict[int, tuple[float, float]] = field(default_factory=dict)  # level -> (champion, contender)
     levels: list[int] = field(default_factory=list)  # the levels effect and significance were measured on
     champion_frontier: int = 0  # levels 1..this are held at solve_threshold with no tolerance
+    # the rise in mean accuracy over every tested level, whatever `effect_on` measures the effect on: the
+    # capability tripwire's number (with `unsolved`, one level going 0.40 -> 0.97 is +0.57 there, +0.06 pooled)
+    tested_effect: float = 0.0
 
 
 @dataclass
@@ -68,6 +71,8 @@ def paired(champion: dict[int, list[int]], contender: dict[int, list[int]], cfg:
         raise ValueError(f"tested levels {tested} are not all among the sealed levels {sorted(champion)}")
     acc = {lvl: float(np.mean(champion[lvl])) for lvl in sorted(champion)}
     front = frontier(acc, cfg.solve_threshold)
+    pooled = float(flatten({k: contender[k] for k in tested}).mean()
+                   - flatten({k: champion[k] for k in tested}).mean())
     if cfg.effect_on == "unsolved":  # the solved levels are held by the forgetting check below, not pooled in
         tested = [lvl for lvl in tested if lvl > front] or tested
     a, b = flatten({k: champion[k] for k in tested}), flatten({k: contender[k] for k in tested})
@@ -79,7 +84,8 @@ def paired(champion: dict[int, list[int]], contender: dict[int, list[int]], cfg:
         floor = cfg.solve_threshold - (0.0 if lvl <= front else cfg.forget_tolerance)
         if ca >= cfg.solve_threshold and cb < floor:
             forgotten[lvl] = (ca, cb)
-    return PairedStats(len(a), float(a.mean()), float(b.mean()), gained, lost, float(p), forgotten, tested, front)
+    return PairedStats(len(a), float(a.mean()), float(b.mean()), gained, lost, float(p), forgotten, tested, front,
+                       pooled)
 
 
 def first_to_beat(incumbent: dict[int, list[int]], challengers: dict[str, dict[int, list[int]]],

@@ -558,8 +558,9 @@ class Loop:
             if rows:
                 out.append("integrity violation: " + ", ".join(sorted({f"{r['candidate_id']} {r['kind']}"
                                                                         for r in rows})))
-        if promoted and not first and t.capability_jump is not None and stats.get("effect", 0.0) > t.capability_jump:
-            out.append(f"capability jump: sealed accuracy +{stats['effect']:.3f} in one generation "
+        jump = stats.get("tested_effect", stats.get("effect", 0.0))  # over every tested level, as the policy says
+        if promoted and not first and t.capability_jump is not None and jump > t.capability_jump:
+            out.append(f"capability jump: sealed accuracy +{jump:.3f} over the tested levels in one generation "
                        f"(tripwire {t.capability_jump})")
         rate = (stats.get("guardrail") or {}).get("rate")
         if promoted and t.guardrail_floor is not None and rate is not None and rate < t.guardrail_floor:
