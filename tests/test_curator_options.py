@@ -13,7 +13,7 @@ from successor.config import ConfigError, CuratorConfig, load_config
 from successor.curator import (curate_level, inject_noise, schedule_levels, thresholds, vote, well_formed,
                                with_relabel)
 from successor.loop import Loop
-from successor.tasks import Problem, get_task
+from successor.tasks import Problem, get_task, mark
 from successor.workloads.tinylm.train import Mixture
 
 TASK = get_task("addition")
@@ -95,9 +95,48 @@ def test_voter_floor_drops_the_offsets_that_fail_on_dev(monkeypatch):
 def test_strong_voters_keep_those_near_the_best():
     held = [["1", "2", "3", "4"], ["1", "2", "3", "x"], ["1", "x", "x", "x"], ["x", "x", "x", "x"]]
     pool = [("m", 0), ("m", 1), ("m", 2), ("m", 3)]
-    kept, answers = curator.strong_voters(pool, held, ["1", "2", "3", "4"], 0.5)
-    assert kept == [("m", 0), ("m", 1)] and answers == held[:2]  # 1.0 and 0.75 pass; 0.25 and 0 do not
-    assert curator.strong_voters(pool, held, ["1", "2", "3", "4"], 0.0)[0] == pool
+    assert curator.strong_voters(held, ["1", "2", "3", "4"], 0.5) == [0, 1]  # 1.0 and 0.75 pass; 0.25 and 0 not
+    assert curator.strong_voters(held, ["1", "2", "3", "4"], 0.0) == [0, 1, 2, 3]
+
+
+# -- rewrites: the same problem written another way ------------------------------------------------------------
+
+
+def test_addition_rewrites_commute_and_keep_the_answer():
+    for task in (TASK, get_task("forward_addition")):
+        for p in task.generate(7, 50, np.random.default_rng(3)):
+            (q,) = task.rewrites(p)
+            a, b = p.prompt[:-1].split("+")
+            assert q.prompt == f"{b}+{a}=" and q.level == p.level and task.answer(q) == task.answer(p)
+        assert task.rewrites(mark(p)) == []  # a marked prompt's one answer is the refusal: nothing to vote on
+    for name in ("copy", "multiplication"):
+        task = get_task(name)
+        assert task.rewrites(task.generate(3, 1, np.random.default_rng(0))[0]) == []
+
+
+def test_agreed_keeps_a_label_only_where_every_form_passed_it():
+    assert curator.agreed([["12", "34", None, "56"], ["12", "35", "78", None]]) == ["12", None, None, None]
+    assert curator.agreed([["12", None]]) == ["12", None]
+
+
+def test_rewrites_drop_the_errors_every_offset_shares(monkeypatch):
+    """A champion wrong under every offset on a third of the problems as written, right on them commuted: the
+    offset vote alone keeps its errors (unanimous), the vote on both forms drops them."""
+    new = TASK.generate(6, 60, np.random.default_rng(5))
+    wrong_as_written = {p.prompt for p in new if int(p.prompt[0]) % 3 == 0}.__contains__
+
+    def greedy(model, task, problems, offset=0, **kw):
+        return [("9" * len(task.answer(p)) if wrong_as_written(p.prompt) else task.answer(p)) for p in problems]
+
+    monkeypatch.setattr(curator, "greedy", greedy)
+    cfg = dict(filter="offset-vote", offsets=[0, 1, 2], agreement=0.7, max_dev_noise=0.5, min_kept=5)
+    plain = curate_level(TASK, CuratorConfig(**cfg), 6, new, [], FakeModel())
+    both = curate_level(TASK, CuratorConfig(**cfg, rewrites=True), 6, new, [], FakeModel())
+    bad = sum(wrong_as_written(p.prompt) for p in new)
+    assert bad > 5 and len(plain.items) == 60 and sum(not TASK.check(p, y) for p, y in plain.items) == bad
+    assert len(both.items) == 60 - bad and all(TASK.check(p, y) for p, y in both.items)
+    with pytest.raises(ValueError, match="rewrites needs a vote"):
+        CuratorConfig(filter="none", rewrites=True)
 
 
 # -- majority: k models, thresholds, ties --------------------------------------------------------------------

@@ -64,6 +64,9 @@ class CuratorConfig(Strict):
                                  "than this share; a level where none qualifies is not curated (the alarm)")
     voter_floor: float = Field(0.0, ge=0.0, le=1.0, description="per level, vote only with the voters whose dev "
                                "accuracy there is at least this share of the best voter's (0: every voter)")
+    rewrites: bool = Field(False, description="every voter also answers the task's rewrites of each problem "
+                           "(addition: b+a for a+b), and a label is kept only if the vote on each form passes with "
+                           "it: a model's errors change with the operand order where its position offsets agree")
     min_kept: int = Field(20, ge=0, description="fewer kept labels than this and the level is not curated")
     levels_ahead: int = Field(1, ge=1, le=16, description="levels labelled per generation, from the first past "
                               "the frontier and the human data; curation stops at the first level not curated")
@@ -83,6 +86,8 @@ class CuratorConfig(Strict):
 
     @model_validator(mode="after")
     def _relabel(self) -> "CuratorConfig":
+        if self.rewrites and self.filter not in ("offset-vote", "majority"):
+            raise ValueError(f"rewrites needs a vote (filter offset-vote or majority), not {self.filter!r}")
         if self.relabel and self.policy != "replace":
             raise ValueError("relabel needs policy: replace (fresh labels of every level replace the old ones; "
                              "accumulating would keep training on the old, noisier labels)")

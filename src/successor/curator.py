@@ -77,16 +77,30 @@ def answers(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: T
     return [greedy(model, task, problems, offset=off) for model, off in pool]
 
 
-def strong_voters(pool: list[tuple[TinyLM, int]], held: list[list[str]], truth: list[str],
-                  floor: float) -> tuple[list[tuple[TinyLM, int]], list[list[str]]]:
-    """The voters whose accuracy on the level's dev items is at least `floor` times the best voter's, with their
-    dev answers. Past the training length some offsets break down at one length and not the next (measured:
+def strong_voters(held: list[list[str]], truth: list[str], floor: float) -> list[int]:
+    """The voters (indices into `held`, their dev answers) whose accuracy on the level's dev items is at least
+    `floor` times the best voter's. Past the training length some offsets break down at one length and not the next (measured:
     relabel's generation-9 champion at length 16 was 0.82-0.95 right under ten offsets and 0.01-0.21 under six),
     and a vote that must carry the broken ones passes nothing. Dev is the visible tier, already used to calibrate
     the vote; floor 0 keeps every voter."""
     acc = [sum(a == y for a, y in zip(ans, truth)) / len(truth) for ans in held]
-    keep = [i for i, a in enumerate(acc) if a >= floor * max(acc) - 1e-12]
-    return [pool[i] for i in keep], [held[i] for i in keep]
+    return [i for i, a in enumerate(acc) if a >= floor * max(acc) - 1e-12]
+
+
+def forms(task: Task, cfg: CuratorConfig, problems: list[Problem]) -> list[list[Problem]]:
+    """The problems as given, then (with `rewrites`) each rewrite the task has for them: one aligned list per
+    form. Every voter answers every form, and a label must win the vote in each (`agreed`)."""
+    if not cfg.rewrites or not problems:
+        return [problems]
+    alts = [task.rewrites(p) for p in problems]
+    return [problems] + [[a[k] for a in alts] for k in range(min(len(a) for a in alts))]
+
+
+def agreed(labels: list[list[str | None]]) -> list[str | None]:
+    """Per problem, the label every form's vote passed with; None where one failed or two differ. Measured on
+    relabel-long's generation-4 champion at length 10 (benchmarks/label_filters.py): its 16 offsets agreed on 8
+    of its 12 errors in 1,000 problems, and the vote on b+a caught 5 of those 8."""
+    return [ys[0] if ys[0] is not None and all(y == ys[0] for y in ys) else None for ys in zip(*labels)]
 
 
 def pruned_vote(task: Task, cfg: CuratorConfig, problems: list[Problem], agreement: float, champion: TinyLM,
@@ -128,8 +142,8 @@ def label(
     others: list[TinyLM] = (),
 ) -> tuple[list[tuple[Problem, str]], float]:
     """Label problems with the configured filter; returns the kept (problem, label) pairs and the pass rate."""
-    votes = answers(task, cfg, problems, champion, others)
-    return _kept(task, cfg, problems, votes, thresholds(cfg, len(votes))[0])
+    by_form = [answers(task, cfg, f, champion, others) for f in forms(task, cfg, problems)]
+    return _kept(task, cfg, problems, by_form, thresholds(cfg, len(by_form[0]))[0])
 
 
 def verified(task: Task, problems: list[Problem], labels: list[str | None]) -> list[str | None]:
@@ -137,8 +151,9 @@ def verified(task: Task, problems: list[Problem], labels: list[str | None]) -> l
     return [y if y is not None and task.check(p, y) else None for p, y in zip(problems, labels)]
 
 
-def _kept(task, cfg, problems, votes, agreement: float) -> tuple[list[tuple[Problem, str]], float]:
-    return _filtered(task, cfg, problems, vote(votes, agreement))
+def _kept(task, cfg, problems, by_form: list[list[list[str]]], agreement: float):
+    """The kept (problem, label) pairs and the pass rate; `by_form`: every voter's answers to each form."""
+    return _filtered(task, cfg, problems, agreed([vote(votes, agreement) for votes in by_form]))
 
 
 def _filtered(task, cfg, problems, labels: list[str | None]) -> tuple[list[tuple[Problem, str]], float]:
@@ -188,9 +203,10 @@ def curate_level(
         chosen = thresholds(cfg, len(pool))[0]
     else:
         dev_problems, truth = [p for p, _ in dev], dict(dev)
-        held = answers(task, cfg, dev_problems, champion, others, pool)
-        if cfg.voter_floor > 0:
-            pool, held = strong_voters(pool, held, [y for _, y in dev], cfg.voter_floor)
+        held = [answers(task, cfg, f, champion, others, pool) for f in forms(task, cfg, dev_problems)]
+        if cfg.voter_floor > 0:  # judged on the problems as given; a voter kept answers every form
+            keep = strong_voters(held[0], [y for _, y in dev], cfg.voter_floor)
+            pool, held = [pool[i] for i in keep], [[h[i] for i in keep] for h in held]
         for t in thresholds(cfg, len(pool)):
             dev_kept, _ = _kept(task, cfg, dev_problems, held, t)
             passed, wrong = len(dev_kept), sum(truth[p] != y for p, y in dev_kept)
@@ -206,7 +222,7 @@ def curate_level(
         return Curation(level, [], len(problems), None, f"only {passed} of {len(dev)} dev items pass the vote: "
                         f"too few of {len(problems)} problems would (min_kept={cfg.min_kept})", chosen, passed, wrong,
                         len(pool))
-    labels = pruned_vote(task, cfg, problems, chosen, champion, others, pool)
+    labels = agreed([pruned_vote(task, cfg, f, chosen, champion, others, pool) for f in forms(task, cfg, problems)])
     if cfg.filter == "verifier":
         labels = verified(task, problems, labels)
     kept, rate = _filtered(task, cfg, problems, labels)

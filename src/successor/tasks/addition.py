@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ExactAnswer, Problem, digit_rows
+from .base import ExactAnswer, Problem, commuted, digit_rows
 
 
 class Addition(ExactAnswer):
@@ -21,6 +21,9 @@ class Addition(ExactAnswer):
 
     def answer_length(self, level: int, marked: bool = False) -> int:
         return 1 if marked else level + 1
+
+    def rewrites(self, problem: Problem) -> list[Problem]:
+        return [] if problem.marked else commuted(problem)
 
     def solve(self, problem: Problem) -> str:
         a_rev, b_rev = problem.prompt.rstrip("=").split("+")

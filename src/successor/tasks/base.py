@@ -75,6 +75,12 @@ class Task(Protocol):
         """Position ids for the whole sequence prompt+answer of this level (used by digit-index positions)."""
         ...
 
+    def rewrites(self, problem: Problem) -> list[Problem]:
+        """The problem written other ways with the same answer (addition: b+a for a+b); none for most tasks.
+        The curator's vote can ask a model each of them: its errors change with the writing more than with the
+        position offset."""
+        ...
+
 
 def digit_rows(rng: np.random.Generator, n: int, count: int, level: int, leading: int) -> np.ndarray:
     """`n` problems of `count` numbers of exactly `level` digits, shape (n, count, level); the digit at index
@@ -100,3 +106,12 @@ class ExactAnswer:
 
     def check(self, problem: Problem, answer: str) -> bool:
         return answer == self.answer(problem)
+
+    def rewrites(self, problem: Problem) -> list[Problem]:
+        return []
+
+
+def commuted(problem: Problem) -> list[Problem]:
+    """`b+a=` for `a+b=`: the same sum, the operands the other way round (both have the level's length)."""
+    a, b = problem.prompt.removesuffix("=").split("+")
+    return [Problem(f"{b}+{a}=", problem.level)]

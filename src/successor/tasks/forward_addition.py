@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ExactAnswer, Problem, digit_rows
+from .base import ExactAnswer, Problem, commuted, digit_rows
 
 
 class ForwardAddition(ExactAnswer):
@@ -28,6 +28,9 @@ class ForwardAddition(ExactAnswer):
 
     def answer_length(self, level: int, marked: bool = False) -> int:
         return 1 if marked else level + 1
+
+    def rewrites(self, problem: Problem) -> list[Problem]:
+        return [] if problem.marked else commuted(problem)
 
     def solve(self, problem: Problem) -> str:
         a, b = problem.prompt.rstrip("=").split("+")
