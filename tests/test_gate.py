@@ -223,6 +223,12 @@ def test_effect_on_unsolved_still_refuses_forgetting_and_falls_back_when_all_is_
     forgets = {1: [1] * 90 + [0] * 10, 2: [1] * 100, 3: [1] * 100}
     d = decide(champ, {"c": forgets}, cfg, levels=[1, 2, 3])["c"]
     assert not d.promoted and "forgets solved level(s) 1" in d.reason
-    # nothing past the frontier among the tested levels: effect is measured on all of them, as before
+    # nothing past the frontier among the tested levels: effect is measured on the first level past it
     same = decide(champ, {"c": champ}, cfg, levels=[1, 2])["c"]
-    assert same.stats["levels"] == [1, 2] and not same.promoted
+    assert same.stats["levels"] == [3] and not same.promoted
+    better = decide(champ, {"c": {1: [1] * 100, 2: [1] * 100, 3: [1] * 30 + [0] * 70}}, cfg, levels=[1, 2])["c"]
+    assert better.promoted and better.stats["levels"] == [3] and better.stats["effect"] == pytest.approx(0.3)
+    assert better.stats["tested_effect"] == pytest.approx(0.0)  # over levels 1-2, which it did not change
+    # every level solved: nothing is past the frontier, and effect falls back to the tested levels
+    solved = {1: [1] * 100, 2: [1] * 100}
+    assert decide(solved, {"c": solved}, cfg, levels=[1, 2])["c"].stats["levels"] == [1, 2]

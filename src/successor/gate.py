@@ -16,7 +16,8 @@ Checks, in order, each giving a recorded reason on refusal:
 
 Effect and significance are measured on the *tested levels*: the levels the generation set out to improve,
 fixed before any contender was trained (the loop passes the levels up to the one it curated); with
-`effect_on: unsolved`, only those past the champion's frontier. Pooling in the
+`effect_on: unsolved`, only those past the champion's frontier (the first level past it where it solves every
+tested one). Pooling in the
 levels far past the frontier, where two models at 20-40% swap hundreds of items by chance, drowns a real gain
 at the frontier in noise. Forgetting is checked on every level.
 """
@@ -74,7 +75,11 @@ def paired(champion: dict[int, list[int]], contender: dict[int, list[int]], cfg:
     pooled = float(flatten({k: contender[k] for k in tested}).mean()
                    - flatten({k: champion[k] for k in tested}).mean())
     if cfg.effect_on == "unsolved":  # the solved levels are held by the forgetting check below, not pooled in
-        tested = [lvl for lvl in tested if lvl > front] or tested
+        # Where the champion solves every tested level (the loop fixes them from the dev frontier, and the sealed
+        # one can stand higher), the first level past its frontier is what a successor can still gain: pooled
+        # over solved levels the effect is ~0 and every successor is refused, generation after generation
+        # (measured: `commute`, generation 5, +0.0008 on levels 1-13 while level 14 went 0.88 -> 0.95).
+        tested = [lvl for lvl in tested if lvl > front] or ([front + 1] if front + 1 in champion else tested)
     a, b = flatten({k: champion[k] for k in tested}), flatten({k: contender[k] for k in tested})
     gained, lost = int((b & ~a).sum()), int((a & ~b).sum())
     p = binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue if gained + lost else 1.0
