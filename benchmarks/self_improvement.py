@@ -104,6 +104,26 @@ CONDITIONS = [
                                              "curator.voter_floor": 0.5, **UNSOLVED},
               "relabel; per length, only the offsets at least half as right on dev as the best one vote; the "
               "gate measures +0.02 on the lengths past the champion's frontier"),
+    # The verifier's labels are all right, yet its frontier lagged the trained length by 2-4: a 250-step successor
+    # brings a new length to 0.84-0.93, not 0.99, so the frontier cannot grow a length a generation whatever the
+    # filter. Three times the steps (the curated lengths' rows seen three times as often), same data.
+    Condition("relabel-long", "addition", {"curator.relabel": True, "curator.policy": "replace",
+                                           "curator.voter_floor": 0.5, "curator.accelerate_threshold": 0.9,
+                                           "successor.steps": 750, **UNSOLVED},
+              "relabel-voters with 750-step successors (250 elsewhere; stopped after 6 generations)"),
+    # relabel-long stalled at 9 from generation 2: the champion's labels at lengths it stood at 0.97 on were
+    # 1-3% wrong and the offsets agreed on those errors (8 of 12 unanimous at length 10, generation 4), so each
+    # successor learned them back; at length 12 unanimous dev labels were 5 of 88 wrong and the alarm stopped
+    # the curation. The vote on b+a caught 5 of the 8 (benchmarks/label_filters.py).
+    Condition("commute", "addition", {"curator.relabel": True, "curator.policy": "replace",
+                                      "curator.voter_floor": 0.5, "curator.rewrites": True,
+                                      "curator.accelerate_threshold": 0.9, "successor.steps": 750, **UNSOLVED},
+              "relabel-long, and a label must also win the vote on the commuted problem (b+a)"),
+    Condition("commute/accelerated", "addition", {
+        "curator.relabel": True, "curator.policy": "replace", "curator.voter_floor": 0.5, "curator.rewrites": True,
+        "curator.schedule": "accelerated", "curator.accelerate_threshold": 0.9, "successor.steps": 750, **UNSOLVED},
+              "commute, accelerated: also labels every length past the trained ones where the champion scores "
+              ">=90% on dev"),
     Condition("none", "addition", {"curator.filter": "none"}, "every label the champion gives is kept"),
     Condition("length", "addition", {"curator.filter": "length"},
               "labels of the right length and digits only (stopped after 3 generations: every one raised the alarm)"),
@@ -215,9 +235,12 @@ def measure(run: Path, cfg: dict) -> list[dict]:
             cur = json.loads((db.execute("SELECT result FROM stages WHERE generation=? AND name='curate'",
                                          (g,)).fetchone() or ["{}"])[0])
             cpu = db.execute("SELECT COALESCE(SUM(cpu_s), 0) FROM experiments WHERE generation=?", (g,)).fetchone()[0]
-            # wall time of the stages, not start to end: a run that was down between two stages did no work then
+            # wall time of the stages, not start to end: a run that was down between two stages did no work then,
+            # nor while a tripwire held the promotion for a human
             wall = db.execute("SELECT COALESCE(SUM(finished - started), 0) FROM stages WHERE generation=? AND "
                               "status='done'", (g,)).fetchone()[0]
+            wall -= db.execute("SELECT COALESCE(SUM(decided - requested), 0) FROM approvals WHERE generation=? AND "
+                               "decided IS NOT NULL", (g,)).fetchone()[0]
             assess = json.loads((db.execute("SELECT result FROM stages WHERE generation=? AND name='assess'",
                                             (g,)).fetchone() or ["{}"])[0])
             dev = {int(k): v for k, v in (assess.get("dev_acc") or {}).items()}
@@ -291,8 +314,8 @@ def tables(results: list[dict]) -> str:
             extra = (f" The accelerated schedule, from the same champions, would have labelled other lengths at "
                      f"generation(s) {', '.join(map(str, s['accelerated_differs_at']))}." if s["accelerated_differs_at"]
                      else " From the same champions the accelerated schedule labels the same lengths at every "
-                     "generation (none scored >=99% on dev past its training length), so an accelerated run is "
-                     "this run.")
+                     f"generation (none scored >={r['config'].get('accelerate_threshold', 0.99):.0%} on dev past its "
+                     "training length), so an accelerated run is this run.")
         lines += ["", f"**{s['condition']}**: {s['note']}.{extra}", "",
                   "| gen | labelled | kept (injected) | kept-label noise† | promoted | frontier | sealed acc at "
                   "frontier+1, +2 | CPU-s | wall s |", "|---|---|---|---|---|---|---|---|---|"]

@@ -3,11 +3,13 @@ measured with the hidden checker, tabulated and plotted; a second call resumes i
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from successor.report import write_report
 from successor.status import status_dict
@@ -92,6 +94,31 @@ def test_a_second_call_resumes_and_redoes_nothing(quick):
     again = bench(root)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((root / "self_improvement.json").read_text()) == results
+
+
+def test_time_a_promotion_waited_for_a_human_is_not_counted_as_work(quick, tmp_path):
+    """A tripwire holds the promote stage open until someone decides: that wait is not the generation's wall time
+    (measured: relabel-long's generation 2 waited 630 s for an approval)."""
+    root, _, _ = quick
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import self_improvement as si
+
+    cfg = yaml.safe_load((root / "none" / "config.yaml").read_text())
+    run = tmp_path / "none"
+    run.mkdir()
+    with sqlite3.connect(root / "none" / "lineage.db") as src, sqlite3.connect(run / "lineage.db") as dst:
+        src.backup(dst)
+    before = si.measure(run, cfg)[1]["wall_s"]
+    wait = round(before / 2, 1)
+    db = sqlite3.connect(run / "lineage.db")
+    db.execute("INSERT INTO approvals(generation, requested, reasons, decision, who, decided) "
+               "VALUES(1, 1000.0, '[]', 'approved', 'alice', ?)", (1000.0 + wait,))
+    db.execute("INSERT INTO approvals(generation, requested, reasons) VALUES(0, 5.0, '[]')")  # undecided: no wait
+    db.commit()
+    db.close()
+    after = si.measure(run, cfg)
+    assert before > 0 and after[1]["wall_s"] == pytest.approx(before - wait, abs=0.11)
+    assert after[0]["wall_s"] == si.measure(root / "none", cfg)[0]["wall_s"]
 
 
 def test_unknown_condition_is_refused_in_one_line(tmp_path):
