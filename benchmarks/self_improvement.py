@@ -123,7 +123,7 @@ CONDITIONS = [
         "curator.relabel": True, "curator.policy": "replace", "curator.voter_floor": 0.5, "curator.rewrites": True,
         "curator.schedule": "accelerated", "curator.accelerate_threshold": 0.9, "successor.steps": 750, **UNSOLVED},
               "commute, accelerated: also labels every length past the trained ones where the champion scores "
-              ">=90% on dev"),
+              ">=90% on dev (stopped after 7 generations)"),
     Condition("none", "addition", {"curator.filter": "none"}, "every label the champion gives is kept"),
     Condition("length", "addition", {"curator.filter": "length"},
               "labels of the right length and digits only (stopped after 3 generations: every one raised the alarm)"),
