@@ -2,7 +2,8 @@
 commuted problem (b+a for a+b), and the model's own confidence (the least probability it gave a token of its
 greedy answer). Prints kept labels and their true noise (hidden checker) per filter.
 
-    .venv/bin/python benchmarks/label_filters.py benchmarks/results/self_improvement/relabel-long --generation 4 --level 10
+    .venv/bin/python benchmarks/label_filters.py benchmarks/results/self_improvement/relabel-long \
+        --generation 4 --level 10
 
 A champion that trained on a length and stands at 0.97 there makes errors its position offsets agree on (the vote
 keeps them); this asks whether another signal separates them. Exploratory: nothing is written.
@@ -10,16 +11,15 @@ keeps them); this asks whether another signal separates them. Exploratory: nothi
 from __future__ import annotations
 
 import argparse
-import sqlite3
 from pathlib import Path
 
 import numpy as np
 import torch
+from lineage_models import champion_of
 
 from successor.curator import vote
 from successor.data import labelled, tier_rng
 from successor.tasks import Problem, encode, get_task
-from successor.workloads.tinylm import checkpoint
 from successor.workloads.tinylm.decode import greedy
 from successor.workloads.tinylm.sequences import position_ids
 
@@ -49,14 +49,12 @@ def main() -> None:
     ap.add_argument("--offsets", type=int, default=16)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    db = sqlite3.connect(f"file:{a.run_dir / 'lineage.db'}?mode=ro", uri=True)
-    champ = db.execute("SELECT champion_model FROM generations WHERE idx=?", (a.generation,)).fetchone()[0]
-    model = checkpoint.load(a.run_dir / "artifacts" / "models" / champ)
+    _, model = champion_of(a.run_dir, a.generation)
     task = get_task("addition")
     items = labelled(task, [a.level], a.problems, tier_rng(54321, "curate"))
     problems = [p for p, _ in items]
     truth = [y for _, y in items]
-    swapped = [Problem(prompt="+".join(p.prompt.rstrip("=").split("+")[::-1]) + "=", level=p.level) for p in problems]
+    swapped = [task.rewrites(p)[0] for p in problems]  # b+a for a+b
     offs = range(a.offsets)
     ans = [greedy(model, task, problems, offset=o) for o in offs]
     ans_sw = [greedy(model, task, swapped, offset=o) for o in offs]

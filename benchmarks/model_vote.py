@@ -10,16 +10,15 @@ Each RUN:GEN names the champion of generation GEN of a finished run. Prints a ta
 from __future__ import annotations
 
 import argparse
-import sqlite3
 from pathlib import Path
 
 import numpy as np
 import torch
+from lineage_models import champion_of
 
 from successor.curator import vote
 from successor.data import labelled, tier_rng
 from successor.tasks import get_task
-from successor.workloads.tinylm import checkpoint
 from successor.workloads.tinylm.decode import greedy
 
 
@@ -27,11 +26,7 @@ def champion(spec: str):
     run, _, gen = spec.rpartition(":")
     if not run or not gen.isdigit():
         raise SystemExit(f"{spec!r}: expected RUN_DIR:GENERATION")
-    db = sqlite3.connect(f"file:{Path(run) / 'lineage.db'}?mode=ro", uri=True)
-    row = db.execute("SELECT champion_model FROM generations WHERE idx=?", (int(gen),)).fetchone()
-    if row is None or row[0] is None:
-        raise SystemExit(f"generation {gen} of {run} has no champion")
-    return checkpoint.load(Path(run) / "artifacts" / "models" / row[0])
+    return champion_of(Path(run), int(gen))[1]
 
 
 def main() -> None:

@@ -10,16 +10,15 @@ BENCHMARKS.md).
 from __future__ import annotations
 
 import argparse
-import sqlite3
 from pathlib import Path
 
 import numpy as np
 import torch
+from lineage_models import champion_of
 
 from successor.curator import vote
 from successor.data import labelled, tier_rng
 from successor.tasks import get_task
-from successor.workloads.tinylm import checkpoint
 from successor.workloads.tinylm.decode import greedy
 
 
@@ -33,18 +32,14 @@ def main() -> None:
     ap.add_argument("--write", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(2)
-    db = sqlite3.connect(a.run_dir / "lineage.db")
-    row = db.execute("SELECT champion_model FROM generations WHERE idx=?", (a.generation,)).fetchone()
-    if row is None or row[0] is None:
-        raise SystemExit(f"generation {a.generation} of {a.run_dir} has no champion")
-    model = checkpoint.load(a.run_dir / "artifacts" / "models" / row[0])
+    digest, model = champion_of(a.run_dir, a.generation)
     task = get_task("addition")
     items = labelled(task, [a.level], a.problems, tier_rng(12345, "dev"))
     problems = [p for p, _ in items]
     offsets = list(range(a.offsets))
     answers = [greedy(model, task, problems, offset=o) for o in offsets]
     per_offset = [float(np.mean([x == y for x, (_, y) in zip(ans, items)])) for ans in answers]
-    lines = [f"Champion of generation {a.generation} ({row[0][:12]}…), {a.problems} problems of length {a.level}.",
+    lines = [f"Champion of generation {a.generation} ({digest[:12]}…), {a.problems} problems of length {a.level}.",
              "", "Accuracy by decode offset: " + ", ".join(f"{o}: {acc:.2f}" for o, acc in zip(offsets, per_offset)),
              "", "| votes needed (of %d) | labels kept | label noise |" % len(offsets), "|---|---|---|"]
     for need in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0):

@@ -94,7 +94,6 @@ def test_voter_floor_drops_the_offsets_that_fail_on_dev(monkeypatch):
 
 def test_strong_voters_keep_those_near_the_best():
     held = [["1", "2", "3", "4"], ["1", "2", "3", "x"], ["1", "x", "x", "x"], ["x", "x", "x", "x"]]
-    pool = [("m", 0), ("m", 1), ("m", 2), ("m", 3)]
     assert curator.strong_voters(held, ["1", "2", "3", "4"], 0.5) == [0, 1]  # 1.0 and 0.75 pass; 0.25 and 0 not
     assert curator.strong_voters(held, ["1", "2", "3", "4"], 0.0) == [0, 1, 2, 3]
 

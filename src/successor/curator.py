@@ -79,10 +79,10 @@ def answers(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: T
 
 def strong_voters(held: list[list[str]], truth: list[str], floor: float) -> list[int]:
     """The voters (indices into `held`, their dev answers) whose accuracy on the level's dev items is at least
-    `floor` times the best voter's. Past the training length some offsets break down at one length and not the next (measured:
-    relabel's generation-9 champion at length 16 was 0.82-0.95 right under ten offsets and 0.01-0.21 under six),
-    and a vote that must carry the broken ones passes nothing. Dev is the visible tier, already used to calibrate
-    the vote; floor 0 keeps every voter."""
+    `floor` times the best voter's. Past the training length some offsets break down at one length and not the
+    next (measured: relabel's generation-9 champion at length 16 was 0.82-0.95 right under ten offsets and
+    0.01-0.21 under six), and a vote that must carry the broken ones passes nothing. Dev is the visible tier,
+    already used to calibrate the vote; floor 0 keeps every voter."""
     acc = [sum(a == y for a, y in zip(ans, truth)) / len(truth) for ans in held]
     return [i for i, a in enumerate(acc) if a >= floor * max(acc) - 1e-12]
 

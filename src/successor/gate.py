@@ -72,15 +72,18 @@ def paired(champion: dict[int, list[int]], contender: dict[int, list[int]], cfg:
         raise ValueError(f"tested levels {tested} are not all among the sealed levels {sorted(champion)}")
     acc = {lvl: float(np.mean(champion[lvl])) for lvl in sorted(champion)}
     front = frontier(acc, cfg.solve_threshold)
-    pooled = float(flatten({k: contender[k] for k in tested}).mean()
-                   - flatten({k: champion[k] for k in tested}).mean())
+    def on(levels: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        return flatten({k: champion[k] for k in levels}), flatten({k: contender[k] for k in levels})
+
+    a, b = on(tested)
+    pooled = float(b.mean() - a.mean())
     if cfg.effect_on == "unsolved":  # the solved levels are held by the forgetting check below, not pooled in
         # Where the champion solves every tested level (the loop fixes them from the dev frontier, and the sealed
         # one can stand higher), the first level past its frontier is what a successor can still gain: pooled
         # over solved levels the effect is ~0 and every successor is refused, generation after generation
         # (measured: `commute`, generation 5, +0.0008 on levels 1-13 while level 14 went 0.88 -> 0.95).
         tested = [lvl for lvl in tested if lvl > front] or ([front + 1] if front + 1 in champion else tested)
-    a, b = flatten({k: champion[k] for k in tested}), flatten({k: contender[k] for k in tested})
+        a, b = on(tested)
     gained, lost = int((b & ~a).sum()), int((a & ~b).sum())
     p = binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue if gained + lost else 1.0
     forgotten = {}

@@ -23,7 +23,7 @@ class Addition(ExactAnswer):
         return 1 if marked else level + 1
 
     def rewrites(self, problem: Problem) -> list[Problem]:
-        return [] if problem.marked else commuted(problem)
+        return commuted(problem)
 
     def solve(self, problem: Problem) -> str:
         a_rev, b_rev = problem.prompt.rstrip("=").split("+")

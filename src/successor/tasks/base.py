@@ -112,6 +112,9 @@ class ExactAnswer:
 
 
 def commuted(problem: Problem) -> list[Problem]:
-    """`b+a=` for `a+b=`: the same sum, the operands the other way round (both have the level's length)."""
+    """`b+a=` for `a+b=`: the same sum, the operands the other way round (both have the level's length). None for
+    a marked prompt: its one answer is the refusal, nothing to vote on."""
+    if problem.marked:
+        return []
     a, b = problem.prompt.removesuffix("=").split("+")
     return [Problem(f"{b}+{a}=", problem.level)]

@@ -30,7 +30,7 @@ class ForwardAddition(ExactAnswer):
         return 1 if marked else level + 1
 
     def rewrites(self, problem: Problem) -> list[Problem]:
-        return [] if problem.marked else commuted(problem)
+        return commuted(problem)
 
     def solve(self, problem: Problem) -> str:
         a, b = problem.prompt.rstrip("=").split("+")
