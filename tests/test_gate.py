@@ -232,3 +232,49 @@ def test_effect_on_unsolved_still_refuses_forgetting_and_falls_back_when_all_is_
     # every level solved: nothing is past the frontier, and effect falls back to the tested levels
     solved = {1: [1] * 100, 2: [1] * 100}
     assert decide(solved, {"c": solved}, cfg, levels=[1, 2])["c"].stats["levels"] == [1, 2]
+
+
+def test_a_newly_solved_level_meets_the_minimum_effect_only_when_its_own_gain_is_significant():
+    """Champion solves 1-13 and stands at 0.975 on level 14 (25 wrong of 1,000); the successor brings 14 to
+    0.99: +0.015, under min_effect 0.02, refused without the credit. With count_newly_solved it is promoted,
+    since 15 gained and 0 lost on level 14 alone is p = 0.5**15. The same crossing on 200 items (3 gained,
+    0 lost, p = 0.125) stays refused, and so does a level that ends at 0.989, one item short of solved."""
+    def level(wrong: int, n: int) -> list[int]:
+        return [0] * wrong + [1] * (n - wrong)
+
+    def models(n: int, before: int, after: int) -> tuple[dict, dict]:
+        solved = {lvl: [1] * n for lvl in range(1, 14)}
+        return solved | {14: level(before, n)}, solved | {14: level(after, n)}
+
+    cfg = GateConfig(effect_on="unsolved", min_effect=0.02)
+    credit = cfg.model_copy(update={"count_newly_solved": True})
+    tested = list(range(1, 15))
+    champ, succ = models(1000, 25, 10)
+    plain = decide(champ, {"s": succ}, cfg, tested)["s"]
+    assert not plain.promoted and "below the minimum" in plain.reason
+    assert plain.stats["newly_solved"] == {"14": pytest.approx(0.5 ** 15)}  # recorded either way
+    d = decide(champ, {"s": succ}, credit, tested)["s"]
+    assert d.promoted and "newly solves level(s) 14" in d.reason, d.reason
+    assert d.stats["effect"] == pytest.approx(0.015) and d.stats["gained"] == 15 and d.stats["lost"] == 0
+    champ, succ = models(200, 5, 2)  # 0.975 -> 0.99 on 200 items
+    small = decide(champ, {"s": succ}, credit, tested)["s"]
+    assert not small.promoted and small.stats["newly_solved"] == {} and "below the minimum" in small.reason
+    champ, succ = models(1000, 25, 11)  # 0.989: better, significantly, but not solved
+    short = decide(champ, {"s": succ}, credit, tested)["s"]
+    assert not short.promoted and short.stats["newly_solved"] == {}
+
+
+def test_newly_solved_credit_does_not_forgive_forgetting_or_a_pooled_loss():
+    champ = {1: [1] * 1000, 2: [0] * 30 + [1] * 970, 3: [0] * 1000}
+    credit = GateConfig(effect_on="unsolved", min_effect=0.02, count_newly_solved=True)
+    # solves level 2 but forgets level 1: refused for forgetting
+    forgets = {1: [0] * 20 + [1] * 980, 2: [1] * 1000, 3: [0] * 1000}
+    d = decide(champ, {"c": forgets}, credit, [1, 2, 3])["c"]
+    assert not d.promoted and "forgets solved level(s) 1" in d.reason
+    # solves level 2 (+30) and loses 40 items on level 3, tested too: the pooled test over 2-3 is not significant
+    trades = {1: [1] * 1000, 2: [1] * 1000, 3: [0] * 960 + [1] * 40}
+    worse3 = {1: [1] * 1000, 2: [1] * 1000, 3: [0] * 1000}
+    champ3 = champ | {3: [0] * 960 + [1] * 40}
+    d = decide(champ3, {"c": worse3}, credit, [1, 2, 3])["c"]
+    assert d.stats["newly_solved"] and not d.promoted and "not significant" in d.reason
+    assert decide(champ, {"c": trades}, credit, [1, 2, 3])["c"].promoted

@@ -138,3 +138,24 @@ def test_a_verifier_run_says_upper_bound_in_its_report_and_status_and_others_do_
     st = subprocess.run([sys.executable, "-m", "successor.cli", "status", str(root / "verifier-noise")],
                         capture_output=True, text=True)
     assert st.returncode == 0 and "UPPER BOUND" in st.stdout
+
+
+def test_a_condition_whose_run_directory_is_gone_keeps_its_earlier_results(quick, tmp_path):
+    """Only results/ is committed; the run directories stay on the machine that made them. A --report on another
+    machine must not drop the conditions it cannot read again, nor keep stale numbers for one it can."""
+    root, results, _ = quick
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import self_improvement as si
+
+    conds = [c for c in si.QUICK]
+    gone = tmp_path / "elsewhere"
+    gone.mkdir()
+    stale = json.loads(json.dumps(results))
+    for r in stale:
+        r["summary"]["final_frontier"] = -1
+    kept = si.collect(gone, conds, stale)
+    assert [r["summary"]["condition"] for r in kept] == ["none", "verifier-noise"]
+    assert all(r["summary"]["final_frontier"] == -1 for r in kept)  # nothing to read: the earlier numbers stay
+    assert si.collect(gone, conds) == []
+    fresh = si.collect(root, conds, stale)  # the run directories are there: they win over the earlier results
+    assert [r["summary"]["final_frontier"] for r in fresh] == [r["summary"]["final_frontier"] for r in results]

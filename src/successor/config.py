@@ -103,6 +103,11 @@ class GateConfig(Strict):
         "Pooled over solved levels, a champion near 1.0 leaves less than min_effect to gain, and a successor that "
         "solves three more lengths is refused")
     solve_threshold: float = Field(0.99, gt=0.0, le=1.0)
+    count_newly_solved: bool = Field(
+        False, description="a contender that solves a tested level the champion did not (>= solve_threshold), "
+        "with a significant gain on that level's own items (exact McNemar at alpha), meets min_effect there: a "
+        "level at 0.975 has less than min_effect 0.02 left to gain, and the absolute rule refuses the very step "
+        "that moves the frontier")
     forget_tolerance: float = Field(0.0, ge=0.0, lt=1.0, description="allowed drop below solve_threshold "
                                     "on a level the champion solved past its frontier; levels inside the "
                                     "frontier get none, so a promotion never lowers the frontier")

@@ -5,7 +5,9 @@ Checks, in order, each giving a recorded reason on refusal:
    champion's frontier (every level 1..F solved) must stay at solve_threshold exactly, so a promotion never
    lowers the frontier: the gate and the frontier are one rule. `forget_tolerance` only forgives a drop on a
    solved level past the frontier (an island, often luck on the sealed items);
-2. effect: sealed accuracy rises by at least `min_effect`;
+2. effect: sealed accuracy rises by at least `min_effect`; with `count_newly_solved`, a tested level the
+   contender solves and the champion did not, significantly on that level's own items, meets it too (near the
+   ceiling a level has less than `min_effect` left to gain: 0.975 -> 0.99 is +0.015);
 3. significance: an exact one-sided McNemar test (a binomial test on the discordant pairs) on the same sealed
    items, Holm-corrected over every contender tried in the generation.
 
@@ -48,6 +50,8 @@ class PairedStats:
     # the rise in mean accuracy over every tested level, whatever `effect_on` measures the effect on: the
     # capability tripwire's number (with `unsolved`, one level going 0.40 -> 0.97 is +0.57 there, +0.06 pooled)
     tested_effect: float = 0.0
+    # tested levels the contender solves and the champion did not, each with its own significant gain
+    newly_solved: dict[int, float] = field(default_factory=dict)  # level -> one-sided McNemar p on its items
 
 
 @dataclass
@@ -85,7 +89,13 @@ def paired(champion: dict[int, list[int]], contender: dict[int, list[int]], cfg:
         tested = [lvl for lvl in tested if lvl > front] or ([front + 1] if front + 1 in champion else tested)
         a, b = on(tested)
     gained, lost = int((b & ~a).sum()), int((a & ~b).sum())
-    p = binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue if gained + lost else 1.0
+    p = _mcnemar(gained, lost)
+    newly = {}
+    for lvl in tested:
+        x, y = np.asarray(champion[lvl], dtype=bool), np.asarray(contender[lvl], dtype=bool)
+        lp = _mcnemar(int((y & ~x).sum()), int((x & ~y).sum()))
+        if x.mean() < cfg.solve_threshold <= y.mean() and lp < cfg.alpha:
+            newly[lvl] = lp
     forgotten = {}
     for lvl, ca in acc.items():
         cb = float(np.mean(contender[lvl]))
@@ -93,7 +103,12 @@ def paired(champion: dict[int, list[int]], contender: dict[int, list[int]], cfg:
         if ca >= cfg.solve_threshold and cb < floor:
             forgotten[lvl] = (ca, cb)
     return PairedStats(len(a), float(a.mean()), float(b.mean()), gained, lost, float(p), forgotten, tested, front,
-                       pooled)
+                       pooled, newly)
+
+
+def _mcnemar(gained: int, lost: int) -> float:
+    """Exact one-sided McNemar: a binomial test on the discordant pairs (no discordant pair: no evidence)."""
+    return float(binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue) if gained + lost else 1.0
 
 
 def first_to_beat(incumbent: dict[int, list[int]], challengers: dict[str, dict[int, list[int]]],
@@ -121,19 +136,23 @@ def decide(
         info = asdict(s) | {"p_holm": float(padj), "m": len(names), "alpha": cfg.alpha, "effect": effect,
                             "min_effect": cfg.min_effect}
         info["forgotten"] = {str(k): list(v) for k, v in s.forgotten.items()}
+        info["newly_solved"] = {str(k): v for k, v in s.newly_solved.items()}
+        credited = cfg.count_newly_solved and bool(s.newly_solved)
         if s.forgotten:
             lv = ", ".join(f"{k} ({v[0]:.2f}->{v[1]:.2f})" for k, v in s.forgotten.items())
             inside = [k for k in s.forgotten if k <= s.champion_frontier]
             reason = f"refused: forgets solved level(s) {lv}" + (
                 f"; would lower the frontier below {s.champion_frontier}" if inside else "")
-        elif effect < cfg.min_effect:
+        elif effect < cfg.min_effect and not credited:
             reason = f"refused: effect {effect:+.4f} below the minimum {cfg.min_effect:.4f}{_on(s.levels)}"
         elif not rej:
             reason = (f"refused: not significant{_on(s.levels)} (p={s.p_value:.3g}, Holm-adjusted {padj:.3g} > "
                       f"alpha {cfg.alpha} over {len(names)} contenders)")
         else:
-            reason = (f"promoted: +{effect:.4f} sealed accuracy{_on(s.levels)}, {s.gained} gained vs {s.lost} "
-                      f"lost, Holm-adjusted p={padj:.3g}")
+            solved = (f", newly solves level(s) {', '.join(map(str, s.newly_solved))}" if credited and
+                      effect < cfg.min_effect else "")
+            reason = (f"promoted: {effect:+.4f} sealed accuracy{_on(s.levels)}{solved}, {s.gained} gained vs "
+                      f"{s.lost} lost, Holm-adjusted p={padj:.3g}")
         out[n] = Decision(n, reason.startswith("promoted"), reason, info)
     return out
 
