@@ -144,7 +144,7 @@ CONDITIONS = [
     Condition("commute-1k/accelerated", "addition-1k", COMMUTE | {
         "gate.count_newly_solved": True, "loop.threads": 1, "curator.schedule": "accelerated"},
               "commute-1k, accelerated: also labels every length past the trained ones where the champion scores "
-              ">=90% on dev"),
+              ">=90% on dev (stopped after 9 generations: its frontier reached 18, the sealed tier's last length)"),
     Condition("none", "addition", {"curator.filter": "none"}, "every label the champion gives is kept"),
     Condition("length", "addition", {"curator.filter": "length"},
               "labels of the right length and digits only (stopped after 3 generations: every one raised the alarm)"),
@@ -359,7 +359,7 @@ def plots(results: list[dict], prefix: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = []
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
     for i, r in enumerate(results):  # one colour per condition in both panels
         gens, name, colour = r["generations"], r["summary"]["condition"], f"C{i % 10}"
         style = "--" if i >= 10 else "-"
@@ -370,8 +370,8 @@ def plots(results: list[dict], prefix: Path) -> list[Path]:
             axes[1].plot(*zip(*pts), style, marker="o", color=colour, label=name)
     axes[0].set(xlabel="generation", ylabel="≥99% frontier (sealed)", title="frontier")
     axes[1].set(xlabel="generation", ylabel="share of kept labels that are wrong", title="kept-label noise (hidden)")
-    axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=7)
+    # one legend for both panels (the colours are shared), outside them: inside, 20-odd names hide the lines
+    axes[1].legend(*axes[0].get_legend_handles_labels(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     paths.append(prefix.with_name(prefix.name + "_frontier_noise.png"))
     fig.savefig(paths[-1], dpi=110)
