@@ -40,25 +40,21 @@ SOLVED = 0.99
 # Generation 0 of each task, shared by its conditions. Every condition labels with Lee et al.'s standard schedule
 # (+1 length a generation past the longest length trained on) unless it says otherwise; one candidate a
 # generation (the incumbent recipe) keeps the loop's own search out of the comparison.
+ADDITION = {
+    "name": "self-improvement-addition",
+    "task": {"eval_max_level": 20, "sealed_per_level": 200, "validation_per_level": 60, "guardrail_per_level": 30},
+    "bootstrap": {"steps": 3000},
+    "researcher": {"candidates": 1},
+    "curator": {"schedule": "standard", "levels_ahead": 1},
+    "loop": {"generations": 10}}
 BASES: dict[str, tuple[str, dict]] = {
-    "addition": ("default", {
-        "name": "self-improvement-addition",
-        "task": {"eval_max_level": 20, "sealed_per_level": 200, "validation_per_level": 60, "guardrail_per_level": 30},
-        "bootstrap": {"steps": 3000},
-        "researcher": {"candidates": 1},
-        "curator": {"schedule": "standard", "levels_ahead": 1},
-        "loop": {"generations": 10}}),
+    "addition": ("default", ADDITION),
     # The same generation 0 with five times the sealed items a length (the tier is drawn at generation 0, so a
     # new base): on 200 items a length going 0.975 -> 0.99 is 3 gained and 0 lost (p = 0.125), which no test can
     # confirm, and the commute condition's frontier held at 13 on it; on 1,000 it is about 15 and 0 (p ~ 3e-5).
-    "addition-1k": ("default", {
+    "addition-1k": ("default", ADDITION | {
         "name": "self-improvement-addition-1k",
-        "task": {"eval_max_level": 18, "sealed_per_level": 1000, "validation_per_level": 60,
-                 "guardrail_per_level": 30},
-        "bootstrap": {"steps": 3000},
-        "researcher": {"candidates": 1},
-        "curator": {"schedule": "standard", "levels_ahead": 1},
-        "loop": {"generations": 10}}),
+        "task": ADDITION["task"] | {"eval_max_level": 18, "sealed_per_level": 1000}}),
     # Copy generalises a little past its training length (measured: trained on 1-8 with offsets 0-5, 1.00 up to
     # length 10, 0.89 at 11, 0.12 at 14): the regime where the accelerated schedule has lengths to take early.
     # The vote uses the offsets it was trained with; past them its positions were never seen.
@@ -96,6 +92,8 @@ UNSOLVED = {"gate.effect_on": "unsolved", "gate.min_effect": 0.02}
 
 COMMUTE = {"curator.relabel": True, "curator.policy": "replace", "curator.voter_floor": 0.5, "curator.rewrites": True,
            "curator.accelerate_threshold": 0.9, "successor.steps": 750, **UNSOLVED}
+# loop.threads 1: the two commute-1k conditions ran side by side on the two cores
+COMMUTE_1K = COMMUTE | {"gate.count_newly_solved": True, "loop.threads": 1}
 
 CONDITIONS = [
     Condition("offset-vote", "addition", {}, "the champion under 16 position offsets must agree (>=70%, calibrated "
@@ -137,12 +135,10 @@ CONDITIONS = [
     # commute held at 13 while its successors took length 14 from 0.975 to 0.99: +0.015 on 200 sealed items, 3
     # gained and 0 lost, under min_effect and not significant. The same settings on the base with 1,000 sealed
     # items a length, and a level the successor newly solves, significantly on its own items, meets min_effect.
-    # loop.threads 1: the two run side by side on the two cores.
-    Condition("commute-1k", "addition-1k", COMMUTE | {"gate.count_newly_solved": True, "loop.threads": 1},
+    Condition("commute-1k", "addition-1k", COMMUTE_1K,
               "commute on 1,000 sealed items a length; a newly solved level, significant on its own items, meets "
               "the minimum effect"),
-    Condition("commute-1k/accelerated", "addition-1k", COMMUTE | {
-        "gate.count_newly_solved": True, "loop.threads": 1, "curator.schedule": "accelerated"},
+    Condition("commute-1k/accelerated", "addition-1k", COMMUTE_1K | {"curator.schedule": "accelerated"},
               "commute-1k, accelerated: also labels every length past the trained ones where the champion scores "
               ">=90% on dev (stopped after 9 generations: its frontier reached 18, the sealed tier's last length)"),
     Condition("none", "addition", {"curator.filter": "none"}, "every label the champion gives is kept"),
@@ -443,7 +439,7 @@ def main() -> None:
     saved = out / "self_improvement.json"
     results = collect(root, conds, json.loads(saved.read_text()) if saved.exists() else None)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "self_improvement.json").write_text(json.dumps(results, indent=1))
+    saved.write_text(json.dumps(results, indent=1))
     plots(results, out / "self_improvement")
     text = tables(results)
     print(text)

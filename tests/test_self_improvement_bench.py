@@ -147,7 +147,7 @@ def test_a_condition_whose_run_directory_is_gone_keeps_its_earlier_results(quick
     sys.path.insert(0, str(REPO / "benchmarks"))
     import self_improvement as si
 
-    conds = [c for c in si.QUICK]
+    conds = list(si.QUICK)
     gone = tmp_path / "elsewhere"
     gone.mkdir()
     stale = json.loads(json.dumps(results))

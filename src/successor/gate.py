@@ -94,7 +94,7 @@ def paired(champion: dict[int, list[int]], contender: dict[int, list[int]], cfg:
     for lvl in tested:
         x, y = np.asarray(champion[lvl], dtype=bool), np.asarray(contender[lvl], dtype=bool)
         lp = _mcnemar(int((y & ~x).sum()), int((x & ~y).sum()))
-        if x.mean() < cfg.solve_threshold <= y.mean() and lp < cfg.alpha:
+        if acc[lvl] < cfg.solve_threshold <= y.mean() and lp < cfg.alpha:
             newly[lvl] = lp
     forgotten = {}
     for lvl, ca in acc.items():
