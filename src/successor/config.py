@@ -6,13 +6,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from .schema import Strict
+from .workloads.script.config import ScriptConfig
 from .workloads.tinylm.recipe import Recipe
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class TaskConfig(Strict):
@@ -36,11 +34,71 @@ class TaskConfig(Strict):
         return self
 
 
+class OptunaConfig(Strict):
+    sampler: Literal["tpe", "cmaes"] = "tpe"
+    storage: Literal["memory", "journal"] = Field("memory", description="journal: also keep the study in "
+                                                  "researcher/optuna.journal; the run's store stays the source "
+                                                  "of truth, and the study is rebuilt from it every generation")
+    startup_trials: int = Field(4, ge=0, description="random proposals before the sampler models the space")
+
+
+class LLMConfig(Strict):
+    """A chat model behind an OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp, Ollama) or Anthropic's API."""
+
+    provider: Literal["openai", "anthropic"] = "openai"
+    model: str = Field(..., min_length=1)
+    base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1 for vLLM; None: the "
+                                 "provider's own")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    max_tokens: int = Field(2000, ge=64)
+    timeout_s: float = Field(120.0, gt=0)
+    retries: int = Field(3, ge=0, le=10, description="retries of a failed call (time-out, rate limit, server "
+                         "error), with exponential backoff")
+    backoff_s: float = Field(2.0, ge=0.0, description="first backoff; doubles on each retry")
+    repairs: int = Field(2, ge=0, le=10, description="times an answer that fails the schema is sent back with "
+                         "the validation error")
+    price_in_per_mtok: float = Field(0.0, ge=0.0, description="USD per million prompt tokens, for the cost cap")
+    price_out_per_mtok: float = Field(0.0, ge=0.0, description="USD per million completion tokens")
+    memory_items: int = Field(20, ge=0, description="most recent past candidates shown in the prompt")
+
+
+class RoleConfig(Strict):
+    """The researcher behind one of the manager's roles."""
+
+    name: Literal["evolution", "optuna", "llm"] = "evolution"
+    mutation_rate: float = Field(0.3, gt=0.0, le=1.0)
+    optuna: OptunaConfig = OptunaConfig()
+    llm: LLMConfig | None = None
+
+    @model_validator(mode="after")
+    def _llm(self) -> "RoleConfig":
+        if self.name == "llm" and self.llm is None:
+            raise ValueError("a role backed by llm needs an llm section (provider, model, ...)")
+        return self
+
+
+class ManagerConfig(Strict):
+    explorer: RoleConfig = RoleConfig(mutation_rate=0.8)
+    exploiter: RoleConfig = RoleConfig(mutation_rate=0.15)
+    critic: RoleConfig | None = Field(None, description="None: the critic checks proposals against research "
+                                      "memory only; an llm role also asks the model to review the survivors")
+
+
 class ResearcherConfig(Strict):
-    name: Literal["evolution"] = "evolution"
+    name: Literal["evolution", "optuna", "llm", "manager"] = "evolution"
     candidates: int = Field(3, ge=1, le=64, description="candidates proposed per generation")
     mutation_rate: float = Field(0.3, gt=0.0, le=1.0)
     crossover: bool = True
+    optuna: OptunaConfig = OptunaConfig()
+    llm: LLMConfig | None = None
+    manager: ManagerConfig = ManagerConfig()
+
+    @model_validator(mode="after")
+    def _llm(self) -> "ResearcherConfig":
+        if self.name == "llm" and self.llm is None:
+            raise ValueError("researcher llm needs an llm section (provider, model, base_url, api_key_env)")
+        return self
 
 
 class NoiseConfig(Strict):
@@ -127,7 +185,8 @@ class LoopConfig(Strict):
 class RunConfig(Strict):
     name: str = "successor"
     seed: int = 0
-    workload: Literal["tinylm"] = "tinylm"
+    workload: Literal["tinylm", "script"] = "tinylm"
+    script: ScriptConfig | None = Field(None, description="the script workload: the user's own program")
     task: TaskConfig = TaskConfig()
     bootstrap: Recipe = Recipe(init="scratch", steps=3000, mix_newest=0.0, mix_human=1.0)
     successor: Recipe = Recipe(steps=400, lr=5e-4, warmup=0)
@@ -135,6 +194,16 @@ class RunConfig(Strict):
     curator: CuratorConfig = CuratorConfig()
     gate: GateConfig = GateConfig()
     loop: LoopConfig = LoopConfig()
+
+    @model_validator(mode="after")
+    def _workload(self) -> "RunConfig":
+        if self.workload == "script" and self.script is None:
+            raise ValueError("workload script needs a script section (program, command, editable, metric)")
+        if self.workload == "tinylm" and self.script is not None:
+            raise ValueError("a script section needs workload: script")
+        if self.workload == "tinylm" and self.researcher.name != "evolution":
+            raise ValueError(f"researcher {self.researcher.name} drives the script workload; tinylm uses evolution")
+        return self
 
 
 class ConfigError(ValueError):

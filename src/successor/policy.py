@@ -12,14 +12,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from .config import ConfigError, _read_yaml, validated
 from .data import write_text_atomic
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from .schema import Strict
 
 
 class SandboxLimits(Strict):
@@ -41,6 +38,11 @@ class Budgets(Strict):
     cpu_s: float | None = Field(None, gt=0, description="CPU-seconds used by experiments, summed")
     experiments: int | None = Field(None, ge=1, description="experiments started")
     generations: int | None = Field(None, ge=1, description="generations finished, the bootstrap included")
+    llm_cost_usd: float | None = Field(None, ge=0, description="USD an llm researcher may spend, summed over "
+                                       "its calls (at the prices its config names); reaching it pauses the "
+                                       "researcher, and the run if no other researcher can propose")
+    llm_tokens: int | None = Field(None, ge=0, description="prompt plus completion tokens an llm researcher may "
+                                   "use, summed")
 
 
 class Tripwires(Strict):

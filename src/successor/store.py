@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS gate_decisions(
 CREATE TABLE IF NOT EXISTS patches(candidate_id TEXT PRIMARY KEY, digest TEXT NOT NULL, source TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS violations(
   experiment_id TEXT, generation INTEGER, candidate_id TEXT, kind TEXT NOT NULL, detail TEXT, time REAL);
+CREATE TABLE IF NOT EXISTS llm_calls(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, generation INTEGER, researcher TEXT, role TEXT, provider TEXT, model TEXT,
+  started REAL, seconds REAL, attempt INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd REAL,
+  status TEXT NOT NULL, error TEXT, transcript TEXT);
 CREATE TABLE IF NOT EXISTS approvals(
   generation INTEGER PRIMARY KEY, requested REAL, reasons TEXT NOT NULL, decision TEXT, who TEXT, note TEXT,
   decided REAL);
@@ -173,3 +177,18 @@ class Store:
                     "INSERT OR REPLACE INTO evaluations VALUES(?,?,?,?,?,?,?)",
                     (model, tier, tier_digest, level, len(hits), int(sum(hits)), json.dumps(hits)),
                 )
+
+    # -- llm researcher accounting ---------------------------------------------------------------------------
+    def add_llm_call(self, generation: int, researcher: str, role: str | None, provider: str, model: str,
+                     started: float, seconds: float, attempt: int, prompt_tokens: int, completion_tokens: int,
+                     cost_usd: float, status: str, error: str | None, transcript: str | None) -> None:
+        self.x("INSERT INTO llm_calls(generation, researcher, role, provider, model, started, seconds, attempt, "
+               "prompt_tokens, completion_tokens, cost_usd, status, error, transcript) "
+               "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)", generation, researcher, role, provider, model, started,
+               seconds, attempt, prompt_tokens, completion_tokens, cost_usd, status, error, transcript)
+
+    def llm_spent(self) -> tuple[int, float]:
+        """(tokens, USD) every llm call of the run has used so far."""
+        row = self.one("SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS t, "
+                       "COALESCE(SUM(cost_usd), 0) AS c FROM llm_calls")
+        return int(row["t"]), float(row["c"])
