@@ -126,6 +126,7 @@ class Brief:
     direction: Literal["maximize", "minimize"]
     space: Space
     sources: dict[str, str]  # allow-listed path -> the champion's text of it
+    editable: list[str]  # the allow-list's glob patterns (a diff may touch only these)
     memory: list[Trial]
     weaknesses: list[str]
     n: int  # how many proposals are wanted
