@@ -93,8 +93,13 @@ def run(
             rd.set_policy(pol)
         done_before = len(rd.store.q("SELECT idx FROM generations WHERE status='done'"))
         view = LiveView(cfg.loop.generations + 1, done_before)
-        loop = Loop(rd, view)
-    except (ConfigError, IsolationError) as e:
+        if cfg.workload == "script":
+            from .workloads.script.loop import ScriptLoop
+
+            loop = ScriptLoop(rd, view)
+        else:
+            loop = Loop(rd, view)
+    except (ConfigError, IsolationError, ValueError) as e:
         _fail(str(e))
     try:
         if quiet or not sys.stderr.isatty():

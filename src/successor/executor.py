@@ -42,6 +42,11 @@ class Experiment:
     module: str = "successor.workloads.tinylm.train"
     patch: Path | None = None  # the candidate's code patch, run before the module in the same process
     honeypot_levels: list[int] = field(default_factory=lambda: [9, 10, 11, 12])
+    command: list[str] | None = None  # a user's program (the script workload) instead of `module`
+    cwd: Path | None = None  # where `command` runs (default: the workspace)
+    env: dict[str, str] = field(default_factory=dict)  # knobs passed as environment variables
+    read_only: list[Path] = field(default_factory=list)  # workspace files it may read, never change
+    honeypots: list[Path] | None = None  # planted by the caller (else the task's, in the workspace)
 
     @property
     def workspace(self) -> Path:
@@ -119,8 +124,9 @@ class LocalExecutor:
     def run(self, exp: Experiment, on_start=None) -> Outcome:
         """Run one experiment; its stdout/stderr go to `log.txt` in the workspace."""
         ws, limits = exp.workspace, self.policy.sandbox
-        honeypots = integrity.plant_honeypots(ws, _task(exp.job), exp.honeypot_levels, seed=len(str(ws)))
-        job_files = [exp.job] + ([exp.patch] if exp.patch else [])
+        honeypots = exp.honeypots if exp.honeypots is not None else \
+            integrity.plant_honeypots(ws, _task(exp.job), exp.honeypot_levels, seed=len(str(ws)))
+        job_files = [exp.job] + ([exp.patch] if exp.patch else []) + exp.read_only
         before = integrity.snapshot(exp.protected + job_files + exp.readable)
         watch = integrity.Tripwire(honeypots)
         cgroup = Cgroup.create(limits)
@@ -132,20 +138,23 @@ class LocalExecutor:
                      "job_files": [str(p) for p in job_files], "honeypots": [str(p) for p in honeypots],
                      "max_processes": limits.processes,
                      "private": ["/dev/shm"] if self.isolation == "bwrap" else []}  # the sandbox's own tmpfs
-        inner = [*GUARD, "reap", str(w), "--", *GUARD, "run", str(w), exp.module, str(exp.job)]
-        inner += [str(exp.patch)] if exp.patch else []
-        cmd = wrap(self.isolation, inner, ws, exp.run_root, exp.readable, job_files)
+        if exp.command is None:
+            inner = [*GUARD, "reap", str(w), "--", *GUARD, "run", str(w), exp.module, str(exp.job)]
+            inner += [str(exp.patch)] if exp.patch else []
+        else:  # the job's path on the command line is how kill_orphan knows the process is ours
+            inner = [*GUARD, "reap", str(w), str(exp.job), "--", *_guarded(exp.command, w)]
+        cmd = wrap(self.isolation, inner, ws, exp.run_root, exp.readable, job_files, exp.cwd)
         (ws / "tmp").mkdir(exist_ok=True)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(ws), "TMPDIR": str(ws / "tmp"), "LANG": "C.UTF-8",
                "PYTHONUNBUFFERED": "1",
                "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": str(self.threads),
-               "SUCCESSOR_GUARD": json.dumps(guard_env)}
+               "SUCCESSOR_GUARD": json.dumps(guard_env), **exp.env}
         t0 = time.monotonic()  # the harness's clock: nothing in the sandbox can set it
         timed_out, over_quota, rusage = False, False, None
         try:
             with open(ws / "log.txt", "wb") as out:
                 proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=env, cwd=ws, start_new_session=True, pass_fds=(w,),
+                                        env=env, cwd=exp.cwd or ws, start_new_session=True, pass_fds=(w,),
                                         preexec_fn=preexec(limits, cgroup.join_files() if cgroup else []))
             os.close(w)
             w = -1
@@ -252,6 +261,14 @@ def _drain(fd: int, reports: list[dict]) -> None:
                 reports.append({"kind": str(rec["kind"])[:40], "detail": str(rec["detail"])[:500]})
             except (ValueError, KeyError, TypeError):
                 reports.append({"kind": "garbled_report", "detail": line[:200].decode(errors="replace")})
+
+
+def _guarded(command: list[str], fd: int) -> list[str]:
+    """A Python program (`python FILE ARGS`) runs under the guard's audit hook; any other command runs as is
+    (the sandbox still blocks it, and the harness's hashes and honeypots still see it)."""
+    if len(command) >= 2 and Path(command[0]).name.startswith("python") and command[1].endswith(".py"):
+        return [*GUARD, "script", str(fd), *command[1:]]
+    return command
 
 
 def _task(job: Path):

@@ -236,3 +236,40 @@ def apply_guardrail(decision: Decision, contender: dict[int, list[int]], parent:
     why = f"guardrail not shown non-inferior (margin {cfg.guardrail_margin:g}) to {' nor to '.join(failed)}"
     reason = f"refused: {why}" if decision.promoted else f"{decision.reason}; {why}"
     return Decision(decision.name, False, reason, info)
+
+
+def seed_test(champion: list[float], contender: list[float], test: str, alpha: float, min_effect: float,
+              direction: str) -> Decision:
+    """The script workload's gate: is the contender's metric better by more than `min_effect`, beyond what
+    seeds explain? `paired`: the two ran on the same seeds, and a one-sided t-test asks whether the mean of the
+    per-seed gains exceeds `min_effect`; `welch`: an unpaired one-sided Welch test of the shifted means. Seeds
+    the harness drew for this generation, never seen in the experiments, so a lucky seed cannot carry a
+    candidate through. Zero spread (a program that ignores its seed) leaves only the size of the gain to test."""
+    from scipy.stats import ttest_1samp, ttest_ind
+
+    sign = 1.0 if direction == "maximize" else -1.0
+    a, b = np.asarray(champion, float) * sign, np.asarray(contender, float) * sign
+    if test == "paired" and len(a) != len(b):
+        raise ValueError("a paired test needs the same seeds on both sides")
+    gain = float(np.mean(b) - np.mean(a))
+    flat = lambda x: np.ptp(x) <= 1e-12 * max(1.0, float(np.abs(x).max()))  # noqa: E731 (rounding, not spread)
+    if test == "paired":
+        d = b - a - min_effect
+        p = (0.0 if d[0] > 0 else 1.0) if flat(d) else float(ttest_1samp(d, 0.0, alternative="greater").pvalue)
+    else:
+        shifted = b - min_effect
+        same = flat(a) and flat(shifted)
+        p = ((0.0 if shifted[0] > a[0] else 1.0) if same else
+             float(ttest_ind(shifted, a, equal_var=False, alternative="greater").pvalue))
+    stats = {"test": test, "n": len(b), "champion_mean": float(np.mean(champion)),
+             "contender_mean": float(np.mean(contender)), "gain": gain, "min_effect": min_effect, "p_value": p,
+             "alpha": alpha, "direction": direction, "champion": [float(x) for x in champion],
+             "contender": [float(x) for x in contender]}
+    if gain <= min_effect:
+        return Decision("contender", False, f"refused: gain {gain:+.4g} is not above min_effect {min_effect:g} "
+                        f"({test} over {len(b)} seeds)", stats)
+    if not p < alpha:
+        return Decision("contender", False, f"refused: gain {gain:+.4g} over {len(b)} seeds is within seed noise "
+                        f"({test} t-test p={p:.3g} >= alpha {alpha:g})", stats)
+    return Decision("contender", True, f"promoted: gain {gain:+.4g} over {len(b)} seeds, {test} t-test "
+                    f"p={p:.3g} < {alpha:g}", stats)

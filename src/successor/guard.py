@@ -8,6 +8,7 @@ so a candidate cannot rewrite what was already reported.
                                                          it left behind in the sandbox's pid namespace
     python -P -m successor.guard run FD MODULE JOB [PATCH] install the audit hook, run the candidate's code
                                                          patch (if any), then MODULE as __main__ with JOB
+    python -P -m successor.guard script FD FILE ARGS...   install the audit hook, run a user's FILE as __main__
 
 The audit hook (PEP 578) sees the candidate's Python: opening or listing run data it was not given (the
 validation and sealed tiers are not even mounted), writing outside its workspace, editing its own job file,
@@ -123,6 +124,17 @@ def run(fd: int, module: str, job: str, patch: str | None) -> None:
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
+def run_script(fd: int, argv: list[str]) -> None:
+    """A user's Python program (the script workload) under the same audit hook, as `python FILE ARGS` would."""
+    report = Reporter(fd)
+    rules = Rules(json.loads(os.environ.pop("SUCCESSOR_GUARD")), report)
+    sys.addaudithook(rules.hook)
+    _watch_clock(report)
+    sys.argv = list(argv)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
+    runpy.run_path(argv[0], run_name="__main__")
+
+
 def _alive_others() -> list[tuple[int, str]]:
     out = []
     for d in os.listdir("/proc"):
@@ -163,4 +175,7 @@ if __name__ == "__main__":
     mode, fd = sys.argv[1], int(sys.argv[2])
     if mode == "reap":
         sys.exit(reap(fd, sys.argv[sys.argv.index("--") + 1:]))
+    if mode == "script":
+        run_script(fd, sys.argv[3:])
+        sys.exit(0)
     run(fd, sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else None)

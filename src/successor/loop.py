@@ -53,6 +53,8 @@ class Progress:
 
 
 class Loop:
+    STAGES = STAGES
+
     def __init__(self, run: RunDir, progress: Progress | None = None, researcher=None):
         self.run = run
         self.cfg = run.cfg
@@ -125,12 +127,12 @@ class Loop:
 
     def generation(self, g: int) -> None:
         champion = self.store.champion()
-        self.store.open_generation(g, champion, self.run.tiers["sealed"].digest)
+        self.store.open_generation(g, champion, self.sealed_digest(g))
         if self.store.stage_result(g, "assess") is None:
             self.audit.append("generation.start", generation=g, champion=champion,
-                              sealed_digest=self.run.tiers["sealed"].digest)
+                              sealed_digest=self.sealed_digest(g))
         ctx: dict = {"champion": champion}
-        for name in STAGES:
+        for name in self.STAGES:
             result = self.store.stage_result(g, name)
             if result is None:
                 self.progress.stage(g, name)
@@ -146,6 +148,10 @@ class Loop:
         self.progress.generation_done(g, gate["promoted"], gate["frontier"])
 
     # -- helpers ---------------------------------------------------------------------------------------------
+    def sealed_digest(self, g: int) -> str:
+        """What the gate will test on, committed when the generation starts: the sealed tier's digest."""
+        return self.run.tiers["sealed"].digest
+
     def model(self, digest: str):
         if digest not in self._models:
             self._models[digest] = checkpoint.load(self.store.model_path(digest))

@@ -363,6 +363,10 @@ def write_report(run_dir: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "config.yaml"
     cfg = (yaml.safe_load(cfg_path.read_text()) or {}) if cfg_path.exists() else {}
+    if cfg.get("workload") == "script":
+        from .workloads.script.report import write_script_report
+
+        return write_script_report(run_dir, out, CSS)
     human = cfg.get("task", {}).get("human_levels")
     st = status_dict(run_dir)
     db = sqlite3.connect(f"file:{run_dir / 'lineage.db'}?mode=ro", uri=True)

@@ -45,11 +45,11 @@ class RunDir:
     def __init__(self, root: Path, cfg: RunConfig):
         self.root = Path(root).resolve()
         self.cfg = cfg
-        self.task: Task = get_task(cfg.task.name)
+        self.task: Task | None = get_task(cfg.task.name) if cfg.workload == "tinylm" else None
         self._claim()
         self.store = Store(self.root / "lineage.db")
         self.audit = AuditLog(self.root / "audit.jsonl")
-        self.tiers = self._tiers()
+        self.tiers = self._tiers() if self.task is not None else {}  # a script's program reads its own data
 
     @property
     def data_dir(self) -> Path:

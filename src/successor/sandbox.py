@@ -193,7 +193,7 @@ def preexec(limits: SandboxLimits, cgroup_procs: list[str]):
 
 
 def wrap(mode: str, inner: list[str], workspace: Path, run_root: Path, readable: list[Path],
-         read_only_in_workspace: list[Path]) -> list[str]:
+         read_only_in_workspace: list[Path], cwd: Path | None = None) -> list[str]:
     """The full command line for `inner` (the guard and the candidate) under the given isolation mode."""
     if mode == "none":
         return inner
@@ -208,4 +208,4 @@ def wrap(mode: str, inner: list[str], workspace: Path, run_root: Path, readable:
     cmd += ["--bind", str(workspace), str(workspace)]
     for p in read_only_in_workspace:
         cmd += ["--ro-bind", str(p), str(p)]
-    return cmd + ["--chdir", str(workspace), "--", *inner]
+    return cmd + ["--chdir", str(cwd or workspace), "--", *inner]

@@ -37,6 +37,12 @@ CREATE TABLE IF NOT EXISTS gate_decisions(
 CREATE TABLE IF NOT EXISTS patches(candidate_id TEXT PRIMARY KEY, digest TEXT NOT NULL, source TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS violations(
   experiment_id TEXT, generation INTEGER, candidate_id TEXT, kind TEXT NOT NULL, detail TEXT, time REAL);
+CREATE TABLE IF NOT EXISTS programs(
+  digest TEXT PRIMARY KEY, candidate_id TEXT, generation INTEGER, git_commit TEXT NOT NULL, knobs TEXT NOT NULL,
+  artifact TEXT);
+CREATE TABLE IF NOT EXISTS script_candidates(
+  candidate_id TEXT PRIMARY KEY, generation INTEGER, diff TEXT, role TEXT, researcher TEXT, expected TEXT,
+  git_commit TEXT, refused TEXT);
 CREATE TABLE IF NOT EXISTS llm_calls(
   id INTEGER PRIMARY KEY AUTOINCREMENT, generation INTEGER, researcher TEXT, role TEXT, provider TEXT, model TEXT,
   started REAL, seconds REAL, attempt INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd REAL,

@@ -1,0 +1,398 @@
+"""The generation loop for the `script` workload: the user's own program, improved a generation at a time.
+
+The ten stages keep their names and their order (DESIGN.md); what each means here:
+- assess: the champion's metric over its gate seeds, and its weaknesses (seed spread, recent failures);
+- propose: the researcher's candidates (knobs and/or a diff), from research memory;
+- implement: each candidate becomes a commit in the run's git repository, or is refused with its reason;
+- experiment: each candidate runs on the generation's experiment seeds, sandboxed; the harness evaluates each
+  artifact itself;
+- interpret: research memory (mean, spread, failures with their log tails);
+- select: the best candidate, if it beat the champion on its experiment seeds;
+- curate: nothing (a program reads its own data);
+- train: the selected candidate and the champion both run on fresh seeds the harness drew for the gate;
+- evaluate: the harness's numbers for those runs;
+- gate and promote: a paired (or Welch) t-test on those seeds with a minimum effect; then tripwires and
+  approval, as for tinylm, and the run's branch moves to the successor's commit.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ... import integrity, provenance
+from ...data import file_digest, write_text_atomic
+from ...executor import Experiment, kill_orphan
+from ...gate import seed_test
+from ...loop import Loop, Paused
+from ...researchers.base import Brief, ResearcherPaused, proposal_key
+from .memory import brief_sources, memory, program_digest, weaknesses
+from .measure import MetricError, evaluate_artifact, python_argv, read_metric
+from .patch import PatchError, allowed
+from .program import ProgramRepo
+
+FINISHED = ("done", "failed", "timeout", "violation")
+
+
+class ScriptLoop(Loop):
+    def __init__(self, run, progress=None, researcher=None):
+        super().__init__(run, progress, researcher=researcher or _NoTinylm())
+        self.sc = self.cfg.script
+        self.repo = ProgramRepo(run.root / "program.git", self.cfg.name)
+        self.pristine = run.root / "harness" / "program"
+        first = self.repo.init(Path(self.sc.program))
+        if not self.pristine.exists():  # the evaluation's copy: the program as given, where no candidate writes
+            self.repo.export(first, self.pristine.with_suffix(".tmp"))
+            self.pristine.with_suffix(".tmp").rename(self.pristine)
+        if researcher is None:
+            from ...researchers.factory import build
+
+            self.researcher = build(self.cfg.researcher, store=self.store, run_root=run.root,
+                                    budgets=self.policy.budgets, seed=self.cfg.seed)
+
+    # -- seeds the harness draws -----------------------------------------------------------------------------
+    def seeds(self, g: int, kind: str) -> list[int]:
+        n, salt = (self.sc.seeds, 11) if kind == "experiment" else (self.sc.gate.seeds, 13)
+        return [int(x) for x in np.random.default_rng([self.cfg.seed, salt, g]).integers(2**31 - 1, size=n)]
+
+    def sealed_digest(self, g: int) -> str:
+        """The gate's seeds for this generation, committed before any candidate runs."""
+        return hashlib.sha256(json.dumps(self.seeds(g, "gate")).encode()).hexdigest()
+
+    # -- one run of the program ------------------------------------------------------------------------------
+    def program(self, digest: str):
+        return self.store.one("SELECT * FROM programs WHERE digest=?", digest)
+
+    def make_run(self, g: int, cid: str, commit: str, knobs: dict, seed: int) -> str:
+        argv, env, files = python_argv(self.sc.command), {}, {}
+        for name, k in self.sc.knobs.items():
+            _pass(k.via, k.name or (f"--{name}" if k.via == "flag" else name.upper() if k.via == "env" else name),
+                  knobs[name], argv, env, files)
+        if self.sc.seed is not None:
+            _pass(self.sc.seed.via, self.sc.seed.name, seed, argv, env, files)
+        champion = self.store.champion()
+        parent = self.program(champion)["artifact"] if champion else None
+        if parent:
+            env["SUCCESSOR_PARENT_ARTIFACT"] = parent
+        job = {"commit": commit, "knobs": knobs, "seed": seed, "argv": argv, "env": env, "config_file": files,
+               "parent_artifact": parent}
+        exp_id = "x" + hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:15]
+        ws = self.run.workspace(exp_id)
+        ws.mkdir(parents=True, exist_ok=True)
+        if not (ws / "job.json").exists():
+            write_text_atomic(ws / "job.json", json.dumps(job | {"candidate": cid, "generation": g}, indent=2))
+        return exp_id
+
+    def execute(self, g: int, cid: str, exp_id: str, kind: str) -> dict:
+        row = self.store.experiment(exp_id)
+        if row is not None and row["status"] in FINISHED:
+            return dict(row)
+        self.check_budgets()
+        ws = self.run.workspace(exp_id)
+        job = json.loads((ws / "job.json").read_text())
+        if row is not None and row["pid"]:
+            kill_orphan(row["pid"], ws / "job.json")
+        program = ws / "program"
+        shutil.rmtree(program, ignore_errors=True)  # every attempt starts from the commit, not a killed run's files
+        self.repo.export(job["commit"], program)
+        if job["config_file"]:
+            write_text_atomic(program / self.sc.config_file, json.dumps(job["config_file"], indent=2))
+        frozen = [program / f for f in self.repo.files(job["commit"]) if not allowed(f, self.sc.editable)]
+        self.store.experiment_started(exp_id, cid, g, kind)
+        self.audit.append("experiment.start", generation=g, candidate=cid, experiment=exp_id, kind=kind,
+                          seed=job["seed"], isolation=self.isolation)
+        spec = Experiment(job=ws / "job.json", run_root=self.run.root,
+                          readable=[Path(job["parent_artifact"])] if job["parent_artifact"] else [],
+                          protected=integrity.harness_sources() + [self.run.root / "config.yaml",
+                                                                   self.run.policy_path, self.pristine],
+                          command=job["argv"], cwd=program, env=job["env"], read_only=frozen,
+                          honeypots=integrity.plant_script_honeypots(ws))
+        outcome = self.executor.run(spec, on_start=lambda pid: self.store.experiment_pid(exp_id, pid))
+        model, metrics = None, {"seed": job["seed"]}
+        if outcome.status == "done":
+            try:
+                model, metrics = self._measure(g, exp_id, ws, program, metrics)
+            except (MetricError, OSError) as e:
+                outcome.status, outcome.error = "failed", str(e)
+        for v in outcome.violations:
+            self.store.add_violation(exp_id, g, cid, v["kind"], v["detail"])
+            self.audit.append("violation", generation=g, candidate=cid, experiment=exp_id, **v)
+        self.store.experiment_finished(exp_id, outcome.status, outcome.wall_s, model, outcome.error, metrics,
+                                       outcome.cpu_s)
+        self.audit.append("experiment.end", generation=g, experiment=exp_id, status=outcome.status, model=model,
+                          metric=metrics.get("metric"), error=outcome.error, wall_s=round(outcome.wall_s, 2))
+        return dict(self.store.experiment(exp_id))
+
+    def _measure(self, g: int, exp_id: str, ws: Path, program: Path, metrics: dict) -> tuple[str | None, dict]:
+        """The run's number: the harness's evaluation of its artifact where the config names one, else what
+        the program printed (marked self-reported)."""
+        log = (ws / "log.txt").read_text(errors="replace")
+        try:
+            metrics["reported"] = read_metric(self.sc.metric, log, program)
+        except MetricError as e:
+            if self.sc.evaluate is None:
+                raise
+            metrics["reported_error"] = str(e)
+        model = None
+        if self.sc.artifact:
+            src = program / self.sc.artifact
+            if not src.exists() or src.is_symlink():
+                raise MetricError(f"the program did not write its artifact {self.sc.artifact}")
+            model = _digest(src)
+            home = self.run.root / "artifacts" / "script" / model
+            dest = home / src.name
+            if not dest.exists():  # named by its digest, written whole or not at all
+                tmp = home.with_suffix(".tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                (shutil.copy2 if src.is_file() else shutil.copytree)(src, tmp / src.name)
+                shutil.rmtree(home, ignore_errors=True)
+                tmp.rename(home)
+            self.store.add_model(model, str(dest), self.store.champion(), g, exp_id)
+        if self.sc.evaluate is not None:
+            ev = evaluate_artifact(self.sc.evaluate, self.pristine, self.store.model_path(model),
+                                   self.run.workspace(exp_id + "-eval"), self.run.root, self.isolation, self.policy)
+            metrics["eval_s"] = round(ev.seconds, 2)
+            if ev.metric is None:
+                raise MetricError(ev.error)
+            metrics["harness"] = ev.metric
+        metrics["metric"] = metrics.get("harness", metrics.get("reported"))
+        metrics["source"] = "harness" if "harness" in metrics else "self-reported"
+        return model, metrics
+
+    def run_seeds(self, g: int, cid: str, commit: str, knobs: dict, seeds: list[int], kind: str) -> dict:
+        exps = [self.make_run(g, cid, commit, knobs, s) for s in seeds]
+        rows = []
+        for i, e in enumerate(exps):
+            self.progress.experiments(i, len(exps))
+            rows.append(self.execute(g, cid, e, kind))
+        values = [json.loads(r["metrics"])["metric"] if r["status"] == "done" else None for r in rows]
+        bad = next((r for r in rows if r["status"] != "done"), None)
+        return {"experiments": exps, "metrics": values, "status": bad["status"] if bad else "done",
+                "error": bad["error"] if bad else None, "models": [r["model"] for r in rows]}
+
+    # -- the ten stages --------------------------------------------------------------------------------------
+    def _assess(self, g: int, ctx: dict) -> dict:
+        if ctx["champion"] is None:
+            return {"metric": None, "weaknesses": []}
+        prog = self.program(ctx["champion"])
+        return {"metric": _champion_metric(self.store, ctx["champion"]), "commit": prog["git_commit"],
+                "weaknesses": weaknesses(self.store, ctx["champion"], self.sc.direction)}
+
+    def _propose(self, g: int, ctx: dict) -> dict:
+        if ctx["champion"] is None:
+            props = [("the program as given", self.sc.space().defaults(), None, None, None, None)]
+        else:
+            brief = self.brief(g, ctx)
+            try:
+                got = self.researcher.propose(brief)
+            except ResearcherPaused as e:
+                raise Paused(f"the researcher paused: {e}") from None
+            for note in getattr(self.researcher, "last_notes", []) or []:
+                self.audit.append("researcher.note", generation=g, note=str(note)[:2000])
+            if not got:
+                paused = getattr(self.researcher, "paused", None)
+                if paused:
+                    raise Paused(f"the researcher paused: {paused}")
+            props = [(p.rationale, p.knobs, p.diff, p.role, p.researcher, p.expected) for p in got]
+        ids = []
+        for i, (why, knobs, diff, role, who, expected) in enumerate(props):
+            cid = f"g{g}c{i}"
+            self.store.x("INSERT OR REPLACE INTO candidates VALUES(?,?,?,?,?,?,?)", cid, g, i, json.dumps(knobs),
+                         proposal_key(knobs, diff), why, ctx["champion"])
+            self.store.x("INSERT OR REPLACE INTO script_candidates(candidate_id, generation, diff, role, "
+                         "researcher, expected) VALUES(?,?,?,?,?,?)", cid, g, diff, role, who, expected)
+            if diff:
+                self.store.x("INSERT OR REPLACE INTO patches VALUES(?,?,?)", cid,
+                             hashlib.sha256(diff.encode()).hexdigest(), diff)
+            ids.append(cid)
+        return {"candidates": ids}
+
+    def brief(self, g: int, ctx: dict) -> Brief:
+        prog = self.program(ctx["champion"])
+        return Brief(generation=g, champion_knobs=json.loads(prog["knobs"]),
+                     champion_metric=ctx["assess"]["metric"]["mean"], metric=_metric_name(self.sc),
+                     direction=self.sc.direction, space=self.sc.space(),
+                     sources=brief_sources(self.repo, prog["git_commit"], self.sc.editable) if self.sc.patches else {},
+                     editable=self.sc.editable if self.sc.patches else [], memory=memory(self.store),
+                     weaknesses=ctx["assess"]["weaknesses"], n=self.cfg.researcher.candidates,
+                     rng=np.random.default_rng([self.cfg.seed, 7, g]))
+
+    def _implement(self, g: int, ctx: dict) -> dict:
+        parent = ctx["assess"].get("commit") or self.repo.champion()
+        commits, refused = {}, {}
+        for cid in ctx["propose"]["candidates"]:
+            row = self.store.one("SELECT c.recipe, c.rationale, s.diff FROM candidates c JOIN script_candidates s "
+                                 "ON s.candidate_id=c.id WHERE c.id=?", cid)
+            knobs = json.loads(row["recipe"])
+            try:
+                if row["diff"] and not self.sc.patches:
+                    raise PatchError("patch refused: this run's config does not allow code patches")
+                self.sc.space().validate(knobs)
+                commits[cid] = self.repo.candidate(cid, parent, row["diff"], self.sc.editable,
+                                                   f"{cid}: {row['rationale']}\n\nknobs: {json.dumps(knobs)}")
+            except (PatchError, ValueError) as e:
+                refused[cid] = str(e)
+                self.audit.append("candidate.refused", generation=g, candidate=cid, reason=str(e))
+            self.store.x("UPDATE script_candidates SET git_commit=?, refused=? WHERE candidate_id=?",
+                         commits.get(cid), refused.get(cid), cid)
+        return {"commits": commits, "refused": refused}
+
+    def _experiment(self, g: int, ctx: dict) -> dict:
+        if ctx["champion"] is None:  # the program as given goes straight to its gate runs
+            return {}
+        out = {}
+        for cid, commit in ctx["implement"]["commits"].items():
+            out[cid] = self.run_seeds(g, cid, commit, self._knobs(cid), self.seeds(g, "experiment"), "candidate")
+        return out
+
+    def _interpret(self, g: int, ctx: dict) -> dict:
+        out = {}
+        for cid, e in ctx["experiment"].items():
+            vals = [v for v in e["metrics"] if v is not None]
+            out[cid] = {"status": e["status"], "error": e["error"], "score": float(np.mean(vals)) if
+                        e["status"] == "done" else None, "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                        "metrics": e["metrics"]}
+        for cid, why in ctx["implement"]["refused"].items():
+            out[cid] = {"status": "refused", "error": why, "score": None, "sd": None, "metrics": []}
+        return out
+
+    def _select(self, g: int, ctx: dict) -> dict:
+        if ctx["champion"] is None:
+            first = ctx["propose"]["candidates"][0]
+            return {"selected": first if first in ctx["implement"]["commits"] else None, "ranking": [first]}
+        sign = 1.0 if self.sc.direction == "maximize" else -1.0
+        done = sorted((c for c, i in ctx["interpret"].items() if i["score"] is not None),
+                      key=lambda c: -sign * ctx["interpret"][c]["score"])
+        champ = ctx["assess"]["metric"]["mean"]
+        best = done[0] if done else None
+        if best is not None and sign * (ctx["interpret"][best]["score"] - champ) <= 0:
+            return {"selected": None, "ranking": done, "why": f"no candidate beat the champion's {champ:.4g} "
+                    f"on its experiment seeds (best: {best} at {ctx['interpret'][best]['score']:.4g})"}
+        return {"selected": best, "ranking": done, "why": "best mean over the experiment seeds" if best else
+                "no candidate finished"}
+
+    def _curate(self, g: int, ctx: dict) -> dict:
+        return {"levels": [], "skipped": "the script workload curates no data: the program reads its own"}
+
+    def _train(self, g: int, ctx: dict) -> dict:
+        sel = ctx["select"]["selected"]
+        if sel is None:
+            return {"successor": None, "experiment": None}
+        seeds = self.seeds(g, "gate")
+        runs = self.run_seeds(g, sel, ctx["implement"]["commits"][sel], self._knobs(sel), seeds, "successor")
+        champ = None
+        if ctx["champion"] is not None:
+            prog = self.program(ctx["champion"])
+            champ = self.run_seeds(g, prog["candidate_id"], prog["git_commit"], json.loads(prog["knobs"]), seeds,
+                                   "champion")
+        return {"successor": program_digest(self._knobs(sel), ctx["implement"]["commits"][sel]),
+                "experiment": runs["experiments"][0], "runs": runs, "champion_runs": champ, "seeds": seeds,
+                "status": runs["status"], "error": runs["error"]}
+
+    def _evaluate(self, g: int, ctx: dict) -> dict:
+        t = ctx["train"]
+        if t["successor"] is None:
+            return {}
+        return {"successor": t["runs"]["metrics"], "champion": (t["champion_runs"] or {}).get("metrics"),
+                "source": "harness" if self.sc.evaluate else "self-reported"}
+
+    def _gate(self, g: int, ctx: dict) -> dict:
+        sel, t = ctx["select"]["selected"], ctx["train"]
+        for cid in ctx["propose"]["candidates"]:
+            if cid == sel:
+                continue
+            info = ctx["interpret"].get(cid, {})
+            why = (f"refused: {info['error']}" if info.get("status") == "refused" else
+                   f"refused: experiment {info.get('status')}: {info.get('error')}" if info.get("status") != "done"
+                   else f"not selected: {ctx['select'].get('why')}" if sel is None else
+                   "not selected: another candidate scored better on the experiment seeds")
+            self._decide(g, cid, None, "candidate", False, why, {"metrics": info.get("metrics")})
+        if sel is None:
+            return {"promoted": False, "champion": ctx["champion"], "frontier": 0, "reasons": {}}
+        champ = t["champion_runs"]
+        if t["status"] != "done" or (champ and champ["status"] != "done"):
+            who, e = ("successor", t) if t["status"] != "done" else ("champion", champ)
+            ok, reason, stats = False, f"refused: a gate run of the {who} {e['status']}: {e['error']}", {}
+        elif champ is None:
+            vals = t["runs"]["metrics"]
+            ok, stats = True, {"contender": vals, "contender_mean": float(np.mean(vals)), "n": len(vals)}
+            reason = (f"promoted: generation 0, the program as given, is the first champion ({_metric_name(self.sc)} "
+                      f"{np.mean(vals):.4g} over {len(vals)} seeds)")
+        else:
+            gc = self.sc.gate
+            d = seed_test(champ["metrics"], t["runs"]["metrics"], gc.test, gc.alpha, gc.min_effect, self.sc.direction)
+            ok, reason, stats = d.promoted, d.reason, d.stats
+        self._register(g, sel, ctx, t)
+        self._decide(g, sel, t["successor"], "successor", ok, reason, stats | {"seeds": t["seeds"]})
+        return {"promoted": ok, "champion": t["successor"] if ok else ctx["champion"], "frontier": 0,
+                "reasons": {sel: reason}}
+
+    def _promote(self, g: int, ctx: dict) -> dict:
+        out = super()._promote(g, ctx)
+        if out["promoted"]:
+            self.repo.promote(self.program(out["champion"])["git_commit"])
+        out["frontier"] = 0
+        return out
+
+    def _provenance(self, g: int, ctx: dict, model: str, stats: dict, approver: dict) -> None:
+        sel = ctx["select"]["selected"]
+        prog = self.program(model)
+        patch = self.store.one("SELECT digest FROM patches WHERE candidate_id=?", sel)
+        stmt = provenance.statement(
+            generation=g, model=model, parent=ctx["champion"], data={},
+            recipe={"knobs": json.loads(prog["knobs"]), "git_commit": prog["git_commit"]}, code_patch=patch["digest"] if patch else None, gate=stats,
+            approver_mode=approver["mode"], approver_who=approver["who"], approved_at=approver["time"],
+            config_sha256=file_digest(self.run.root / "config.yaml"), policy_sha256=file_digest(self.run.policy_path),
+            sealed_tier_sha256=self.sealed_digest(g))
+        provenance.record(self.run.root, self.audit, g, stmt)
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def _knobs(self, cid: str) -> dict:
+        return json.loads(self.store.one("SELECT recipe FROM candidates WHERE id=?", cid)["recipe"])
+
+    def _register(self, g: int, cid: str, ctx: dict, t: dict) -> None:
+        commit = ctx["implement"]["commits"][cid]
+        artifact = self.store.model_path(t["runs"]["models"][0]) if t["runs"]["models"][0] else None
+        self.store.x("INSERT OR REPLACE INTO programs VALUES(?,?,?,?,?,?)", t["successor"], cid, g, commit,
+                     json.dumps(self._knobs(cid)), str(artifact) if artifact else None)
+
+
+class _NoTinylm:
+    """Placeholder so Loop.__init__ builds; the script loop sets its own researcher."""
+
+
+def _pass(via: str, name: str, value, argv: list[str], env: dict, files: dict) -> None:
+    if via == "flag":
+        argv += [name, str(value)]
+    elif via == "env":
+        env[name] = str(value)
+    else:
+        files[name] = value
+
+
+def _digest(path: Path) -> str:
+    if path.is_file():
+        return file_digest(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode() + b"\0" + file_digest(f).encode())
+    return h.hexdigest()
+
+
+def _metric_name(sc) -> str:
+    m = (sc.evaluate.metric if sc.evaluate else sc.metric)
+    word = re.match(r"\^?([A-Za-z_][\w.-]*)", m.regex or "")
+    return m.key or (word.group(1) if word else "metric")
+
+
+def _champion_metric(store, champion: str) -> dict:
+    row = store.one("SELECT stats FROM gate_decisions WHERE model=? AND promoted=1 ORDER BY generation DESC",
+                    champion)
+    vals = json.loads(row["stats"])["contender"] if row else []
+    return {"mean": float(np.mean(vals)) if vals else None, "sd": float(np.std(vals, ddof=1)) if len(vals) > 1
+            else 0.0, "values": vals}

@@ -1,0 +1,93 @@
+"""Reading a run's number, and the harness's own evaluation of an artifact.
+
+The evaluation runs the user's evaluation command from the harness's pristine copy of the program (a candidate
+can edit only its own workspace's copy), in a sandbox of its own: no network, a read-only root, the artifact
+bound read-only, a scratch folder to write in. The artifact is data a candidate produced; the evaluation reads
+it, nothing of the candidate's runs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...policy import Policy
+from ...sandbox import preexec, wrap
+from .config import EvaluateConfig, MetricConfig
+
+
+class MetricError(ValueError):
+    """The run's number is missing or not a finite number."""
+
+
+def read_metric(cfg: MetricConfig, output: str, cwd: Path) -> float:
+    if cfg.regex is not None:
+        found = re.findall(cfg.regex, output)
+        if not found:
+            raise MetricError(f"no line of the output matches the metric regex {cfg.regex!r}")
+        raw = found[-1][0] if isinstance(found[-1], tuple) else found[-1]
+    else:
+        path = cwd / cfg.json_file
+        try:
+            raw = json.loads(path.read_text())
+            for part in cfg.key.split("."):
+                raw = raw[part]
+        except FileNotFoundError:
+            raise MetricError(f"the metric file {cfg.json_file} was not written") from None
+        except (ValueError, KeyError, TypeError, IndexError):
+            raise MetricError(f"the metric file {cfg.json_file} has no number at {cfg.key!r}") from None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise MetricError(f"the metric {raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise MetricError(f"the metric is {value}")
+    return value
+
+
+def python_argv(command: list[str]) -> list[str]:
+    """'python' in a command means the harness's own interpreter (the environment Successor runs in)."""
+    return [sys.executable, *command[1:]] if command and command[0] in ("python", "python3") else list(command)
+
+
+@dataclass
+class Evaluation:
+    metric: float | None
+    error: str | None
+    seconds: float
+
+
+def evaluate_artifact(cfg: EvaluateConfig, pristine: Path, artifact: Path, scratch: Path, run_root: Path,
+                      isolation: str, policy: Policy) -> Evaluation:
+    """Run the evaluation command on `artifact`; its output is kept in `scratch`/eval.txt."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    work = scratch / "program"
+    shutil.copytree(pristine, work)
+    argv = python_argv([a.replace("{artifact}", str(artifact)) for a in cfg.command])
+    cmd = wrap(isolation, argv, scratch, run_root, [artifact], [], work)
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch), "TMPDIR": str(scratch), "LANG": "C.UTF-8",
+           "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
+    t0 = time.monotonic()
+    log = scratch / "eval.txt"
+    try:
+        with open(log, "wb") as out:
+            r = subprocess.run(cmd, cwd=work, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               env=env, timeout=cfg.timeout_s, start_new_session=True,
+                               preexec_fn=preexec(policy.sandbox, []))
+    except subprocess.TimeoutExpired:
+        return Evaluation(None, f"the evaluation took over {cfg.timeout_s:.0f}s", time.monotonic() - t0)
+    text = log.read_text(errors="replace")
+    seconds = time.monotonic() - t0
+    if r.returncode != 0:
+        tail = text.strip().splitlines()[-1:] or [f"exit code {r.returncode}"]
+        return Evaluation(None, f"the evaluation failed (exit code {r.returncode}): {tail[0][:300]}", seconds)
+    try:
+        return Evaluation(read_metric(cfg.metric, text, work), None, seconds)
+    except MetricError as e:
+        return Evaluation(None, f"the evaluation printed no metric: {e}", seconds)

@@ -1,0 +1,143 @@
+"""The report of a `script` run: the metric by generation, every candidate with its knobs and its diff, the gate's
+numbers, what the researchers spent, and the oversight record (the same sections as tinylm's where they apply)."""
+from __future__ import annotations
+
+import html
+import json
+import sqlite3
+from pathlib import Path
+
+import yaml
+from matplotlib.figure import Figure
+
+from ...oversight_report import APPROVAL_HEAD, VIOLATION_HEAD, approval_rows, isolation_line, violation_rows
+from ...verify import verify_run
+
+GEN_HEAD = ["gen", "champion", "champion mean", "successor mean", "gain", "p", "decision"]
+CAND_HEAD = ["candidate", "researcher", "knobs changed", "patch", "experiment mean ± sd", "status", "gate"]
+LLM_HEAD = ["gen", "calls", "ok", "prompt tokens", "completion tokens", "USD"]
+
+
+def _f(x, spec=".4g") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _rows(db: sqlite3.Connection) -> tuple[list[list[str]], list[list[str]], list[tuple[str, str, str]], list]:
+    interp, gens, cands, diffs, points = {}, [], [], [], []
+    for r in db.execute("SELECT result FROM stages WHERE name='interpret' AND status='done'"):
+        interp.update(json.loads(r["result"]))
+    knobs_of = {r["id"]: json.loads(r["recipe"]) for r in db.execute("SELECT id, recipe FROM candidates")}
+    prog_knobs = {r["digest"]: json.loads(r["knobs"]) for r in db.execute("SELECT digest, knobs FROM programs")}
+    for g in db.execute("SELECT * FROM generations ORDER BY idx"):
+        d = db.execute("SELECT * FROM gate_decisions WHERE generation=? AND role='successor'", (g["idx"],)).fetchone()
+        s = json.loads(d["stats"]) if d and d["stats"] else {}
+        gens.append([str(g["idx"]), (g["champion_model"] or "-")[:12], _f(s.get("champion_mean")),
+                     _f(s.get("contender_mean")), _f(s.get("gain"), "+.4g") if "gain" in s else "-",
+                     _f(s.get("p_value"), ".3g") if "p_value" in s else "-",
+                     d["reason"] if d else "no candidate reached the gate"])
+        points.append((g["idx"], s.get("contender"), s.get("champion"), bool(g["promoted"])))
+    for c in db.execute("SELECT c.id, c.generation, c.parent_model, c.rationale, s.diff, s.role, s.researcher, "
+                        "s.expected, d.reason FROM candidates c LEFT JOIN script_candidates s ON s.candidate_id=c.id "
+                        "LEFT JOIN gate_decisions d ON d.candidate_id=c.id ORDER BY c.generation, c.ordinal"):
+        base = prog_knobs.get(c["parent_model"], {})
+        changed = ", ".join(f"{k}={v}" for k, v in knobs_of[c["id"]].items() if base and base.get(k) != v)
+        i = interp.get(c["id"], {})
+        mean = f"{_f(i.get('score'))} ± {_f(i.get('sd'), '.2g')}" if i.get("score") is not None else "-"
+        who = "/".join(x for x in (c["researcher"], c["role"]) if x) or "-"
+        cands.append([c["id"], who, changed or ("as given" if c["parent_model"] is None else "none"),
+                      "yes" if c["diff"] else "no", mean, i.get("status", "-"), c["reason"] or "-"])
+        if c["diff"]:
+            why = c["rationale"] + (f" (expected: {c['expected']})" if c["expected"] else "")
+            diffs.append((c["id"], why, c["diff"]))
+    return gens, cands, diffs, points
+
+
+def _llm_rows(db: sqlite3.Connection) -> list[list[str]]:
+    return [[str(r["generation"]), str(r["n"]), str(r["ok"]), str(r["pt"]), str(r["ct"]), f"{r['usd']:.4f}"]
+            for r in db.execute("SELECT generation, COUNT(*) AS n, SUM(status='ok') AS ok, SUM(prompt_tokens) AS pt, "
+                                "SUM(completion_tokens) AS ct, SUM(cost_usd) AS usd FROM llm_calls "
+                                "GROUP BY generation ORDER BY generation")]
+
+
+def _plot(path: Path, points: list, metric: str) -> None:
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
+    for g, succ, champ, promoted in points:
+        if champ:
+            ax.scatter([g - 0.1] * len(champ), champ, color="tab:gray", s=14,
+                       label="champion (gate seeds)" if g == points[1][0] else None)
+        if succ:
+            ax.scatter([g + 0.1] * len(succ), succ, color="tab:green" if promoted else "tab:red", s=14)
+    ax.set_xlabel("generation")
+    ax.set_ylabel(metric)
+    ax.set_title("gate runs: successor (green: promoted, red: refused) and champion (gray)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> str:
+    cell = lambda t: str(t).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] +
+                     ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]) if rows else "_none_"
+
+
+def _html_table(head: list[str], rows: list[list[str]]) -> str:
+    if not rows:
+        return "<p><i>none</i></p>"
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{trs}</table>"
+
+
+def write_script_report(run_dir: Path, out: Path, css: str) -> Path:
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    sc = cfg.get("script") or {}
+    metric = "metric"
+    db = sqlite3.connect(f"file:{run_dir / 'lineage.db'}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    try:
+        gens, cands, diffs, points = _rows(db)
+        llm = _llm_rows(db)
+        sandbox, violations, approvals = isolation_line(db), violation_rows(db), approval_rows(db)
+    finally:
+        db.close()
+    _plot(out / "metric.png", points, metric)
+    ok, lines = verify_run(run_dir)
+    source = "the harness's own evaluation of each artifact" if sc.get("evaluate") else \
+        "what the program printed about itself (no evaluate command: self-reported)"
+    gate = sc.get("gate", {})
+    head = [("run", str(cfg.get("name"))), ("program", str(sc.get("program"))),
+            ("command", " ".join(sc.get("command", []))), ("editable", ", ".join(sc.get("editable", []))),
+            ("direction", str(sc.get("direction"))), ("the gate's number", source),
+            ("gate", f"{gate.get('test')} t-test over {gate.get('seeds')} fresh seeds, alpha {gate.get('alpha')}, "
+                     f"min_effect {gate.get('min_effect')}"),
+            ("researcher", str((cfg.get("researcher") or {}).get("name"))),
+            ("audit log and artifacts", ("verified: " if ok else "FAILED: ") + lines[0])]
+    title = f"Successor run report: {cfg.get('name')}"
+    md = [f"# {title}", ""] + [f"- **{k}**: {v}" for k, v in head] + [
+        "", "## Plots", "", "![gate runs by generation](metric.png)", "", "## Generations", "",
+        _md_table(GEN_HEAD, gens), "", "## Candidates", "", _md_table(CAND_HEAD, cands), "", "## Diffs", ""]
+    for cid, why, diff in diffs:
+        md += [f"### {cid}", "", why, "", "```diff", diff.rstrip("\n"), "```", ""]
+    md += ["_none_", ""] if not diffs else []
+    md += ["## LLM calls", "", _md_table(LLM_HEAD, llm), "", "## Oversight", "", sandbox, "",
+           "### Sandbox violations", "", _md_table(VIOLATION_HEAD, violations), "", "### Human decisions", "",
+           _md_table(APPROVAL_HEAD, approvals), ""]
+    (out / "report.md").write_text("\n".join(md))
+    items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in head)
+    diff_html = "".join(f"<h3 id='diff-{html.escape(c)}'>{html.escape(c)}</h3><p>{html.escape(w)}</p>"
+                        f"<pre class='diff'>{html.escape(d)}</pre>" for c, w, d in diffs) or "<p><i>none</i></p>"
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{css}</style></head>
+<body><h1>{html.escape(title)}</h1><ul>{items}</ul>
+<h2>Plots</h2><p><img src="metric.png" alt="gate runs by generation"></p>
+<h2>Generations</h2>{_html_table(GEN_HEAD, gens)}
+<h2>Candidates</h2>{_html_table(CAND_HEAD, cands)}
+<h2>Diffs</h2>{diff_html}
+<h2>LLM calls</h2>{_html_table(LLM_HEAD, llm)}
+<h2>Oversight</h2><p>{html.escape(sandbox)}</p><h3>Sandbox violations</h3>{_html_table(VIOLATION_HEAD, violations)}
+<h3>Human decisions</h3>{_html_table(APPROVAL_HEAD, approvals)}
+</body></html>
+"""
+    (out / "report.html").write_text(page)
+    return out
