@@ -121,12 +121,14 @@ def _print_summary(run_dir: Path) -> None:
     from .status import UPPER_BOUND, status_dict
 
     s = status_dict(run_dir)
+    script = any(g["metric"] is not None for g in s["generations"])  # a script run: a metric, not a frontier
     t = Table(title=f"lineage of {run_dir}")
-    for col in ("gen", "champion", "promoted", "frontier", "reason"):
+    for col in ("gen", "champion", "promoted", "metric" if script else "frontier", "reason"):
         t.add_column(col)
     for g in s["generations"]:
         t.add_row(str(g["generation"]), (g["champion"] or "-")[:12], "yes" if g["promoted"] else "no",
-                  str(g["frontier"]), (g["gate"] or {}).get("reason", "-"))
+                  (f"{g['metric']:.4g}" if g["metric"] is not None else "-") if script else str(g["frontier"]),
+                  (g["gate"] or {}).get("reason", "-"))
     Console().print(t)
     if s["upper_bound"]:
         Console().print(UPPER_BOUND, style="bold", highlight=False)

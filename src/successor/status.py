@@ -18,6 +18,13 @@ def upper_bound(run_dir: Path) -> bool:
     return (data.get("curator") or {}).get("filter") == "verifier"
 
 
+def _champion_metric(db: sqlite3.Connection, champion: str | None) -> float | None:
+    """A script run's champion's mean metric over its gate seeds (None for tinylm, or before a champion)."""
+    row = db.execute("SELECT stats FROM gate_decisions WHERE model=? AND promoted=1 ORDER BY generation DESC",
+                     (champion,)).fetchone() if champion else None
+    return json.loads(row["stats"]).get("contender_mean") if row and row["stats"] else None
+
+
 def status_dict(run_dir: Path) -> dict:
     db = sqlite3.connect(f"file:{Path(run_dir) / 'lineage.db'}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
@@ -33,6 +40,7 @@ def status_dict(run_dir: Path) -> dict:
             "champion": g["champion_model"],
             "promoted": bool(g["promoted"]) if g["promoted"] is not None else None,
             "frontier": g["frontier"],
+            "metric": _champion_metric(db, g["champion_model"]),
             "sealed_digest": g["sealed_digest"],
             "wall_s": round(g["finished"] - g["started"], 1) if g["finished"] else None,
             "gate": ({"candidate": succ["candidate_id"], "reason": succ["reason"], "stats": json.loads(succ["stats"])}
@@ -52,6 +60,7 @@ def status_dict(run_dir: Path) -> dict:
         "promoted": sum(1 for g in done if g["promoted"]),
         "champion": done[-1]["champion"] if done else None,
         "frontier": done[-1]["frontier"] if done else None,
+        "metric": done[-1]["metric"] if done else None,
         "in_progress": {"generation": stage["generation"], "stage": stage["name"]} if stage else None,
         "waiting_for_approval": ({"generation": waiting["generation"], "reasons": json.loads(waiting["reasons"])}
                                  if waiting else None),

@@ -8,9 +8,12 @@ one line naming the file or record.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
+
+import yaml
 
 from . import provenance
 from .audit import read_records, verify
@@ -62,6 +65,42 @@ class _Run:
             if sd.is_dir():
                 for f in sorted(sd.glob("*.jsonl")):
                     self.shards[f.stem] = self.shards.get(f.stem, True) and self._check(f, file_digest)
+        if (root / "program.git").is_dir():
+            self._script()
+
+    def _script(self) -> None:
+        """A script run: its artifacts (named by digest), its programs (a commit and knobs, named by their
+        digest, the commit present in program.git), and each generation's gate seeds (named by their digest)."""
+        from .workloads.script import memory
+        from .workloads.script.loop import artifact_digest
+        from .workloads.script.program import ProgramRepo
+
+        arts = self.root / "artifacts" / "script"
+        for d in sorted(arts.iterdir()) if arts.is_dir() else []:
+            if not d.name.endswith(".tmp"):
+                inside = list(d.iterdir())
+                self.models[d.name] = len(inside) == 1 and self._check(d, lambda p: artifact_digest(inside[0]))
+        cfg = yaml.safe_load((self.root / "config.yaml").read_text())
+        db = sqlite3.connect(f"file:{self.root / 'lineage.db'}?mode=ro", uri=True, timeout=30)
+        try:
+            progs = db.execute("SELECT digest, git_commit, knobs FROM programs").fetchall()
+            gens = [r[0] for r in db.execute("SELECT idx FROM generations")]
+        finally:
+            db.close()
+        repo = ProgramRepo(self.root / "program.git", "x")
+        for digest, commit, knobs in progs:
+            ok = memory.program_digest(json.loads(knobs), commit) == digest
+            if not ok:
+                self.problems.append(f"program {digest[:12]}: its commit and knobs hash to another digest")
+            try:
+                repo.git("cat-file", "-e", f"{commit}^{{commit}}")
+            except ValueError:
+                ok = False
+                self.problems.append(f"program {digest[:12]}: its commit {commit[:12]} is not in program.git")
+            self.models[digest] = ok
+        n = cfg["script"]["gate"]["seeds"]
+        for g in gens:
+            self.shards[memory.seeds_digest(memory.draw_seeds(cfg["seed"], g, "gate", n))] = True
 
     def _check(self, path: Path, digest_of) -> bool:
         rel = path.relative_to(self.root)

@@ -30,7 +30,7 @@ from ...executor import Experiment, kill_orphan
 from ...gate import seed_test
 from ...loop import Loop, Paused
 from ...researchers.base import Brief, ResearcherPaused, proposal_key
-from .memory import brief_sources, memory, program_digest, weaknesses
+from .memory import brief_sources, draw_seeds, memory, program_digest, seeds_digest, weaknesses
 from .measure import MetricError, evaluate_artifact, python_argv, read_metric
 from .patch import PatchError, allowed
 from .program import ProgramRepo
@@ -56,12 +56,11 @@ class ScriptLoop(Loop):
 
     # -- seeds the harness draws -----------------------------------------------------------------------------
     def seeds(self, g: int, kind: str) -> list[int]:
-        n, salt = (self.sc.seeds, 11) if kind == "experiment" else (self.sc.gate.seeds, 13)
-        return [int(x) for x in np.random.default_rng([self.cfg.seed, salt, g]).integers(2**31 - 1, size=n)]
+        return draw_seeds(self.cfg.seed, g, kind, self.sc.seeds if kind == "experiment" else self.sc.gate.seeds)
 
     def sealed_digest(self, g: int) -> str:
         """The gate's seeds for this generation, committed before any candidate runs."""
-        return hashlib.sha256(json.dumps(self.seeds(g, "gate")).encode()).hexdigest()
+        return seeds_digest(self.seeds(g, "gate"))
 
     # -- one run of the program ------------------------------------------------------------------------------
     def program(self, digest: str):
@@ -142,7 +141,7 @@ class ScriptLoop(Loop):
             src = program / self.sc.artifact
             if not src.exists() or src.is_symlink():
                 raise MetricError(f"the program did not write its artifact {self.sc.artifact}")
-            model = _digest(src)
+            model = artifact_digest(src)
             home = self.run.root / "artifacts" / "script" / model
             dest = home / src.name
             if not dest.exists():  # named by its digest, written whole or not at all
@@ -375,7 +374,7 @@ def _pass(via: str, name: str, value, argv: list[str], env: dict, files: dict) -
         files[name] = value
 
 
-def _digest(path: Path) -> str:
+def artifact_digest(path: Path) -> str:
     if path.is_file():
         return file_digest(path)
     h = hashlib.sha256()

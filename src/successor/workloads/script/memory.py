@@ -19,6 +19,16 @@ def program_digest(knobs: dict, commit: str) -> str:
     return hashlib.sha256(json.dumps({"commit": commit, "knobs": knobs}, sort_keys=True).encode()).hexdigest()
 
 
+def draw_seeds(run_seed: int, g: int, kind: str, n: int) -> list[int]:
+    """The seeds the harness draws for a generation: the experiments' and, apart, the gate's."""
+    salt = 11 if kind == "experiment" else 13
+    return [int(x) for x in np.random.default_rng([run_seed, salt, g]).integers(2**31 - 1, size=n)]
+
+
+def seeds_digest(seeds: list[int]) -> str:
+    return hashlib.sha256(json.dumps(seeds).encode()).hexdigest()
+
+
 def brief_sources(repo: ProgramRepo, commit: str, editable: list[str]) -> dict[str, str]:
     out = {}
     for f in repo.files(commit):
