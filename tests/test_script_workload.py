@@ -115,7 +115,13 @@ def _decisions(loop: ScriptLoop) -> dict[str, tuple[int, str]]:
 
 # -- config -------------------------------------------------------------------------------------------------------
 def test_the_readme_config_is_under_20_lines_and_resolves_the_program_next_to_it(toy, tmp_path):
-    assert len([ln for ln in CONFIG.splitlines() if ln.strip()]) <= 20
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("<!-- readme-script-config -->\n```yaml\n", 1)[1].split("```", 1)[0]
+    assert len([ln for ln in block.splitlines() if ln.strip()]) < 20
+    (tmp_path / "prog" / "successor.yaml").write_text(block)
+    mine = load_config(tmp_path / "prog" / "successor.yaml")
+    assert mine.script.direction == "minimize" and mine.script.space().dims["hidden"].kind == "int"
+    assert Path(mine.script.program) == (tmp_path / "prog").resolve()
     cfg = load_config(toy())
     assert cfg.workload == "script" and Path(cfg.script.program) == (tmp_path / "prog").resolve()
     assert cfg.script.space().dims["x"].check(2) == 2.0
@@ -288,3 +294,49 @@ def test_knobs_reach_the_program_as_flags_env_and_a_config_file(toy, tmp_path):
     assert loop.run_all() == "finished"
     stats = json.loads(loop.store.one("SELECT stats FROM gate_decisions WHERE generation=0")["stats"])
     assert stats["contender"] == [3.5] * 4  # 1 + 2 + 0.5, the same on every seed (it takes none)
+
+
+# -- the llm researcher through the loop ----------------------------------------------------------------------------
+def test_an_llm_patch_is_promoted_and_its_cost_cap_pauses_the_run_not_crashes_it(toy, tmp_path, monkeypatch):
+    from test_llm_researcher import Handler, answer, ok, prop  # the loopback OpenAI/Anthropic server
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.replies, srv.requests, srv.lock = [], [], threading.Lock()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        llm = {"provider": "openai", "model": "m", "base_url": f"http://127.0.0.1:{srv.server_address[1]}/v1",
+               "api_key_env": "SUCCESSOR_NO_KEY", "price_in_per_mtok": 3.0, "price_out_per_mtok": 15.0}
+        cfg = yaml.safe_load(Path(toy(generations=2)).read_text())
+        cfg["researcher"] = {"name": "llm", "candidates": 1, "llm": llm}
+        path = tmp_path / "llm.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        srv.replies.append(ok("openai", answer(prop({"x": 3.0}, GOOD, "the bonus and the optimum"))))
+        rd = RunDir(tmp_path / "run", load_config(path))
+        rd.set_policy(Policy.model_validate({"budgets": {"llm_cost_usd": 0.005}}))  # one call costs $0.0081
+        loop = ScriptLoop(rd)
+        state = loop.run_all()
+        assert state.startswith("paused: the researcher paused: llm cost cap reached")
+        assert len(srv.requests) == 1  # the cap stopped the second call before it was made
+        prompt = json.dumps(srv.requests[0]["body"]["messages"])
+        assert "BONUS = 0.0" in prompt and "salt" in prompt  # the source and the knob space
+        dec = _decisions(loop)
+        assert dec["g1c0"][0] == 1 and "BONUS = 0.3" in loop.repo.read(loop.repo.champion(), "train.py")
+        calls = loop.store.q("SELECT * FROM llm_calls")
+        assert [c["status"] for c in calls] == ["ok"] and calls[0]["cost_usd"] == pytest.approx(0.0081)
+        assert Path(calls[0]["transcript"]).is_file()
+        # a human raises the cap; the same command resumes where it paused
+        rd.set_policy(Policy.model_validate({"budgets": {"llm_cost_usd": 1.0}}))
+        srv.replies.append(ok("openai", answer(prop({"salt": 3}, None, "another seed stream"))))
+        loop = ScriptLoop(RunDir(tmp_path / "run", load_config(path)))
+        assert loop.run_all() == "finished"
+        assert len(srv.requests) == 2 and loop.store.generation(2)["status"] == "done"
+        second = json.dumps(srv.requests[1]["body"]["messages"])
+        assert "g1c0" in second and "promoted" in second  # research memory reached the prompt
+        from successor.report import write_report
+        md = (write_report(tmp_path / "run") / "report.md").read_text()
+        assert "## LLM calls" in md and "0.0081" in md and "+BONUS = 0.3" in md
+    finally:
+        srv.shutdown()
+        srv.server_close()
