@@ -340,3 +340,24 @@ def test_an_llm_patch_is_promoted_and_its_cost_cap_pauses_the_run_not_crashes_it
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_hidden_data_is_empty_to_a_candidate_and_read_by_the_evaluation(toy, tmp_path):
+    """The user's held-out data: the sandbox puts an unreadable file in its place, and trying disqualifies."""
+    secret = tmp_path / "heldout.txt"
+    secret.write_text("0.25\n")
+    (tmp_path / "prog" / "eval.py").write_text(EVAL.replace(
+        "print(", "bonus = float(open(sys.argv[2]).read())\nprint(").replace("['score']", "['score'] + bonus"))
+    peek = _diff("BONUS = 0.0", f"BONUS = 0.0\nSEEN = open({str(secret)!r}).read()\nprint('seen=' + repr(SEEN))")
+    cfg = toy(generations=1, hidden=["heldout.txt"],
+              evaluate={"command": ["python", "eval.py", "{artifact}", "{hidden}"],
+                        "metric": {"regex": "score=([-0-9.]+)"}})
+    loop = _loop(cfg, tmp_path / "run", Scripted({1: [({"x": 3.0}, peek, "peek at the held-out data")]}))
+    assert loop.run_all() == "finished"
+    first = json.loads(loop.store.one("SELECT stats FROM gate_decisions WHERE generation=0")["stats"])
+    assert first["contender_mean"] == pytest.approx(0.1115 + 0.25, abs=1e-3)  # the evaluation read it
+    exp = loop.store.one("SELECT id FROM experiments WHERE candidate_id='g1c0' LIMIT 1")["id"]
+    log = (loop.run.workspace(exp) / "log.txt").read_text()
+    assert "0.25" not in log and ("seen=''" in log or "Permission denied" in log)  # nothing of it reached them
+    kinds = {r["kind"] for r in loop.store.q("SELECT kind FROM violations WHERE candidate_id='g1c0'")}
+    assert "harness_data" in kinds and not _decisions(loop)["g1c0"][0]

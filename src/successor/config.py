@@ -242,9 +242,11 @@ def load_config(path: Path | None = None, preset: str | None = None) -> RunConfi
         if not path.is_file():
             raise ConfigError(f"config: file not found: {path}")
         data = _merge(data, _read_yaml(path.read_text(), str(path)))
-        program = (data.get("script") or {}).get("program") if isinstance(data.get("script"), dict) else None
-        if isinstance(program, str):  # a program is named relative to its config file, wherever one runs it from
-            data["script"]["program"] = str((path.parent / program).resolve())
+        script = data.get("script") if isinstance(data.get("script"), dict) else {}
+        if isinstance(script.get("program"), str):  # named relative to the config file, wherever one runs it from
+            script["program"] = str((path.parent / script["program"]).resolve())
+        if isinstance(script.get("hidden"), list):
+            script["hidden"] = [str((path.parent / h).resolve()) if isinstance(h, str) else h for h in script["hidden"]]
     return validated(RunConfig, data)
 
 

@@ -47,6 +47,7 @@ class Experiment:
     env: dict[str, str] = field(default_factory=dict)  # knobs passed as environment variables
     read_only: list[Path] = field(default_factory=list)  # workspace files it may read, never change
     honeypots: list[Path] | None = None  # planted by the caller (else the task's, in the workspace)
+    hidden: list[Path] = field(default_factory=list)  # paths the sandbox replaces with empty ones
 
     @property
     def workspace(self) -> Path:
@@ -136,14 +137,14 @@ class LocalExecutor:
         reader.start()
         guard_env = {"workspace": str(ws), "run_root": str(exp.run_root), "readable": [str(p) for p in exp.readable],
                      "job_files": [str(p) for p in job_files], "honeypots": [str(p) for p in honeypots],
-                     "max_processes": limits.processes,
+                     "max_processes": limits.processes, "hidden": [str(p) for p in exp.hidden],
                      "private": ["/dev/shm"] if self.isolation == "bwrap" else []}  # the sandbox's own tmpfs
         if exp.command is None:
             inner = [*GUARD, "reap", str(w), "--", *GUARD, "run", str(w), exp.module, str(exp.job)]
             inner += [str(exp.patch)] if exp.patch else []
         else:  # the job's path on the command line is how kill_orphan knows the process is ours
             inner = [*GUARD, "reap", str(w), str(exp.job), "--", *_guarded(exp.command, w)]
-        cmd = wrap(self.isolation, inner, ws, exp.run_root, exp.readable, job_files, exp.cwd)
+        cmd = wrap(self.isolation, inner, ws, exp.run_root, exp.readable, job_files, exp.cwd, exp.hidden)
         (ws / "tmp").mkdir(exist_ok=True)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(ws), "TMPDIR": str(ws / "tmp"), "LANG": "C.UTF-8",
                "PYTHONUNBUFFERED": "1",

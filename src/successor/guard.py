@@ -63,6 +63,7 @@ class Rules:
         self.spawned = 0
         self.job_files = set(spec["job_files"])
         self.honeypots = set(spec["honeypots"])
+        self.hidden = list(spec.get("hidden", []))
         self.writable = [self.workspace, "/dev/null", *spec.get("private", [])]
         self.report = report
 
@@ -70,6 +71,8 @@ class Rules:
         p = os.path.normpath(os.path.join(os.getcwd(), path))
         if p in self.honeypots:
             self.report("honeypot", f"{how} {p}")
+        elif _under(p, self.hidden):
+            self.report("harness_data", f"{how} {p} (hidden from candidates: the evaluation's data)")
         elif write and p in self.job_files:
             self.report("job_edit", f"{how} {p} (its job and budget are the harness's)")
         elif write and not _under(p, self.writable):

@@ -193,7 +193,7 @@ def preexec(limits: SandboxLimits, cgroup_procs: list[str]):
 
 
 def wrap(mode: str, inner: list[str], workspace: Path, run_root: Path, readable: list[Path],
-         read_only_in_workspace: list[Path], cwd: Path | None = None) -> list[str]:
+         read_only_in_workspace: list[Path], cwd: Path | None = None, hidden: list[Path] = ()) -> list[str]:
     """The full command line for `inner` (the guard and the candidate) under the given isolation mode."""
     if mode == "none":
         return inner
@@ -203,6 +203,8 @@ def wrap(mode: str, inner: list[str], workspace: Path, run_root: Path, readable:
     # temporary files go to TMPDIR in its workspace.
     cmd = [bwrap_path(), *_BWRAP_BASE, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
            "--tmpfs", str(run_root)]
+    for p in hidden:  # what the candidate must not see: an empty folder, or an unreadable file, in its place
+        cmd += ["--tmpfs", str(p)] if Path(p).is_dir() else ["--ro-bind", "/dev/null", str(p)]
     for p in readable:
         cmd += ["--ro-bind", str(p), str(p)]
     cmd += ["--bind", str(workspace), str(workspace)]

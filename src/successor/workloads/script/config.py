@@ -101,6 +101,9 @@ class ScriptConfig(Strict):
     artifact: str | None = Field(None, description="the file or folder the program writes (relative to its "
                                  "directory), handed to evaluate and kept for the champion")
     evaluate: EvaluateConfig | None = None
+    hidden: list[str] = Field([], description="files or folders (relative to the config file) the candidate's "
+                              "sandbox must not see: your held-out data. The harness's evaluation still reads "
+                              "them; a candidate that tries is disqualified. Needs the bubblewrap sandbox")
     seeds: int = Field(2, ge=1, le=100, description="seeds each candidate experiment runs")
     gate: ScriptGateConfig = ScriptGateConfig()
     patches: bool = Field(True, description="researchers may propose code patches to the editable files")

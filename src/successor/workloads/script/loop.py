@@ -29,6 +29,7 @@ from ...data import file_digest, write_text_atomic
 from ...executor import Experiment, kill_orphan
 from ...gate import seed_test
 from ...loop import Loop, Paused
+from ...sandbox import IsolationError
 from ...researchers.base import Brief, ResearcherPaused, proposal_key
 from .memory import brief_sources, draw_seeds, memory, program_digest, seeds_digest, weaknesses
 from .measure import MetricError, evaluate_artifact, python_argv, read_metric
@@ -40,10 +41,16 @@ FINISHED = ("done", "failed", "timeout", "violation")
 
 class ScriptLoop(Loop):
     def __init__(self, run, progress=None, researcher=None):
-        super().__init__(run, progress, researcher=researcher or _NoTinylm())
+        super().__init__(run, progress, researcher=researcher)
         self.sc = self.cfg.script
         self.repo = ProgramRepo(run.root / "program.git", self.cfg.name)
         self.pristine = run.root / "harness" / "program"
+        missing = [h for h in self.sc.hidden if not Path(h).exists()]
+        if missing:
+            raise ValueError(f"script.hidden: {missing[0]} does not exist")
+        if self.sc.hidden and self.isolation != "bwrap":
+            raise IsolationError(f"script.hidden needs the bubblewrap sandbox to hide {self.sc.hidden[0]}; this "
+                                 f"machine gives {self.isolation!r} (install bubblewrap)")
         first = self.repo.init(Path(self.sc.program))
         if not self.pristine.exists():  # the evaluation's copy: the program as given, where no candidate writes
             self.repo.export(first, self.pristine.with_suffix(".tmp"))
@@ -109,7 +116,7 @@ class ScriptLoop(Loop):
                           protected=integrity.harness_sources() + [self.run.root / "config.yaml",
                                                                    self.run.policy_path, self.pristine],
                           command=job["argv"], cwd=program, env=job["env"], read_only=frozen,
-                          honeypots=integrity.plant_script_honeypots(ws))
+                          honeypots=integrity.plant_script_honeypots(ws), hidden=[Path(h) for h in self.sc.hidden])
         outcome = self.executor.run(spec, on_start=lambda pid: self.store.experiment_pid(exp_id, pid))
         model, metrics = None, {"seed": job["seed"]}
         if outcome.status == "done":
@@ -154,7 +161,8 @@ class ScriptLoop(Loop):
             self.store.add_model(model, str(dest), self.store.champion(), g, exp_id)
         if self.sc.evaluate is not None:
             ev = evaluate_artifact(self.sc.evaluate, self.pristine, self.store.model_path(model),
-                                   self.run.workspace(exp_id + "-eval"), self.run.root, self.isolation, self.policy)
+                                   self.run.workspace(exp_id + "-eval"), self.run.root, self.isolation, self.policy,
+                                   self.sc.hidden)
             metrics["eval_s"] = round(ev.seconds, 2)
             if ev.metric is None:
                 raise MetricError(ev.error)
@@ -359,10 +367,6 @@ class ScriptLoop(Loop):
         artifact = self.store.model_path(t["runs"]["models"][0]) if t["runs"]["models"][0] else None
         self.store.x("INSERT OR REPLACE INTO programs VALUES(?,?,?,?,?,?)", t["successor"], cid, g, commit,
                      json.dumps(self._knobs(cid)), str(artifact) if artifact else None)
-
-
-class _NoTinylm:
-    """Placeholder so Loop.__init__ builds; the script loop sets its own researcher."""
 
 
 def _pass(via: str, name: str, value, argv: list[str], env: dict, files: dict) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -64,15 +65,17 @@ class Evaluation:
 
 
 def evaluate_artifact(cfg: EvaluateConfig, pristine: Path, artifact: Path, scratch: Path, run_root: Path,
-                      isolation: str, policy: Policy) -> Evaluation:
-    """Run the evaluation command on `artifact`; its output is kept in `scratch`/eval.txt."""
+                      isolation: str, policy: Policy, hidden: list[str] = ()) -> Evaluation:
+    """Run the evaluation command on `artifact`; its output is kept in `scratch`/eval.txt. It sees the paths
+    hidden from candidates (`{hidden}` in the command is the first; $SUCCESSOR_HIDDEN lists them all)."""
     shutil.rmtree(scratch, ignore_errors=True)
     work = scratch / "program"
     shutil.copytree(pristine, work)
-    argv = python_argv([a.replace("{artifact}", str(artifact)) for a in cfg.command])
+    argv = python_argv([a.replace("{artifact}", str(artifact)).replace("{hidden}", hidden[0] if hidden else "")
+                        for a in cfg.command])
     cmd = wrap(isolation, argv, scratch, run_root, [artifact], [], work)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch), "TMPDIR": str(scratch), "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
+           "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "SUCCESSOR_HIDDEN": os.pathsep.join(hidden)}
     t0 = time.monotonic()
     log = scratch / "eval.txt"
     try:
