@@ -239,13 +239,19 @@ class Loop:
                 outcome.violations.append({"kind": "fake_metric", "detail": "; ".join(lies)})
                 outcome.status, outcome.error = "violation", f"crossed the sandbox: fake_metric: {'; '.join(lies)}"
                 model = None
+        return self.finish(g, cand, exp_id, outcome, model, metrics)
+
+    def finish(self, g: int, cand: str, exp_id: str, outcome, model: str | None, metrics: dict | None,
+               **extra) -> dict:
+        """Record an experiment's outcome: its violations, its row, its audit event; returns the row."""
         for v in outcome.violations:
             self.store.add_violation(exp_id, g, cand, v["kind"], v["detail"])
             self.audit.append("violation", generation=g, candidate=cand, experiment=exp_id, **v)
         self.store.experiment_finished(exp_id, outcome.status, outcome.wall_s, model, outcome.error, metrics,
                                        outcome.cpu_s)
         self.audit.append("experiment.end", generation=g, experiment=exp_id, status=outcome.status, model=model,
-                          error=outcome.error, wall_s=round(outcome.wall_s, 2), cpu_s=round(outcome.cpu_s, 2))
+                          error=outcome.error, wall_s=round(outcome.wall_s, 2), cpu_s=round(outcome.cpu_s, 2),
+                          **extra)
         return dict(self.store.experiment(exp_id))
 
     def _experiment_spec(self, ws: Path) -> Experiment:

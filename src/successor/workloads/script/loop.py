@@ -124,14 +124,7 @@ class ScriptLoop(Loop):
                 model, metrics = self._measure(g, exp_id, ws, program, metrics)
             except (MetricError, OSError) as e:
                 outcome.status, outcome.error = "failed", str(e)
-        for v in outcome.violations:
-            self.store.add_violation(exp_id, g, cid, v["kind"], v["detail"])
-            self.audit.append("violation", generation=g, candidate=cid, experiment=exp_id, **v)
-        self.store.experiment_finished(exp_id, outcome.status, outcome.wall_s, model, outcome.error, metrics,
-                                       outcome.cpu_s)
-        self.audit.append("experiment.end", generation=g, experiment=exp_id, status=outcome.status, model=model,
-                          metric=metrics.get("metric"), error=outcome.error, wall_s=round(outcome.wall_s, 2))
-        return dict(self.store.experiment(exp_id))
+        return self.finish(g, cid, exp_id, outcome, model, metrics, metric=metrics.get("metric"))
 
     def _measure(self, g: int, exp_id: str, ws: Path, program: Path, metrics: dict) -> tuple[str | None, dict]:
         """The run's number: the harness's evaluation of its artifact where the config names one, else what
