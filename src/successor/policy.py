@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from .config import ConfigError, _read_yaml, validated
 from .data import write_text_atomic
