@@ -209,6 +209,7 @@ def ok_run(run_dir: Path) -> bool:
 
 def test_patches_commit_refusals_and_seed_noise_never_promoted(toy, tmp_path):
     plan = {1: [({"salt": 17}, None, "a new seed stream, 42 -> 137"),
+                ({}, None, "the champion again"),
                 ({"salt": 71}, None, "another seed stream"),
                 ({}, _diff("x", "y", "eval.py"), "edit the evaluation"),
                 ({}, _diff("BONUS = 7", "BONUS = 8"), "a stale patch")],
@@ -216,17 +217,18 @@ def test_patches_commit_refusals_and_seed_noise_never_promoted(toy, tmp_path):
     loop = _loop(toy(generations=2), tmp_path / "run", Scripted(plan))
     assert loop.run_all() == "finished"
     dec = _decisions(loop)
-    assert not dec["g1c0"][0] and not dec["g1c1"][0]  # only seed noise: never promoted
-    assert "eval.py: not in the editable allow-list" in dec["g1c2"][1]
-    assert "does not apply" in dec["g1c3"][1]
+    assert not dec["g1c0"][0] and not dec["g1c2"][0]  # only seed noise: never promoted
+    assert "nothing to test" in dec["g1c1"][1]
+    assert "eval.py: not in the editable allow-list" in dec["g1c3"][1]
+    assert "does not apply" in dec["g1c4"][1]
     assert dec["g2c0"][0] == 1 and "paired t-test" in dec["g2c0"][1]
     assert "BONUS = 0.3" in loop.repo.read(loop.repo.champion(), "train.py")
     # research memory shows the refusals to the next researcher call, with their reasons
     mem = {t.id: t for t in loop.researcher.briefs[-1].memory}
-    assert mem["g1c2"].status == "refused" and "eval.py" in mem["g1c2"].error
+    assert mem["g1c3"].status == "refused" and "eval.py" in mem["g1c3"].error
     from successor.report import write_report
     md = (write_report(tmp_path / "run") / "report.md").read_text()
-    assert "### g2c0" in md and "+BONUS = 0.3" in md and "### g1c2" in md
+    assert "### g2c0" in md and "+BONUS = 0.3" in md and "### g1c3" in md
     assert ok_run(tmp_path / "run")
 
 

@@ -214,7 +214,7 @@ class ScriptLoop(Loop):
 
     def brief(self, g: int, ctx: dict) -> Brief:
         prog = self.program(ctx["champion"])
-        return Brief(generation=g, champion_knobs=json.loads(prog["knobs"]),
+        return Brief(generation=g, champion_knobs=self._champion_knobs(ctx),
                      champion_metric=ctx["assess"]["metric"]["mean"], metric=_metric_name(self.sc),
                      direction=self.sc.direction, space=self.sc.space(),
                      sources=brief_sources(self.repo, prog["git_commit"], self.sc.editable) if self.sc.patches else {},
@@ -233,6 +233,8 @@ class ScriptLoop(Loop):
                 if row["diff"] and not self.sc.patches:
                     raise PatchError("patch refused: this run's config does not allow code patches")
                 self.sc.space().validate(knobs)
+                if ctx["champion"] is not None and not row["diff"] and knobs == self._champion_knobs(ctx):
+                    raise PatchError("refused: the champion's own knobs and no patch: nothing to test")
                 commits[cid] = self.repo.candidate(cid, parent, row["diff"], self.sc.editable,
                                                    f"{cid}: {row['rationale']}\n\nknobs: {json.dumps(knobs)}")
             except (PatchError, ValueError) as e:
@@ -352,6 +354,9 @@ class ScriptLoop(Loop):
         provenance.record(self.run.root, self.audit, g, stmt)
 
     # -- helpers ---------------------------------------------------------------------------------------------
+    def _champion_knobs(self, ctx: dict) -> dict:
+        return json.loads(self.program(ctx["champion"])["knobs"])
+
     def _knobs(self, cid: str) -> dict:
         return json.loads(self.store.one("SELECT recipe FROM candidates WHERE id=?", cid)["recipe"])
 
