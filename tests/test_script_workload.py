@@ -363,3 +363,22 @@ def test_hidden_data_is_empty_to_a_candidate_and_read_by_the_evaluation(toy, tmp
     assert "0.25" not in log and ("seen=''" in log or "Permission denied" in log)  # nothing of it reached them
     kinds = {r["kind"] for r in loop.store.q("SELECT kind FROM violations WHERE candidate_id='g1c0'")}
     assert "harness_data" in kinds and not _decisions(loop)["g1c0"][0]
+
+
+def test_tinylm_refuses_a_script_researcher(tmp_path):
+    (tmp_path / "c.yaml").write_text("researcher: {name: optuna}\n")
+    with pytest.raises(ConfigError, match="researcher optuna drives the script workload"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_the_cli_runs_a_script_config_and_shows_its_metric(toy, tmp_path):
+    cfg = toy(generations=1, seeds=1, gate={"seeds": 2, "min_effect": 0.01})
+    Path(cfg).write_text(Path(cfg).read_text().replace("candidates: 3", "candidates: 1"))
+    r = subprocess.run([sys.executable, "-m", "successor.cli", "run", str(cfg), "--run-dir", str(tmp_path / "run"),
+                        "--quiet"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = subprocess.run([sys.executable, "-m", "successor.cli", "status", str(tmp_path / "run"), "--json"],
+                       capture_output=True, text=True)
+    gens = json.loads(s.stdout)["generations"]
+    assert len(gens) == 2 and 0.05 < gens[0]["metric"] < 0.2  # x = 0: score 0.1 plus seed noise
+    assert "metric" in r.stdout and f"{gens[0]['metric']:.4g}" in r.stdout
