@@ -21,11 +21,11 @@ def test_evolution_improves_the_digits_example_and_the_gain_is_verified(tmp_path
     rows = loop.store.q("SELECT generation, promoted, reason, stats FROM gate_decisions WHERE role='successor' "
                         "ORDER BY generation")
     first = json.loads(rows[0]["stats"])
-    assert rows[0]["promoted"] and 0.85 < first["contender_mean"] < 0.95  # the program as given: about 0.92
+    assert rows[0]["promoted"] and 0.3 < first["contender_mean"] < 0.7  # the under-tuned start: about 0.47
     promoted = [json.loads(r["stats"]) for r in rows[1:] if r["promoted"]]
     assert promoted, [r["reason"] for r in rows]
     best = promoted[-1]
-    assert best["contender_mean"] > first["contender_mean"] + 0.01
+    assert best["contender_mean"] > first["contender_mean"] + 0.1
     assert best["p_value"] < 0.05 and best["gain"] > 0.005 and len(best["contender"]) == 3
     # every number the gate used is the harness's evaluation of an artifact, not the program's own
     runs = [json.loads(r["metrics"]) for r in loop.store.q("SELECT metrics FROM experiments WHERE status='done'")]

@@ -188,7 +188,7 @@ def test_seed_noise_is_refused_and_a_real_gain_promoted():
 
 # -- the loop, end to end -------------------------------------------------------------------------------------------
 def test_evolution_improves_the_program_and_the_run_verifies(toy, tmp_path):
-    loop = _loop(toy(generations=3), tmp_path / "run")
+    loop = _loop(toy(generations=2), tmp_path / "run")
     assert loop.run_all() == "finished"
     gens = loop.store.q("SELECT idx, promoted, champion_model FROM generations ORDER BY idx")
     assert [g["promoted"] for g in gens][0] == 1 and sum(g["promoted"] for g in gens[1:]) >= 1
@@ -234,9 +234,9 @@ def test_patches_commit_refusals_and_seed_noise_never_promoted(toy, tmp_path):
 
 def test_the_gate_refuses_a_selected_change_that_is_only_seed_noise(toy, tmp_path):
     """Salt-only candidates: whichever wins its experiment seeds by luck goes to fresh gate seeds and fails."""
-    plan = {g: [({"x": 3.0, "salt": 10 * g + i}, None, "seed stream") for i in range(3)] for g in (2, 3, 4)}
+    plan = {g: [({"x": 3.0, "salt": 10 * g + i}, None, "seed stream") for i in range(5)] for g in (2, 3)}
     plan[1] = [({"x": 3.0}, None, "move x to the optimum")]
-    loop = _loop(toy(generations=4), tmp_path / "run", Scripted(plan))
+    loop = _loop(toy(generations=3), tmp_path / "run", Scripted(plan))
     assert loop.run_all() == "finished"
     dec = loop.store.q("SELECT generation, candidate_id, promoted, reason FROM gate_decisions WHERE role='successor' "
                        "AND generation>1")
