@@ -74,7 +74,7 @@ class RoleConfig(Strict):
     @model_validator(mode="after")
     def _llm(self) -> "RoleConfig":
         if self.name == "llm" and self.llm is None:
-            raise ValueError("a role backed by llm needs an llm section (provider, model, ...)")
+            raise ValueError("an llm researcher needs an llm section (provider, model, base_url, api_key_env)")
         return self
 
 
@@ -85,20 +85,13 @@ class ManagerConfig(Strict):
                                       "memory only; an llm role also asks the model to review the survivors")
 
 
-class ResearcherConfig(Strict):
+class ResearcherConfig(RoleConfig):
+    """The run's researcher: a role's fields, plus how many candidates a generation and the manager's team."""
+
     name: Literal["evolution", "optuna", "llm", "manager"] = "evolution"
     candidates: int = Field(3, ge=1, le=64, description="candidates proposed per generation")
-    mutation_rate: float = Field(0.3, gt=0.0, le=1.0)
     crossover: bool = True
-    optuna: OptunaConfig = OptunaConfig()
-    llm: LLMConfig | None = None
     manager: ManagerConfig = ManagerConfig()
-
-    @model_validator(mode="after")
-    def _llm(self) -> "ResearcherConfig":
-        if self.name == "llm" and self.llm is None:
-            raise ValueError("researcher llm needs an llm section (provider, model, base_url, api_key_env)")
-        return self
 
 
 class NoiseConfig(Strict):
