@@ -76,10 +76,10 @@ class ScriptLoop(Loop):
     def make_run(self, g: int, cid: str, commit: str, knobs: dict, seed: int) -> str:
         argv, env, files = python_argv(self.sc.command), {}, {}
         for name, k in self.sc.knobs.items():
-            _pass(k.via, k.name or (f"--{name}" if k.via == "flag" else name.upper() if k.via == "env" else name),
+            pass_knob(k.via, k.name or (f"--{name}" if k.via == "flag" else name.upper() if k.via == "env" else name),
                   knobs[name], argv, env, files)
         if self.sc.seed is not None:
-            _pass(self.sc.seed.via, self.sc.seed.name, seed, argv, env, files)
+            pass_knob(self.sc.seed.via, self.sc.seed.name, seed, argv, env, files)
         champion = self.store.champion()
         parent = self.program(champion)["artifact"] if champion else None
         if parent:
@@ -367,7 +367,7 @@ class ScriptLoop(Loop):
                      json.dumps(self._knobs(cid)), str(artifact) if artifact else None)
 
 
-def _pass(via: str, name: str, value, argv: list[str], env: dict, files: dict) -> None:
+def pass_knob(via: str, name: str, value, argv: list[str], env: dict, files: dict) -> None:
     if via == "flag":
         argv += [name, str(value)]
     elif via == "env":
