@@ -30,6 +30,7 @@ from .tasks import Problem
 from .workloads.tinylm import checkpoint
 from .workloads.tinylm.recipe import Recipe
 
+FINISHED = ("done", "failed", "timeout", "violation")  # an experiment in one of these is never run again
 STAGES = ["assess", "propose", "implement", "experiment", "interpret", "select", "curate", "train", "evaluate",
           "gate", "promote"]
 
@@ -214,17 +215,12 @@ class Loop:
 
     def execute(self, g: int, cand: str, exp_id: str, kind: str) -> dict:
         """Run an experiment unless it already finished (then its recorded outcome is returned)."""
-        row = self.store.experiment(exp_id)
-        if row is not None and row["status"] in ("done", "failed", "timeout", "violation"):
-            return dict(row)
-        self.check_budgets()
+        done = self.claim(exp_id)
+        if done is not None:
+            return done
         ws = self.run.workspace(exp_id)
-        if row is not None and row["pid"]:  # the harness died mid-experiment: its orphan must not write on
-            kill_orphan(row["pid"], ws / "job.json")
         shutil.rmtree(ws / "out", ignore_errors=True)  # a half-written output of a killed attempt
-        self.store.experiment_started(exp_id, cand, g, kind)
-        self.audit.append("experiment.start", generation=g, candidate=cand, experiment=exp_id, kind=kind,
-                          isolation=self.isolation)
+        self.start(g, cand, exp_id, kind)
         outcome = self.executor.run(self._experiment_spec(ws), on_start=lambda pid: self.store.experiment_pid(exp_id, pid))
         model, metrics = None, None
         if outcome.status == "done":
@@ -240,6 +236,22 @@ class Loop:
                 outcome.status, outcome.error = "violation", f"crossed the sandbox: fake_metric: {'; '.join(lies)}"
                 model = None
         return self.finish(g, cand, exp_id, outcome, model, metrics)
+
+    def claim(self, exp_id: str) -> dict | None:
+        """The experiment's recorded row if it already finished (nothing to run); else None, once the budgets
+        allow it and the orphan of a harness that died mid-experiment is killed (it must not write on)."""
+        row = self.store.experiment(exp_id)
+        if row is not None and row["status"] in FINISHED:
+            return dict(row)
+        self.check_budgets()
+        if row is not None and row["pid"]:
+            kill_orphan(row["pid"], self.run.workspace(exp_id) / "job.json")
+        return None
+
+    def start(self, g: int, cand: str, exp_id: str, kind: str, **extra) -> None:
+        self.store.experiment_started(exp_id, cand, g, kind)
+        self.audit.append("experiment.start", generation=g, candidate=cand, experiment=exp_id, kind=kind,
+                          isolation=self.isolation, **extra)
 
     def finish(self, g: int, cand: str, exp_id: str, outcome, model: str | None, metrics: dict | None,
                **extra) -> dict:

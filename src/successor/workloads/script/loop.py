@@ -26,7 +26,7 @@ import numpy as np
 
 from ... import integrity, provenance
 from ...data import file_digest, write_text_atomic
-from ...executor import Experiment, kill_orphan
+from ...executor import Experiment
 from ...gate import seed_test
 from ...loop import Loop, Paused
 from ...sandbox import IsolationError
@@ -35,9 +35,6 @@ from .memory import brief_sources, draw_seeds, memory, program_digest, seeds_dig
 from .measure import MetricError, evaluate_artifact, python_argv, read_metric
 from .patch import PatchError, allowed
 from .program import ProgramRepo
-
-FINISHED = ("done", "failed", "timeout", "violation")
-
 
 class ScriptLoop(Loop):
     def __init__(self, run, progress=None, researcher=None):
@@ -94,23 +91,18 @@ class ScriptLoop(Loop):
         return exp_id
 
     def execute(self, g: int, cid: str, exp_id: str, kind: str) -> dict:
-        row = self.store.experiment(exp_id)
-        if row is not None and row["status"] in FINISHED:
-            return dict(row)
-        self.check_budgets()
+        done = self.claim(exp_id)
+        if done is not None:
+            return done
         ws = self.run.workspace(exp_id)
         job = json.loads((ws / "job.json").read_text())
-        if row is not None and row["pid"]:
-            kill_orphan(row["pid"], ws / "job.json")
         program = ws / "program"
         shutil.rmtree(program, ignore_errors=True)  # every attempt starts from the commit, not a killed run's files
         self.repo.export(job["commit"], program)
         if job["config_file"]:
             write_text_atomic(program / self.sc.config_file, json.dumps(job["config_file"], indent=2))
         frozen = [program / f for f in self.repo.files(job["commit"]) if not allowed(f, self.sc.editable)]
-        self.store.experiment_started(exp_id, cid, g, kind)
-        self.audit.append("experiment.start", generation=g, candidate=cid, experiment=exp_id, kind=kind,
-                          seed=job["seed"], isolation=self.isolation)
+        self.start(g, cid, exp_id, kind, seed=job["seed"])
         spec = Experiment(job=ws / "job.json", run_root=self.run.root,
                           readable=[Path(job["parent_artifact"])] if job["parent_artifact"] else [],
                           protected=integrity.harness_sources() + [self.run.root / "config.yaml",
