@@ -33,7 +33,7 @@ import yaml
 from scipy import stats
 
 from successor.config import RunConfig, validated
-from successor.workloads.script.loop import pass_knob
+from successor.workloads.script.loop import program_command
 from successor.workloads.script.measure import python_argv, read_metric
 from successor.workloads.script.program import ProgramRepo
 
@@ -108,17 +108,6 @@ def lineage(run: Path) -> dict:
 
 
 # -- re-measurement --------------------------------------------------------------------------------------------
-def train_argv(cfg: RunConfig, knobs: dict, seed: int) -> tuple[list[str], dict, dict]:
-    """argv, environment and config file of one run, as the loop's make_run builds them."""
-    sc, argv, env, files = cfg.script, python_argv(cfg.script.command), {}, {}
-    for name, k in sc.knobs.items():
-        default = f"--{name}" if k.via == "flag" else name.upper() if k.via == "env" else name
-        pass_knob(k.via, k.name or default, knobs[name], argv, env, files)
-    if sc.seed is not None:
-        pass_knob(sc.seed.via, sc.seed.name, seed, argv, env, files)
-    return argv, env, files
-
-
 def sh(argv: list[str], cwd: Path, env: dict, timeout: float) -> str:
     base = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(cwd), "TMPDIR": str(cwd), "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
@@ -132,7 +121,7 @@ def measure_once(cfg: RunConfig, repo: ProgramRepo, prog: dict, seed: int, prist
     """Train the program's commit with its knobs on `seed`; the harness's evaluation of the artifact."""
     sc, work = cfg.script, tmp / f"{prog['candidate_id']}-{seed}"
     repo.export(prog["git_commit"], work / "program")
-    argv, env, files = train_argv(cfg, prog["knobs"], seed)
+    argv, env, files = program_command(cfg.script, prog["knobs"], seed)
     if files:
         (work / "program" / sc.config_file).write_text(json.dumps(files, indent=2))
     sh(argv, work / "program", env, cfg.loop.experiment_timeout_s)

@@ -71,12 +71,7 @@ class ScriptLoop(Loop):
         return self.store.one("SELECT * FROM programs WHERE digest=?", digest)
 
     def make_run(self, g: int, cid: str, commit: str, knobs: dict, seed: int) -> str:
-        argv, env, files = python_argv(self.sc.command), {}, {}
-        for name, k in self.sc.knobs.items():
-            pass_knob(k.via, k.name or (f"--{name}" if k.via == "flag" else name.upper() if k.via == "env" else name),
-                  knobs[name], argv, env, files)
-        if self.sc.seed is not None:
-            pass_knob(self.sc.seed.via, self.sc.seed.name, seed, argv, env, files)
+        argv, env, files = program_command(self.sc, knobs, seed)
         champion = self.store.champion()
         parent = self.program(champion)["artifact"] if champion else None
         if parent:
@@ -359,13 +354,20 @@ class ScriptLoop(Loop):
                      json.dumps(self._knobs(cid)), str(artifact) if artifact else None)
 
 
-def pass_knob(via: str, name: str, value, argv: list[str], env: dict, files: dict) -> None:
-    if via == "flag":
-        argv += [name, str(value)]
-    elif via == "env":
-        env[name] = str(value)
-    else:
-        files[name] = value
+def program_command(sc, knobs: dict, seed: int) -> tuple[list[str], dict, dict]:
+    """One run's argv, environment and config-file contents: each knob and the seed passed as the config says."""
+    argv, env, files = python_argv(sc.command), {}, {}
+    passed = [(k.via, k.name or (f"--{n}" if k.via == "flag" else n.upper() if k.via == "env" else n), knobs[n])
+              for n, k in sc.knobs.items()]
+    passed += [(sc.seed.via, sc.seed.name, seed)] if sc.seed is not None else []
+    for via, name, value in passed:
+        if via == "flag":
+            argv += [name, str(value)]
+        elif via == "env":
+            env[name] = str(value)
+        else:
+            files[name] = value
+    return argv, env, files
 
 
 def artifact_digest(path: Path) -> str:
