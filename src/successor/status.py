@@ -20,9 +20,10 @@ def upper_bound(run_dir: Path) -> bool:
 
 def _champion_metric(db: sqlite3.Connection, champion: str | None) -> float | None:
     """A script run's champion's mean metric over its gate seeds (None for tinylm, or before a champion)."""
-    row = db.execute("SELECT stats FROM gate_decisions WHERE model=? AND promoted=1 ORDER BY generation DESC",
-                     (champion,)).fetchone() if champion else None
-    return json.loads(row["stats"]).get("contender_mean") if row and row["stats"] else None
+    from .workloads.script.memory import gate_values
+
+    vals = gate_values(db, champion)
+    return sum(vals) / len(vals) if vals else None
 
 
 def status_dict(run_dir: Path) -> dict:

@@ -31,7 +31,7 @@ from ...gate import seed_test
 from ...loop import Loop, Paused
 from ...sandbox import IsolationError
 from ...researchers.base import Brief, ResearcherPaused, proposal_key
-from .memory import brief_sources, draw_seeds, memory, program_digest, seeds_digest, weaknesses
+from .memory import brief_sources, draw_seeds, gate_values, memory, program_digest, seeds_digest, weaknesses
 from .measure import MetricError, evaluate_artifact, python_argv, read_metric
 from .patch import PatchError, allowed
 from .program import ProgramRepo
@@ -166,9 +166,11 @@ class ScriptLoop(Loop):
     def _assess(self, g: int, ctx: dict) -> dict:
         if ctx["champion"] is None:
             return {"metric": None, "weaknesses": []}
-        prog = self.program(ctx["champion"])
-        return {"metric": _champion_metric(self.store, ctx["champion"]), "commit": prog["git_commit"],
-                "weaknesses": weaknesses(self.store, ctx["champion"], self.sc.direction)}
+        vals = gate_values(self.store.db, ctx["champion"])
+        metric = {"mean": float(np.mean(vals)) if vals else None,
+                  "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, "values": vals}
+        return {"metric": metric, "commit": self.program(ctx["champion"])["git_commit"],
+                "weaknesses": weaknesses(self.store, vals)}
 
     def _propose(self, g: int, ctx: dict) -> dict:
         if ctx["champion"] is None:
@@ -383,11 +385,3 @@ def _metric_name(sc) -> str:
     m = (sc.evaluate.metric if sc.evaluate else sc.metric)
     word = re.match(r"\^?([A-Za-z_][\w.-]*)", m.regex or "")
     return m.key or (word.group(1) if word else "metric")
-
-
-def _champion_metric(store, champion: str) -> dict:
-    row = store.one("SELECT stats FROM gate_decisions WHERE model=? AND promoted=1 ORDER BY generation DESC",
-                    champion)
-    vals = json.loads(row["stats"])["contender"] if row else []
-    return {"mean": float(np.mean(vals)) if vals else None, "sd": float(np.std(vals, ddof=1)) if len(vals) > 1
-            else 0.0, "values": vals}

@@ -63,16 +63,21 @@ def memory(store) -> list[Trial]:
     return out
 
 
-def weaknesses(store, champion: str, direction: str) -> list[str]:
-    """What a researcher should know about the champion beyond its mean: how much seeds move it, and what the
-    last generation's candidates ran into."""
+def gate_values(db, champion: str | None) -> list[float]:
+    """A champion's metric on each of the gate seeds it was promoted on (empty: no champion, or tinylm's).
+    `db` is an sqlite3 connection whose rows are sqlite3.Row (the store's, or a read-only one)."""
+    row = db.execute("SELECT stats FROM gate_decisions WHERE model=? AND promoted=1 ORDER BY generation DESC",
+                     (champion,)).fetchone() if champion else None
+    return json.loads(row["stats"]).get("contender", []) if row and row["stats"] else []
+
+
+def weaknesses(store, values: list[float]) -> list[str]:
+    """What a researcher should know about the champion beyond its mean: how much seeds move it (`values`, its
+    gate runs), and what the last generation's candidates ran into."""
     out = []
-    row = store.one("SELECT generation, stats FROM gate_decisions WHERE model=? AND promoted=1 ORDER BY generation "
-                    "DESC", champion)
-    vals = json.loads(row["stats"]).get("contender", []) if row else []
-    if len(vals) > 1:
-        out.append(f"seed spread: the champion's metric ranges {min(vals):.4g}..{max(vals):.4g} over "
-                   f"{len(vals)} seeds (sd {np.std(vals, ddof=1):.3g}); a change smaller than that is noise")
+    if len(values) > 1:
+        out.append(f"seed spread: the champion's metric ranges {min(values):.4g}..{max(values):.4g} over "
+                   f"{len(values)} seeds (sd {np.std(values, ddof=1):.3g}); a change smaller than that is noise")
     last = store.one("SELECT MAX(generation) AS g FROM gate_decisions")["g"]
     if last is not None:
         for d in store.q("SELECT candidate_id, reason FROM gate_decisions WHERE generation=? AND promoted=0", last):
