@@ -183,10 +183,6 @@ class ScriptLoop(Loop):
                 raise Paused(f"the researcher paused: {e}") from None
             for note in getattr(self.researcher, "last_notes", []) or []:
                 self.audit.append("researcher.note", generation=g, note=str(note)[:2000])
-            if not got:
-                paused = getattr(self.researcher, "paused", None)
-                if paused:
-                    raise Paused(f"the researcher paused: {paused}")
             props = [(p.rationale, p.knobs, p.diff, p.role, p.researcher, p.expected) for p in got]
         ids = []
         for i, (why, knobs, diff, role, who, expected) in enumerate(props):
@@ -203,7 +199,7 @@ class ScriptLoop(Loop):
 
     def brief(self, g: int, ctx: dict) -> Brief:
         prog = self.program(ctx["champion"])
-        return Brief(generation=g, champion_knobs=self._champion_knobs(ctx),
+        return Brief(generation=g, champion_knobs=json.loads(prog["knobs"]),
                      champion_metric=ctx["assess"]["metric"]["mean"], metric=_metric_name(self.sc),
                      direction=self.sc.direction, space=self.sc.space(),
                      sources=brief_sources(self.repo, prog["git_commit"], self.sc.editable) if self.sc.patches else {},
@@ -336,7 +332,8 @@ class ScriptLoop(Loop):
         patch = self.store.one("SELECT digest FROM patches WHERE candidate_id=?", sel)
         stmt = provenance.statement(
             generation=g, model=model, parent=ctx["champion"], data={},
-            recipe={"knobs": json.loads(prog["knobs"]), "git_commit": prog["git_commit"]}, code_patch=patch["digest"] if patch else None, gate=stats,
+            recipe={"knobs": json.loads(prog["knobs"]), "git_commit": prog["git_commit"]},
+            code_patch=patch["digest"] if patch else None, gate=stats,
             approver_mode=approver["mode"], approver_who=approver["who"], approved_at=approver["time"],
             config_sha256=file_digest(self.run.root / "config.yaml"), policy_sha256=file_digest(self.run.policy_path),
             sealed_tier_sha256=self.sealed_digest(g))

@@ -110,8 +110,8 @@ class ProgramRepo:
                 self.git("read-tree", tree, env=env)
                 text = diff if diff.endswith("\n") else diff + "\n"
                 try:
-                    self.git("apply", "--cached", "--recount", "--unidiff-zero", "--whitespace=nowarn", "-", stdin=text.encode(),
-                             env=env)
+                    self.git("apply", "--cached", "--recount", "--unidiff-zero", "--whitespace=nowarn", "-",
+                             stdin=text.encode(), env=env)
                 except PatchError as e:
                     raise PatchError(f"patch does not apply: {str(e).removeprefix('git apply: ')}") from None
                 tree = self.git("write-tree", env=env).strip()
