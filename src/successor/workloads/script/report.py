@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 from matplotlib.figure import Figure
 
+from ...report import _html_table as html_table, _md_table as md_table
 from ...oversight_report import APPROVAL_HEAD, VIOLATION_HEAD, approval_rows, isolation_line, violation_rows
 from ...verify import verify_run
 
@@ -76,17 +77,11 @@ def _plot(path: Path, points: list, metric: str) -> None:
 
 
 def _md_table(head: list[str], rows: list[list[str]]) -> str:
-    cell = lambda t: str(t).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] +
-                     ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]) if rows else "_none_"
+    return md_table(head, rows) if rows else "_none_"
 
 
 def _html_table(head: list[str], rows: list[list[str]]) -> str:
-    if not rows:
-        return "<p><i>none</i></p>"
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{th}</tr>{trs}</table>"
+    return html_table(head, rows) if rows else "<p><i>none</i></p>"
 
 
 def write_script_report(run_dir: Path, out: Path, css: str) -> Path:
