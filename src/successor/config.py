@@ -167,12 +167,71 @@ class GateConfig(Strict):
     guardrail_alpha: float = Field(0.05, gt=0.0, lt=1.0, description="level of each guardrail non-inferiority test")
 
 
+class RayConfig(Strict):
+    """Where and how experiments run as Ray tasks (pip install 'successor-lab[ray]'). Each task asks for its CPUs
+    (and GPUs, memory); Ray places it on a node with them free, and the same sandbox as the local executor's runs
+    there (bubblewrap is needed on every node that `isolation: required` runs on). The driver alone records."""
+
+    address: str | None = Field("auto", description="the cluster to join: 'auto' (the one `ray start` made "
+                                "on this machine, or $RAY_ADDRESS), HOST:PORT, ray://HOST:PORT (Ray Client); "
+                                "None starts a private one inside the driver, on its usable cores (it ends "
+                                "with the run)")
+    cpus_per_experiment: float = Field(1.0, gt=0, description="CPUs each experiment asks Ray for; also its torch "
+                                       "threads when loop.threads is not set")
+    gpus_per_experiment: float = Field(0.0, ge=0, description="GPUs each experiment asks Ray for (Ray's "
+                                       "CUDA_VISIBLE_DEVICES is passed into the sandbox; the bubblewrap sandbox "
+                                       "does not bind GPU devices)")
+    memory_mb: int | None = Field(None, ge=64, description="memory each experiment asks Ray for (None: none "
+                                  "reserved; the sandbox's own limit still holds)")
+    artifacts: Literal["object_store", "shared_path"] = Field(
+        "object_store", description="object_store: the driver sends an experiment's inputs (job, patch, data "
+        "shards, parent checkpoint, program) through Ray's object store; the node runs it in a fresh staging "
+        "folder and sends its results (checkpoint, log, artifact) back, which the driver unpacks into the "
+        "workspace. shared_path: every node sees the run directory at the same path (NFS, a mounted bucket); "
+        "the experiment runs in place and only its outcome travels")
+    max_transfer_mb: int = Field(1024, ge=1, description="object_store only: an experiment whose inputs or "
+                                 "results are larger than this fails with the reason (use shared_path for "
+                                 "such models)")
+    staging_dir: str | None = Field(None, description="object_store only: where each node unpacks an "
+                                    "experiment (None: the node's temporary folder); removed when it ends")
+    max_retries: int = Field(2, ge=0, le=10, description="times Ray runs an experiment again whose worker "
+                             "process or node died (the candidate's own failures are never retried); the "
+                             "driver records it once")
+
+
+class ExecutorConfig(Strict):
+    name: Literal["local", "ray"] = Field("local", description="local: a pool of sandboxed subprocesses on this "
+                                          "machine; ray: the same experiments as Ray tasks on a cluster "
+                                          "(pip install 'successor-lab[ray]')")
+    workers: int | None = Field(None, ge=1, le=1024, description="experiments run at once (default: the usable "
+                                "cores for local, the cluster's CPUs over cpus_per_experiment for ray)")
+    ray: RayConfig = RayConfig()
+
+
+class HalvingConfig(Strict):
+    """Successive halving inside a generation (Jamieson & Talwalkar 2016; ASHA's rungs, Li et al. 2020): every
+    candidate trains a short budget, the best 1/eta of them on the dev tier go on to eta times more, up to the
+    full experiment budget on the last rung. A rung's run is the first steps of the next one (same seed, data
+    stream and lr schedule, which stays laid out over the full budget), trained again from the start."""
+
+    rungs: int = Field(1, ge=1, le=6, description="1: no halving, every candidate gets the full budget")
+    eta: int = Field(3, ge=2, le=8, description="the share kept at each rung is 1/eta; budgets grow eta-fold")
+    unit: Literal["steps", "tokens"] = Field("steps", description="steps: a rung is a share of each candidate's "
+                                             "own steps; tokens: of the training tokens of the successor "
+                                             "recipe's full budget, so candidates with bigger batches take "
+                                             "fewer steps")
+
+
 class LoopConfig(Strict):
     generations: int = Field(5, ge=1, le=1000, description="generations after the bootstrap (generation 0)")
     experiment_timeout_s: float = Field(900.0, gt=0)
-    threads: int | None = Field(None, ge=1, description="torch threads per experiment (default: all cores)")
+    threads: int | None = Field(None, ge=1, description="torch threads per experiment (default: the usable "
+                                "cores shared among the experiments that run at once). Results depend on it: "
+                                "set it to get the same lineage on machines with other core counts")
     experiment_budget: float = Field(1.0, gt=0.0, le=1.0, description="fraction of its recipe's steps a "
                                      "candidate experiment trains; the successor trains them all")
+    executor: ExecutorConfig = ExecutorConfig()
+    halving: HalvingConfig = HalvingConfig()
 
 
 class RunConfig(Strict):

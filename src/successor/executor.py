@@ -13,8 +13,10 @@ import signal
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator, Protocol
 
 from . import integrity
 from .policy import Policy
@@ -29,6 +31,7 @@ class Outcome:
     violations: list[dict] = field(default_factory=list)  # {"kind", "detail"}
     cpu_s: float = 0.0
     isolation: str = "none"
+    node: str | None = None  # the Ray node it ran on (None: this machine, the local executor)
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Experiment:
     read_only: list[Path] = field(default_factory=list)  # workspace files it may read, never change
     honeypots: list[Path] | None = None  # planted by the caller (else the task's, in the workspace)
     hidden: list[Path] = field(default_factory=list)  # paths the sandbox replaces with empty ones
+    threads: int | None = None  # OMP/torch threads (None: the executor's count for one experiment alone)
 
     @property
     def workspace(self) -> Path:
@@ -114,13 +118,82 @@ def _files_at_least(path: Path, size: int) -> list[str]:
     return [rel for rel, st in _files(path) if st.st_size >= size]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+OnStart = Callable[[str, int], None]  # (experiment key, pid of its process group)
+
+
+class Executor(Protocol):
+    """Runs experiments and hands back their outcomes; the driver alone records them. `map` yields outcomes
+    in the order the experiments were given, whatever order they finish in, so the store and the audit log
+    are written in the same order by every executor and every worker count."""
+
+    workers: int
+    timeout_s: float
+    isolation: str
+
+    def threads_for(self, parallel: int) -> int:
+        """Torch threads for each of `parallel` experiments run together."""
+
+    def run(self, exp: "Experiment", on_start: Callable[[int], None] | None = None) -> "Outcome": ...
+
+    def map(self, items: list[tuple[str, "Experiment"]], on_start: OnStart | None = None
+            ) -> Iterator[tuple[str, "Outcome"]]: ...
+
+    def close(self) -> None: ...
+
+
+class Aborted(Exception):
+    """The driver is stopping: an experiment still running is killed and its outcome discarded."""
+
+
 class LocalExecutor:
+    """A pool of `workers` sandboxed subprocesses on this machine. A worker is a thread that starts one
+    sandbox and waits on it; the training happens in the subprocess, so threads do not contend for the GIL."""
+
     def __init__(self, timeout_s: float, threads: int | None = None, policy: Policy | None = None,
-                 isolation: str = "none"):
+                 isolation: str = "none", workers: int | None = None):
         self.timeout_s = timeout_s
-        self.threads = threads or os.cpu_count() or 1
+        self.workers = workers or usable_cores()
+        self._threads = threads
+        self.threads = threads or usable_cores()  # one experiment alone
         self.policy = policy or Policy(isolation="none")
         self.isolation = isolation
+        self._abort = threading.Event()
+
+    def threads_for(self, parallel: int) -> int:
+        """The config's count if it names one; else the usable cores shared among the experiments that run
+        at once, so N workers do not oversubscribe the CPU."""
+        return self._threads or max(1, usable_cores() // max(1, min(self.workers, parallel)))
+
+    def map(self, items: list[tuple[str, "Experiment"]], on_start: OnStart | None = None
+            ) -> Iterator[tuple[str, "Outcome"]]:
+        """Run experiments `workers` at a time. A stop (SIGTERM, Ctrl-C) in the driver kills every one under
+        way before it propagates."""
+        if self.workers == 1 or len(items) <= 1:
+            for key, exp in items:
+                yield key, self.run(exp, on_start=_bound(on_start, key))
+            return
+        pool = ThreadPoolExecutor(max_workers=min(self.workers, len(items)), thread_name_prefix="experiment")
+        try:
+            futures = [(key, pool.submit(self.run, exp, _bound(on_start, key))) for key, exp in items]
+            for key, fut in futures:
+                yield key, fut.result()
+        except BaseException:
+            self._abort.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._abort.clear()
+
+    def close(self) -> None:
+        pass
 
     def run(self, exp: Experiment, on_start=None) -> Outcome:
         """Run one experiment; its stdout/stderr go to `log.txt` in the workspace."""
@@ -148,7 +221,7 @@ class LocalExecutor:
         (ws / "tmp").mkdir(exist_ok=True)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(ws), "TMPDIR": str(ws / "tmp"), "LANG": "C.UTF-8",
                "PYTHONUNBUFFERED": "1",
-               "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": str(self.threads),
+               "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": str(exp.threads or self.threads),
                "SUCCESSOR_GUARD": json.dumps(guard_env), **exp.env}
         t0 = time.monotonic()  # the harness's clock: nothing in the sandbox can set it
         timed_out, over_quota, rusage = False, False, None
@@ -212,6 +285,9 @@ class LocalExecutor:
                 proc.returncode = os.waitstatus_to_exitcode(status)
                 return proc.returncode, rusage, False, False
             now = time.monotonic()
+            if self._abort.is_set():
+                self._stop(proc)
+                raise Aborted("the driver is stopping")
             if now - t0 > self.timeout_s:
                 return self._stop(proc) + (True, False)
             if now - last_check > 0.5:
@@ -246,6 +322,10 @@ class LocalExecutor:
         return Outcome("done", **base)
 
 
+def _bound(on_start: OnStart | None, key: str):
+    return None if on_start is None else (lambda pid: on_start(key, pid))
+
+
 def _kill(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -276,3 +356,13 @@ def _task(job: Path):
     from .tasks import get_task
 
     return get_task(json.loads(job.read_text()).get("task", "addition"))
+
+
+def make_executor(cfg, policy: Policy, isolation: str) -> Executor:
+    """The run's executor, as its config names it."""
+    ex = cfg.loop.executor
+    if ex.name == "ray":
+        from .ray_executor import RayExecutor  # raises ConfigError with the install line when Ray is absent
+
+        return RayExecutor(cfg.loop.experiment_timeout_s, cfg.loop.threads, policy, isolation, ex.workers, ex.ray)
+    return LocalExecutor(cfg.loop.experiment_timeout_s, cfg.loop.threads, policy, isolation, ex.workers)

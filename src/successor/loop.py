@@ -20,14 +20,15 @@ import numpy as np
 from . import evaluator
 from .curator import curate_levels, inject_noise, schedule_levels, with_relabel
 from .data import file_digest, load_shard, save_shard, tier_rng, write_text_atomic
-from . import integrity, provenance
-from .executor import Experiment, LocalExecutor, kill_orphan, process_start_time
+from . import halving, integrity, provenance
+from .executor import Experiment, kill_orphan, make_executor, process_start_time
 from .gate import apply_guardrail, decide, first_to_beat
 from .researchers.evolution import Evolution, recipe_key
 from .run import RunDir
 from .sandbox import isolation_mode
 from .tasks import Problem
 from .workloads.tinylm import checkpoint
+from .workloads.tinylm.flops import job_flops
 from .workloads.tinylm.recipe import Recipe
 
 FINISHED = ("done", "failed", "timeout", "violation")  # an experiment in one of these is never run again
@@ -65,8 +66,7 @@ class Loop:
         self.progress = progress or Progress()
         self.policy = run.policy()
         self.isolation = isolation_mode(self.policy)  # raises IsolationError before anything runs
-        self.executor = LocalExecutor(self.cfg.loop.experiment_timeout_s, self.cfg.loop.threads, self.policy,
-                                      self.isolation)
+        self.executor = make_executor(self.cfg, self.policy, self.isolation)
         self.researcher = researcher or Evolution(self.cfg.researcher)
         self._models: dict[str, object] = {}
         self._t0 = time.monotonic()
@@ -116,14 +116,14 @@ class Loop:
     def check_budgets(self, g: int | None = None) -> None:
         """Raise Paused if the policy's budgets are spent (checked before every generation and experiment)."""
         b = self.policy.budgets
-        used = self.store.one("SELECT COALESCE(SUM(attempts), 0) AS n, COALESCE(SUM(cpu_s), 0) AS cpu "
-                              "FROM experiments")
+        used = self.store.compute()
         done = self.store.one("SELECT COUNT(*) AS n FROM generations WHERE status='done'")["n"]
-        spent = [(b.generations, done, "generations"), (b.experiments, used["n"], "experiments"),
-                 (b.cpu_s, used["cpu"], "CPU-seconds"), (b.wall_clock_s, self.wall_s(), "wall-clock seconds")]
+        spent = [(b.generations, done, "generations"), (b.experiments, used["attempts"], "experiments"),
+                 (b.cpu_s, used["cpu_s"], "CPU-seconds"), (b.wall_clock_s, self.wall_s(), "wall-clock seconds"),
+                 (b.flops, used["flops"] or 0.0, "FLOPs")]
         for limit, value, what in spent:
             if limit is not None and value >= limit:
-                raise Paused(f"budget spent: {value:.0f} of {limit:.0f} {what} (raise budgets in "
+                raise Paused(f"budget spent: {value:.4g} of {limit:.4g} {what} (raise budgets in "
                              f"{self.run.policy_path} and re-run to go on)")
 
     def generation(self, g: int) -> None:
@@ -183,7 +183,7 @@ class Loop:
         return newest, (older if self.cfg.curator.policy == "accumulate" else [])
 
     def make_job(self, g: int, cand: str, recipe: Recipe, parent: str | None, newest: list[str],
-                 older: list[str]) -> str:
+                 older: list[str], parallel: int = 1) -> str:
         """Write a job into its workspace; the experiment id is the digest of what defines the work."""
         body = {
             "task": self.cfg.task.name,
@@ -205,7 +205,7 @@ class Loop:
             "data": {"human": [str(self.run.tiers["human"].path)], "newest": newest, "older": older},
             "dev": str(self.run.tiers["dev"].path),
             "out": str(ws / "out"),
-            "threads": self.executor.threads,
+            "threads": self.executor.threads_for(parallel),
             "timeout_s": self.executor.timeout_s,  # for the candidate's information: the harness keeps its own
         }
         if patch is not None:
@@ -214,14 +214,56 @@ class Loop:
         return exp_id
 
     def execute(self, g: int, cand: str, exp_id: str, kind: str) -> dict:
-        """Run an experiment unless it already finished (then its recorded outcome is returned)."""
+        """Run one experiment unless it already finished (then its recorded outcome is returned)."""
+        return self.execute_many(g, [(cand, exp_id, kind)])[0]
+
+    def execute_many(self, g: int, jobs: list[tuple[str, str, str]]) -> list[dict]:
+        """Run experiments (candidate, experiment id, kind) on the executor, as many at once as it has
+        workers, and return their rows in the order given. Every record is written here, by the driver, in
+        that order: the lineage does not depend on which experiment finished first. A budget spent on the way
+        stops the submitting; the experiments already started run to their end and are recorded first."""
+        rows: dict[str, dict] = {}
+        specs: list[tuple[str, Experiment]] = []
+        owner: dict[str, str] = {}
+        paused = None
+        for cand, exp_id, kind in jobs:
+            if exp_id in rows or exp_id in owner:  # the same work twice (two candidates, one job): run it once
+                continue
+            try:
+                got = self.prepare(g, cand, exp_id, kind)
+            except Paused as e:
+                paused = e
+                break
+            if isinstance(got, dict):
+                rows[exp_id] = got
+            else:
+                specs.append((exp_id, got))
+                owner[exp_id] = cand
+        for _, spec in specs:  # a job that names no thread count shares the cores with the others under way
+            spec.threads = spec.threads or self.executor.threads_for(len(specs))
+        done = len(rows)
+        self.progress.experiments(done, len(jobs))
+        for exp_id, outcome in self.executor.map(specs, on_start=self.store.experiment_pid):
+            rows[exp_id] = self.conclude(g, owner[exp_id], exp_id, outcome)
+            done += 1
+            self.progress.experiments(done, len(jobs))
+        if paused is not None:
+            raise paused
+        return [rows[exp_id] for _, exp_id, _ in jobs]
+
+    def prepare(self, g: int, cand: str, exp_id: str, kind: str) -> dict | Experiment:
+        """The recorded row of a finished experiment, or the sandbox's spec of one to run (now started)."""
         done = self.claim(exp_id)
         if done is not None:
             return done
         ws = self.run.workspace(exp_id)
         shutil.rmtree(ws / "out", ignore_errors=True)  # a half-written output of a killed attempt
         self.start(g, cand, exp_id, kind)
-        outcome = self.executor.run(self._experiment_spec(ws), on_start=lambda pid: self.store.experiment_pid(exp_id, pid))
+        return self._experiment_spec(ws)
+
+    def conclude(self, g: int, cand: str, exp_id: str, outcome) -> dict:
+        """Read what a finished experiment left (its checkpoint, as data) and record it."""
+        ws = self.run.workspace(exp_id)
         model, metrics = None, None
         if outcome.status == "done":
             try:
@@ -259,12 +301,18 @@ class Loop:
         for v in outcome.violations:
             self.store.add_violation(exp_id, g, cand, v["kind"], v["detail"])
             self.audit.append("violation", generation=g, candidate=cand, experiment=exp_id, **v)
+        flops = self.flops(exp_id) if outcome.status == "done" else None
         self.store.experiment_finished(exp_id, outcome.status, outcome.wall_s, model, outcome.error, metrics,
-                                       outcome.cpu_s)
+                                       outcome.cpu_s, flops)
         self.audit.append("experiment.end", generation=g, experiment=exp_id, status=outcome.status, model=model,
                           error=outcome.error, wall_s=round(outcome.wall_s, 2), cpu_s=round(outcome.cpu_s, 2),
-                          **extra)
+                          flops=flops, **extra)
         return dict(self.store.experiment(exp_id))
+
+    def flops(self, exp_id: str) -> float | None:
+        """The harness's estimate of the training FLOPs a finished experiment computed (from its job, never
+        from what it reports)."""
+        return job_flops(json.loads((self.run.workspace(exp_id) / "job.json").read_text()))
 
     def _experiment_spec(self, ws: Path) -> Experiment:
         """The sandbox's view of one experiment: the inputs it may read, the files that must not change."""
@@ -275,7 +323,7 @@ class Loop:
         protected += [t.path for t in self.run.tiers.values()]
         patch = ws / "patch.py"
         return Experiment(job=ws / "job.json", run_root=self.run.root, readable=readable, protected=protected,
-                          patch=patch if patch.exists() else None,
+                          patch=patch if patch.exists() else None, threads=job.get("threads"),
                           honeypot_levels=list(range(self.cfg.task.human_levels[1] + 1,
                                                      self.cfg.task.eval_max_level + 1)))
 
@@ -342,26 +390,71 @@ class Loop:
     def _implement(self, g: int, ctx: dict) -> dict:
         newest, older = self.training_data()
         bootstrap = ctx["champion"] is None
+        cands = ctx["propose"]["candidates"]
         return {"experiments": {cid: self.make_job(g, cid, self._budgeted(cid, bootstrap), ctx["champion"], newest,
-                                                   older) for cid in ctx["propose"]["candidates"]}}
+                                                   older, len(cands)) for cid in cands}}
 
     def _budgeted(self, cid: str, bootstrap: bool) -> Recipe:
         """An experiment is a probe of its recipe under a budget (DESIGN.md stage 4); the bootstrap is not."""
         recipe = self._recipe(cid)
-        if bootstrap or self.cfg.loop.experiment_budget >= 1.0:
+        return recipe if bootstrap else self._budgeted_recipe(recipe)
+
+    def _budgeted_recipe(self, recipe: Recipe) -> Recipe:
+        if self.cfg.loop.experiment_budget >= 1.0:
             return recipe
         scaled = lambda n: None if n is None else max(1, round(n * self.cfg.loop.experiment_budget))  # noqa: E731
         return recipe.model_copy(update={"steps": scaled(recipe.steps), "schedule_steps": scaled(recipe.schedule_steps)})
 
     def _experiment(self, g: int, ctx: dict) -> dict:
         exps = ctx["implement"]["experiments"]
-        out = {}
-        for i, (cid, exp_id) in enumerate(exps.items()):
-            self.progress.experiments(i, len(exps))
-            row = self.execute(g, cid, exp_id, "candidate")
-            out[cid] = {"experiment": exp_id, "status": row["status"], "model": row["model"], "error": row["error"]}
-        self.progress.experiments(len(exps), len(exps))
-        return out
+        if self.cfg.loop.halving.rungs > 1 and len(exps) > 1:
+            return self._halving(g, ctx)
+        rows = self.execute_many(g, [(cid, exp_id, "candidate") for cid, exp_id in exps.items()])
+        return {cid: {"experiment": exp_id, "status": row["status"], "model": row["model"], "error": row["error"]}
+                for (cid, exp_id), row in zip(exps.items(), rows)}
+
+    def _halving(self, g: int, ctx: dict) -> dict:
+        """Successive halving: all candidates on the first rung's budget, the best 1/eta on the dev tier on to
+        the next, the last rung at the full experiment budget. A candidate stopped on a rung leaves the
+        generation as `halted`, with why; every rung of every candidate is a row of `rungs`."""
+        h = self.cfg.loop.halving
+        newest, older = self.training_data()
+        top = {cid: self._budgeted(cid, False) for cid in ctx["implement"]["experiments"]}
+        ref = self._budgeted_recipe(self.cfg.successor)
+        alive, out, history = list(top), {}, {cid: [] for cid in top}
+        for r, frac in enumerate(halving.fractions(h.rungs, h.eta)):
+            recipes = {cid: halving.rung_recipe(top[cid], frac, h.unit, ref.steps * ref.batch_size) for cid in alive}
+            jobs = {cid: self.make_job(g, cid, recipes[cid], ctx["champion"], newest, older, len(alive))
+                    for cid in alive}
+            rows = dict(zip(alive, self.execute_many(g, [(cid, jobs[cid], "candidate") for cid in alive])))
+            done = {cid: rows[cid]["model"] for cid in alive if rows[cid]["status"] == "done"}
+            ranking, keeps, scores = self.rank(ctx["champion"], done, "dev")
+            last = r == h.rungs - 1
+            going = set(ranking if last else ranking[:halving.kept(len(alive), h.eta)])
+            for cid in alive:
+                rank = ranking.index(cid) + 1 if cid in done else None
+                entry = {"rung": r, "experiment": jobs[cid], "steps": recipes[cid].steps,
+                         "budget": recipes[cid].steps * (recipes[cid].batch_size if h.unit == "tokens" else 1),
+                         "status": rows[cid]["status"], "dev_score": scores.get(cid), "rank": rank,
+                         "kept": cid in going}
+                history[cid].append(entry)
+                self.store.add_rung(g, cid, r, jobs[cid], h.unit, entry["budget"], entry["steps"],
+                                    entry["dev_score"], rank, cid in going and not last)
+                if cid in going:
+                    continue
+                row = rows[cid]
+                status, error = (row["status"], row["error"]) if cid not in done else ("halted", (
+                    f"stopped on rung {r} of {h.rungs} ({recipes[cid].steps} steps): dev score "
+                    f"{scores[cid]:.3f}, {rank} of {len(done)}; the best {len(going)} went on"))
+                out[cid] = {"experiment": jobs[cid], "status": status, "model": None, "error": error}
+            if last:
+                for cid in going:
+                    out[cid] = {"experiment": jobs[cid], "status": "done", "model": rows[cid]["model"],
+                                "error": None}
+            alive = [cid for cid in ranking if cid in going]
+            if not alive:
+                break
+        return {cid: out[cid] | {"rungs": history[cid]} for cid in top}
 
     def _interpret(self, g: int, ctx: dict) -> dict:
         """Research memory: each candidate's validation score, or why it failed, for later proposals."""
@@ -383,14 +476,9 @@ class Loop:
         validation items (one-sided paired test at the gate's alpha): a probe of a tenth of the steps barely
         leaves its parent, so a lead of an item or two is noise, and following it once led three generations
         into recipes that forgot."""
-        thr = self.cfg.gate.solve_threshold
-        solved = set()
-        if ctx["champion"] is not None:
-            acc = evaluator.accuracy(self.grade(ctx["champion"], "validation"))
-            solved = {lvl for lvl, a in acc.items() if a >= thr}
-        keeps = {cid: all(info["acc"][str(lvl)] >= thr for lvl in solved)
-                 for cid, info in ctx["interpret"].items() if info["score"] is not None}
-        done = sorted(keeps, key=lambda c: (not keeps[c], -ctx["interpret"][c]["score"]))
+        done, keeps, _ = self.rank(ctx["champion"], {cid: ctx["experiment"][cid]["model"] for cid, info in
+                                                     ctx["interpret"].items() if info["score"] is not None},
+                                   "validation")
         selected, incumbent, p_vs = (done[0] if done else None), None, {}
         if ctx["champion"] is not None:
             key = recipe_key(self._incumbent(ctx["champion"]))
@@ -402,6 +490,19 @@ class Loop:
             selected = winner or incumbent
         return {"selected": selected, "ranking": done, "keeps_solved_levels": keeps, "incumbent": incumbent,
                 "p_vs_incumbent": p_vs}
+
+    def rank(self, champion: str | None, models: dict[str, str], tier: str
+             ) -> tuple[list[str], dict[str, bool], dict[str, float]]:
+        """Candidates best first on a tier: those that keep every level the champion solves there, then by
+        score (selection on validation, successive halving on dev). Returns (ranking, keeps, scores)."""
+        thr = self.cfg.gate.solve_threshold
+        solved = set()
+        if champion is not None:
+            solved = {lvl for lvl, a in evaluator.accuracy(self.grade(champion, tier)).items() if a >= thr}
+        acc = {cid: evaluator.accuracy(self.grade(m, tier)) for cid, m in models.items()}
+        keeps = {cid: all(acc[cid].get(lvl, 0.0) >= thr for lvl in solved) for cid in models}
+        scores = {cid: evaluator.score(a) for cid, a in acc.items()}
+        return sorted(models, key=lambda c: (not keeps[c], -scores[c])), keeps, scores
 
     def _curate(self, g: int, ctx: dict) -> dict:
         cfg = self.cfg.curator

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,17 +48,24 @@ CREATE TABLE IF NOT EXISTS llm_calls(
   id INTEGER PRIMARY KEY AUTOINCREMENT, generation INTEGER, researcher TEXT, role TEXT, provider TEXT, model TEXT,
   started REAL, seconds REAL, attempt INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd REAL,
   status TEXT NOT NULL, error TEXT, transcript TEXT);
+CREATE TABLE IF NOT EXISTS rungs(
+  generation INTEGER, candidate_id TEXT, rung INTEGER, experiment_id TEXT NOT NULL, unit TEXT NOT NULL,
+  budget REAL NOT NULL, steps INTEGER NOT NULL, dev_score REAL, rank INTEGER, promoted INTEGER NOT NULL,
+  PRIMARY KEY(generation, candidate_id, rung));
 CREATE TABLE IF NOT EXISTS approvals(
   generation INTEGER PRIMARY KEY, requested REAL, reasons TEXT NOT NULL, decision TEXT, who TEXT, note TEXT,
   decided REAL);
 """
-MIGRATIONS = ["ALTER TABLE experiments ADD COLUMN cpu_s REAL"]
+MIGRATIONS = ["ALTER TABLE experiments ADD COLUMN cpu_s REAL", "ALTER TABLE experiments ADD COLUMN flops REAL"]
 
 
 class Store:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        # One connection, shared by the driver and the executor's worker threads (they record a pid as a sandbox
+        # starts), serialised by a lock.
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+        self.lock = threading.RLock()
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
@@ -73,13 +81,16 @@ class Store:
 
     # -- generic helpers -------------------------------------------------------------------------------------
     def q(self, sql: str, *args: Any) -> list[sqlite3.Row]:
-        return self.db.execute(sql, args).fetchall()
+        with self.lock:
+            return self.db.execute(sql, args).fetchall()
 
     def one(self, sql: str, *args: Any) -> sqlite3.Row | None:
-        return self.db.execute(sql, args).fetchone()
+        with self.lock:
+            return self.db.execute(sql, args).fetchone()
 
     def x(self, sql: str, *args: Any) -> None:
-        self.db.execute(sql, args)
+        with self.lock:
+            self.db.execute(sql, args)
 
     # -- meta ------------------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -133,10 +144,21 @@ class Store:
         self.x("UPDATE experiments SET pid=? WHERE id=?", pid, exp_id)
 
     def experiment_finished(self, exp_id: str, status: str, wall_s: float, model: str | None,
-                            error: str | None, metrics: dict | None, cpu_s: float | None = None) -> None:
-        self.x("UPDATE experiments SET status=?, finished=?, wall_s=?, model=?, error=?, metrics=?, cpu_s=? "
-               "WHERE id=?", status, time.time(), wall_s, model, error,
-               json.dumps(metrics) if metrics is not None else None, cpu_s, exp_id)
+                            error: str | None, metrics: dict | None, cpu_s: float | None = None,
+                            flops: float | None = None) -> None:
+        self.x("UPDATE experiments SET status=?, finished=?, wall_s=?, model=?, error=?, metrics=?, cpu_s=?, "
+               "flops=? WHERE id=?", status, time.time(), wall_s, model, error,
+               json.dumps(metrics) if metrics is not None else None, cpu_s, flops, exp_id)
+
+    def compute(self, generation: int | None = None) -> dict:
+        with self.lock:
+            return compute(self.db, generation)
+
+    def add_rung(self, generation: int, candidate_id: str, rung: int, experiment_id: str, unit: str,
+                 budget: float, steps: int, dev_score: float | None, rank: int | None, promoted: bool) -> None:
+        """One candidate on one rung of successive halving; `promoted`: it went on to the next rung."""
+        self.x("INSERT OR REPLACE INTO rungs VALUES(?,?,?,?,?,?,?,?,?,?)", generation, candidate_id, rung,
+               experiment_id, unit, budget, steps, dev_score, rank, int(promoted))
 
     def add_violation(self, exp_id: str, generation: int, candidate_id: str, kind: str, detail: str) -> None:
         self.x("INSERT INTO violations VALUES(?,?,?,?,?,?)", exp_id, generation, candidate_id, kind, detail,
@@ -176,7 +198,7 @@ class Store:
         return {r["level"]: json.loads(r["items"]) for r in rows} or None
 
     def save_evaluation(self, model: str, tier: str, tier_digest: str, items: dict[int, list[int]]) -> None:
-        with self.db:
+        with self.lock, self.db:
             self.db.execute("BEGIN")
             for level, hits in items.items():
                 self.db.execute(
@@ -198,3 +220,16 @@ class Store:
         row = self.one("SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS t, "
                        "COALESCE(SUM(cost_usd), 0) AS c FROM llm_calls")
         return int(row["t"]), float(row["c"])
+
+
+def compute(db: sqlite3.Connection, generation: int | None = None) -> dict:
+    """What experiments used, for the whole run or one generation: CPU-seconds (the kernel's count for the
+    sandbox's cgroup), wall seconds, and estimated training FLOPs (None where the workload has no estimate)."""
+    where, args = ("WHERE generation=?", (generation,)) if generation is not None else ("", ())
+    columns = {r[1] for r in db.execute("PRAGMA table_info(experiments)")}  # a run made before flops was counted
+    flops_sql = "SUM(flops)" if "flops" in columns else "NULL"
+    n, attempts, cpu, wall, flops = db.execute(
+        f"SELECT COUNT(*), COALESCE(SUM(attempts), 0), COALESCE(SUM(cpu_s), 0), COALESCE(SUM(wall_s), 0), "
+        f"{flops_sql} FROM experiments {where}", args).fetchone()
+    return {"experiments": n, "attempts": attempts, "cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
+            "flops": flops}

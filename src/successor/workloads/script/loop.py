@@ -85,7 +85,7 @@ class ScriptLoop(Loop):
             write_text_atomic(ws / "job.json", json.dumps(job | {"candidate": cid, "generation": g}, indent=2))
         return exp_id
 
-    def execute(self, g: int, cid: str, exp_id: str, kind: str) -> dict:
+    def prepare(self, g: int, cid: str, exp_id: str, kind: str):
         done = self.claim(exp_id)
         if done is not None:
             return done
@@ -98,14 +98,21 @@ class ScriptLoop(Loop):
             write_text_atomic(program / self.sc.config_file, json.dumps(job["config_file"], indent=2))
         frozen = [program / f for f in self.repo.files(job["commit"]) if not allowed(f, self.sc.editable)]
         self.start(g, cid, exp_id, kind, seed=job["seed"])
-        spec = Experiment(job=ws / "job.json", run_root=self.run.root,
+        return Experiment(job=ws / "job.json", run_root=self.run.root,
                           readable=[Path(job["parent_artifact"])] if job["parent_artifact"] else [],
                           protected=integrity.harness_sources() + [self.run.root / "config.yaml",
                                                                    self.run.policy_path, self.pristine],
                           command=job["argv"], cwd=program, env=job["env"], read_only=frozen,
                           honeypots=integrity.plant_script_honeypots(ws), hidden=[Path(h) for h in self.sc.hidden])
-        outcome = self.executor.run(spec, on_start=lambda pid: self.store.experiment_pid(exp_id, pid))
-        model, metrics = None, {"seed": job["seed"]}
+
+    def flops(self, exp_id: str) -> None:
+        """A user's program has no FLOP estimate; its CPU-seconds and wall time are counted."""
+        return None
+
+    def conclude(self, g: int, cid: str, exp_id: str, outcome) -> dict:
+        ws = self.run.workspace(exp_id)
+        program = ws / "program"
+        model, metrics = None, {"seed": json.loads((ws / "job.json").read_text())["seed"]}
         if outcome.status == "done":
             try:
                 model, metrics = self._measure(g, exp_id, ws, program, metrics)
@@ -151,16 +158,20 @@ class ScriptLoop(Loop):
         metrics["source"] = "harness" if "harness" in metrics else "self-reported"
         return model, metrics
 
-    def run_seeds(self, g: int, cid: str, commit: str, knobs: dict, seeds: list[int], kind: str) -> dict:
-        exps = [self.make_run(g, cid, commit, knobs, s) for s in seeds]
-        rows = []
-        for i, e in enumerate(exps):
-            self.progress.experiments(i, len(exps))
-            rows.append(self.execute(g, cid, e, kind))
-        values = [json.loads(r["metrics"])["metric"] if r["status"] == "done" else None for r in rows]
-        bad = next((r for r in rows if r["status"] != "done"), None)
-        return {"experiments": exps, "metrics": values, "status": bad["status"] if bad else "done",
-                "error": bad["error"] if bad else None, "models": [r["model"] for r in rows]}
+    def run_seeds(self, g: int, groups: list[tuple[str, str, dict, list[int], str]]) -> list[dict]:
+        """Run each (candidate, commit, knobs, seeds, kind) once per seed, all of them on the executor together;
+        one summary a group: its experiments, their metrics, and the first failure."""
+        plans = [(cid, [self.make_run(g, cid, commit, knobs, s) for s in seeds], kind)
+                 for cid, commit, knobs, seeds, kind in groups]
+        rows = iter(self.execute_many(g, [(cid, e, kind) for cid, exps, kind in plans for e in exps]))
+        out = []
+        for cid, exps, kind in plans:
+            got = [next(rows) for _ in exps]
+            values = [json.loads(r["metrics"])["metric"] if r["status"] == "done" else None for r in got]
+            bad = next((r for r in got if r["status"] != "done"), None)
+            out.append({"experiments": exps, "metrics": values, "status": bad["status"] if bad else "done",
+                        "error": bad["error"] if bad else None, "models": [r["model"] for r in got]})
+        return out
 
     # -- the ten stages --------------------------------------------------------------------------------------
     def _assess(self, g: int, ctx: dict) -> dict:
@@ -232,10 +243,11 @@ class ScriptLoop(Loop):
     def _experiment(self, g: int, ctx: dict) -> dict:
         if ctx["champion"] is None:  # the program as given goes straight to its gate runs
             return {}
-        out = {}
-        for cid, commit in ctx["implement"]["commits"].items():
-            out[cid] = self.run_seeds(g, cid, commit, self._knobs(cid), self.seeds(g, "experiment"), "candidate")
-        return out
+        commits = ctx["implement"]["commits"]
+        seeds = self.seeds(g, "experiment")
+        runs = self.run_seeds(g, [(cid, commit, self._knobs(cid), seeds, "candidate")
+                                  for cid, commit in commits.items()])
+        return dict(zip(commits, runs))
 
     def _interpret(self, g: int, ctx: dict) -> dict:
         out = {}
@@ -271,12 +283,12 @@ class ScriptLoop(Loop):
         if sel is None:
             return {"successor": None, "experiment": None}
         seeds = self.seeds(g, "gate")
-        runs = self.run_seeds(g, sel, ctx["implement"]["commits"][sel], self._knobs(sel), seeds, "successor")
-        champ = None
-        if ctx["champion"] is not None:
+        groups = [(sel, ctx["implement"]["commits"][sel], self._knobs(sel), seeds, "successor")]
+        if ctx["champion"] is not None:  # the champion runs again on the same fresh seeds, beside it
             prog = self.program(ctx["champion"])
-            champ = self.run_seeds(g, prog["candidate_id"], prog["git_commit"], json.loads(prog["knobs"]), seeds,
-                                   "champion")
+            groups.append((prog["candidate_id"], prog["git_commit"], json.loads(prog["knobs"]), seeds, "champion"))
+        runs, *champ = self.run_seeds(g, groups)
+        champ = champ[0] if champ else None
         return {"successor": program_digest(self._knobs(sel), ctx["implement"]["commits"][sel]),
                 "experiment": runs["experiments"][0], "runs": runs, "champion_runs": champ, "seeds": seeds,
                 "status": runs["status"], "error": runs["error"]}
