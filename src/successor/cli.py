@@ -123,13 +123,19 @@ def _print_summary(run_dir: Path) -> None:
     s = status_dict(run_dir)
     script = any(g["metric"] is not None for g in s["generations"])  # a script run: a metric, not a frontier
     t = Table(title=f"lineage of {run_dir}")
-    for col in ("gen", "champion", "promoted", "metric" if script else "frontier", "reason"):
+    for col in ("gen", "champion", "promoted", "metric" if script else "frontier", "CPU-s", "FLOPs", "reason"):
         t.add_column(col)
     for g in s["generations"]:
+        c = g["compute"]
         t.add_row(str(g["generation"]), (g["champion"] or "-")[:12], "yes" if g["promoted"] else "no",
                   (f"{g['metric']:.4g}" if g["metric"] is not None else "-") if script else str(g["frontier"]),
+                  f"{c['cpu_s']:.0f}", f"{c['flops']:.2e}" if c["flops"] else "-",
                   (g["gate"] or {}).get("reason", "-"))
     Console().print(t)
+    c = s["compute"]
+    Console().print(f"compute: {c['experiments']} experiments ({c['attempts']} attempts), {c['cpu_s']:.0f} "
+                    f"CPU-s, {c['wall_s']:.0f} s in sandboxes" + (f", {c['flops']:.3g} FLOPs (estimated)"
+                                                                  if c["flops"] else ""), highlight=False)
     if s["upper_bound"]:
         Console().print(UPPER_BOUND, style="bold", highlight=False)
     if s["waiting_for_approval"]:

@@ -36,6 +36,8 @@ class Budgets(Strict):
 
     wall_clock_s: float | None = Field(None, gt=0, description="seconds the loop has been running, summed")
     cpu_s: float | None = Field(None, gt=0, description="CPU-seconds used by experiments, summed")
+    flops: float | None = Field(None, gt=0, description="estimated training FLOPs of experiments, summed "
+                                "(tinylm: the harness's count from recipe and data, see workloads/tinylm/flops.py)")
     experiments: int | None = Field(None, ge=1, description="experiments started")
     generations: int | None = Field(None, ge=1, description="generations finished, the bootstrap included")
     llm_cost_usd: float | None = Field(None, ge=0, description="USD an llm researcher may spend, summed over "

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from .store import compute
+
 UPPER_BOUND = ("UPPER BOUND: this run's curator kept labels with the verifier filter, which reads the hidden checker; "
                "a study setting that no real loop has, not a result.")
 
@@ -44,6 +46,7 @@ def status_dict(run_dir: Path) -> dict:
             "metric": _champion_metric(db, g["champion_model"]),
             "sealed_digest": g["sealed_digest"],
             "wall_s": round(g["finished"] - g["started"], 1) if g["finished"] else None,
+            "compute": compute(db, g["idx"]),
             "gate": ({"candidate": succ["candidate_id"], "reason": succ["reason"], "stats": json.loads(succ["stats"])}
                      if succ else None),
             "decisions": [{"candidate": d["candidate_id"], "role": d["role"], "promoted": bool(d["promoted"]),
@@ -53,6 +56,7 @@ def status_dict(run_dir: Path) -> dict:
                        "LIMIT 1").fetchone()
     waiting = db.execute("SELECT generation, reasons FROM approvals WHERE decision IS NULL").fetchone()
     violations = db.execute("SELECT COUNT(*) FROM violations").fetchone()[0]
+    total = compute(db)
     db.close()
     done = [g for g in gens if g["status"] == "done"]
     return {
@@ -66,5 +70,6 @@ def status_dict(run_dir: Path) -> dict:
         "waiting_for_approval": ({"generation": waiting["generation"], "reasons": json.loads(waiting["reasons"])}
                                  if waiting else None),
         "violations": violations,
+        "compute": total,
         "upper_bound": upper_bound(run_dir),
     }
