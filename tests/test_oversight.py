@@ -57,7 +57,10 @@ class HonestPlusOneCheat:
 def _pending(root: Path, g: int):
     if not (root / "lineage.db").exists():
         return False
-    row = _db(root).execute("SELECT decision FROM approvals WHERE generation=?", (g,)).fetchone()
+    try:
+        row = _db(root).execute("SELECT decision FROM approvals WHERE generation=?", (g,)).fetchone()
+    except sqlite3.OperationalError:  # the file is there, its tables not yet
+        return False
     return row is not None and row["decision"] is None
 
 
