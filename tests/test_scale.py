@@ -135,6 +135,18 @@ def test_successive_halving_in_a_generation_records_every_rung(tmp_path: Path):
                      .fetchone()["result"])
     assert {c for c, e in exp.items() if e["status"] == "halted"} == halted
     assert all(len(exp[c]["rungs"]) == (1 if c in halted else 2) for c in exp)
+    # status and the report show what each generation used and every rung
+    from successor.report import write_report
+    from successor.status import status_dict
+
+    st = status_dict(root)
+    n, cpu = db.execute("SELECT COUNT(*), SUM(cpu_s) FROM experiments").fetchone()
+    assert st["compute"]["experiments"] == n and st["compute"]["cpu_s"] == pytest.approx(cpu, abs=0.01)
+    assert sum(g["compute"]["experiments"] for g in st["generations"]) == n and st["compute"]["flops"] > 0
+    md = (write_report(root) / "report.md").read_text()
+    halving_rows = md.split("### Successive halving")[1].strip().splitlines()[2:]
+    assert len(halving_rows) == 6 and all(r.startswith("| 1 | g1c") for r in halving_rows)
+    assert "## Compute" in md and f"| run | {n} |" in md
 
 
 def test_flops_are_the_harness_estimate_and_a_flops_budget_pauses(tmp_path: Path):

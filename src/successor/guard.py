@@ -160,7 +160,7 @@ def reap(fd: int, cmd: list[str]) -> int:
     proc = subprocess.Popen(cmd, pass_fds=(fd,))
     rc = proc.wait()
     if os.getpid() <= 2:
-        time.sleep(0.05)  # let a process it just forked show up
+        time.sleep(0.005)  # a fork returns once its child exists, so what it forked is in /proc already
         left = _alive_others()
         if left:
             report("leftover_process", f"{len(left)} process(es) still running after it exited: "

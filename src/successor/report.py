@@ -333,6 +333,25 @@ def _html_table(head: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>\n{trs}</tbody></table>"
 
 
+COMPUTE_HEAD = ["generation", "experiments", "attempts", "CPU-s", "sandbox wall s", "FLOPs (estimated)"]
+RUNG_HEAD = ["generation", "candidate", "rung", "steps", "budget", "dev score", "rank", "went on", "experiment"]
+
+
+def compute_rows(st: dict) -> list[list[str]]:
+    """What each generation's experiments used, and the run's total (status_dict's counts)."""
+    def row(name: str, c: dict) -> list[str]:
+        return [name, str(c["experiments"]), str(c["attempts"]), f"{c['cpu_s']:.0f}", f"{c['wall_s']:.0f}",
+                f"{c['flops']:.3g}" if c["flops"] else "-"]
+    return [row(str(g["generation"]), g["compute"]) for g in st["generations"]] + [row("run", st["compute"])]
+
+
+def rung_rows(db: sqlite3.Connection) -> list[list[str]]:
+    """Successive halving: every candidate on every rung it reached."""
+    return [[str(r["generation"]), r["candidate_id"], str(r["rung"]), str(r["steps"]), f"{r['budget']:.0f} {r['unit']}",
+             _fmt(r["dev_score"]), str(r["rank"] or "-"), "yes" if r["promoted"] else "no", r["experiment_id"]]
+            for r in db.execute("SELECT * FROM rungs ORDER BY generation, rung, rank IS NULL, rank, candidate_id")]
+
+
 def _header(run_dir: Path, cfg: dict, st: dict) -> list[tuple[str, str]]:
     """The few facts a reader wants first, audit verdict included."""
     planned = cfg.get("loop", {}).get("generations")
@@ -376,8 +395,10 @@ def write_report(run_dir: Path) -> Path:
         cands, selection, curation = _candidate_rows(db), _selection_rows(db), _curation_rows(db)
         guard = _guardrail_points(db)
         sandbox, violations, approvals = isolation_line(db), violation_rows(db), approval_rows(db)
+        rungs = rung_rows(db)
     finally:
         db.close()
+    compute = compute_rows(st)
     _plot_heatmap(out / "accuracy_heatmap.png", levels, gens, grid)
     _plot_frontier(out / "frontier.png", st["generations"], int(human[1]) if human else None)
     _plot_guardrail(out / "guardrail.png", guard, cfg.get("gate", {}).get("guardrail_margin"))
@@ -401,7 +422,8 @@ def write_report(run_dir: Path) -> Path:
         _md_table(CUR_HEAD, curation), "", "## Guardrail", "", "![guardrail by generation](guardrail.png)", "",
         _md_cell(guard_note), "", _md_table(GUARD_HEAD, guard_rows), "", "## Oversight", "", _md_cell(sandbox), "",
         "### Sandbox violations", "", _md_table(VIOLATION_HEAD, violations), "", "### Human decisions", "",
-        _md_table(APPROVAL_HEAD, approvals), ""]
+        _md_table(APPROVAL_HEAD, approvals), "", "## Compute", "", _md_table(COMPUTE_HEAD, compute), "",
+        "### Successive halving", "", _md_table(RUNG_HEAD, rungs), ""]
     (out / "report.md").write_text("\n".join(md))
 
     items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in head)
@@ -417,6 +439,8 @@ def write_report(run_dir: Path) -> Path:
 <p>{html.escape(guard_note)}</p>{_html_table(GUARD_HEAD, guard_rows)}
 <h2>Oversight</h2><p>{html.escape(sandbox)}</p><h3>Sandbox violations</h3>{_html_table(VIOLATION_HEAD, violations)}
 <h3>Human decisions</h3>{_html_table(APPROVAL_HEAD, approvals)}
+<h2>Compute</h2>{_html_table(COMPUTE_HEAD, compute)}
+<h3>Successive halving</h3>{_html_table(RUNG_HEAD, rungs)}
 </body></html>
 """
     (out / "report.html").write_text(page)

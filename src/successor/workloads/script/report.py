@@ -10,7 +10,8 @@ from pathlib import Path
 import yaml
 from matplotlib.figure import Figure
 
-from ...report import _html_table as html_table, _md_table as md_table
+from ...report import COMPUTE_HEAD, compute_rows, _html_table as html_table, _md_table as md_table
+from ...status import status_dict
 from ...oversight_report import APPROVAL_HEAD, VIOLATION_HEAD, approval_rows, isolation_line, violation_rows
 from ...verify import verify_run
 
@@ -97,6 +98,7 @@ def write_script_report(run_dir: Path, out: Path, css: str) -> Path:
     finally:
         db.close()
     _plot(out / "metric.png", points, metric)
+    compute = compute_rows(status_dict(run_dir))
     ok, lines = verify_run(run_dir)
     source = "the harness's own evaluation of each artifact" if sc.get("evaluate") else \
         "what the program printed about itself (no evaluate command: self-reported)"
@@ -117,7 +119,7 @@ def write_script_report(run_dir: Path, out: Path, css: str) -> Path:
     md += ["_none_", ""] if not diffs else []
     md += ["## LLM calls", "", _md_table(LLM_HEAD, llm), "", "## Oversight", "", sandbox, "",
            "### Sandbox violations", "", _md_table(VIOLATION_HEAD, violations), "", "### Human decisions", "",
-           _md_table(APPROVAL_HEAD, approvals), ""]
+           _md_table(APPROVAL_HEAD, approvals), "", "## Compute", "", _md_table(COMPUTE_HEAD, compute), ""]
     (out / "report.md").write_text("\n".join(md))
     items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in head)
     diff_html = "".join(f"<h3 id='diff-{html.escape(c)}'>{html.escape(c)}</h3><p>{html.escape(w)}</p>"
@@ -132,6 +134,7 @@ def write_script_report(run_dir: Path, out: Path, css: str) -> Path:
 <h2>LLM calls</h2>{_html_table(LLM_HEAD, llm)}
 <h2>Oversight</h2><p>{html.escape(sandbox)}</p><h3>Sandbox violations</h3>{_html_table(VIOLATION_HEAD, violations)}
 <h3>Human decisions</h3>{_html_table(APPROVAL_HEAD, approvals)}
+<h2>Compute</h2>{_html_table(COMPUTE_HEAD, compute)}
 </body></html>
 """
     (out / "report.html").write_text(page)
