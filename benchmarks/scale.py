@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sqlite3
@@ -51,7 +52,7 @@ from successor.workloads.tinylm.recipe import Recipe  # noqa: E402
 
 REPO = HERE.parent
 NO_WAIT = {"tripwires": {"integrity_violation": False}}
-FULL = {"successor_steps": 1200, "candidates": 9, "rungs": 3, "eta": 3, "mutation": [0.3, 0.45, 0.6, 0.75, 0.9],
+FULL = {"successor_steps": 900, "candidates": 9, "rungs": 3, "eta": 3, "mutation": [0.3, 0.6, 0.9],
         "sandbox_reps": 15, "scaling_exps": 4, "scaling_steps": 600, "scaling_reps": 2}
 QUICK = {"successor_steps": 60, "candidates": 3, "rungs": 2, "eta": 3, "mutation": [0.3], "sandbox_reps": 2,
          "scaling_exps": 2, "scaling_steps": 20, "scaling_reps": 1}
@@ -197,40 +198,91 @@ def sandbox_start(p: dict, work: Path) -> dict:
             "start_cost_s": statistics.median(boxed) - statistics.median(bare), "reps": p["sandbox_reps"]}
 
 
-def scaling(p: dict, work: Path) -> dict:
+def _scaling_items(p: dict, work: Path, tag: str) -> list[tuple[str, Experiment]]:
+    """`scaling_exps` real tinylm jobs of the same size (their own seeds), each in a fresh workspace."""
     task = get_task("addition")
     import numpy as np
 
-    rng = np.random.default_rng(0)
-    _, shard = save_shard([(q, task.answer(q)) for lvl in (1, 2, 3) for q in task.generate(lvl, 500, rng)],
-                          work / "data")
-    walls: dict[int, list[float]] = {1: [], 2: []}
+    data = work / "data"
+    if not (data / "shard.path").exists():
+        rng = np.random.default_rng(0)
+        _, shard = save_shard([(q, task.answer(q)) for lvl in (1, 2, 3) for q in task.generate(lvl, 500, rng)], data)
+        (data / "shard.path").write_text(str(shard))
+    shard = Path((data / "shard.path").read_text())
+    items = []
+    for i in range(p["scaling_exps"]):
+        ws = work / "scaling" / f"{tag}e{i}"
+        ws.mkdir(parents=True)
+        recipe = Recipe(init="scratch", n_layer=2, n_embd=64, steps=p["scaling_steps"], seed=i, mix_newest=0.0,
+                        mix_human=1.0)
+        job = {"task": "addition", "recipe": recipe.model_dump(), "parent": None,
+               "data": {"human": [str(shard)], "newest": [], "older": []}, "dev": None, "out": str(ws / "out"),
+               "threads": 1}
+        (ws / "job.json").write_text(json.dumps(job))
+        items.append((f"e{i}", Experiment(job=ws / "job.json", run_root=work / "scaling", readable=[shard],
+                                          protected=integrity.harness_sources(), threads=1)))
+    return items
+
+
+def _per_hour(p: dict, work: Path, executor, tag: str) -> dict:
+    """Experiments per hour on 1 and 2 workers, interleaved (the machine is shared: each ratio compares
+    neighbours), median wall over the repetitions."""
+    walls: dict[str, list[float]] = {"1": [], "2": []}
     for rep in range(p["scaling_reps"]):
-        for workers in (1, 2):  # interleaved: the machine is shared, so each ratio compares neighbours
-            items = []
-            for i in range(p["scaling_exps"]):
-                ws = work / "scaling" / f"r{rep}w{workers}e{i}"
-                ws.mkdir(parents=True)
-                recipe = Recipe(init="scratch", n_layer=2, n_embd=64, steps=p["scaling_steps"], seed=i,
-                                mix_newest=0.0, mix_human=1.0)
-                job = {"task": "addition", "recipe": recipe.model_dump(), "parent": None,
-                       "data": {"human": [str(shard)], "newest": [], "older": []}, "dev": None,
-                       "out": str(ws / "out"), "threads": 1}
-                (ws / "job.json").write_text(json.dumps(job))
-                items.append((f"e{i}", Experiment(job=ws / "job.json", run_root=work / "scaling", readable=[shard],
-                                                  protected=integrity.harness_sources(), threads=1)))
+        for workers in (1, 2):
+            items = _scaling_items(p, work, f"{tag}r{rep}w{workers}")
+            ex = executor(workers)
             t0 = time.perf_counter()
-            outs = list(_executor(workers).map(items))
-            walls[workers].append(time.perf_counter() - t0)
+            outs = list(ex.map(items))
+            walls[str(workers)].append(time.perf_counter() - t0)
+            ex.close()
             assert all(o.status == "done" for _, o in outs), [o.error for _, o in outs]
     per_hour = {w: 3600 * p["scaling_exps"] / statistics.median(v) for w, v in walls.items()}
-    return {"experiments": p["scaling_exps"], "steps": p["scaling_steps"], "walls": walls,
-            "per_hour": per_hour, "speedup": per_hour[2] / per_hour[1]}
+    return {"experiments": p["scaling_exps"], "steps": p["scaling_steps"], "walls": walls, "per_hour": per_hour,
+            "speedup": per_hour["2"] / per_hour["1"]}
+
+
+def scaling(p: dict, work: Path) -> dict:
+    return _per_hour(p, work, _executor, "local")
+
+
+def ray_scaling(p: dict, work: Path) -> dict:
+    """The same on a Ray cluster of this machine: `ray start --head` inside a network namespace with loopback
+    only (Ray binds every interface), its session folder on the namespace's own tmpfs, `ray stop` at the end."""
+    out = work / "ray.json"
+    ray = Path(sys.executable).parent / "ray"
+    script = (f"set -u; mkdir -p /tmp/ray && mount -t tmpfs tmpfs /tmp/ray && ip link set lo up && "
+              f"{ray} start --head --port=6379 --num-cpus=2 --object-store-memory=200000000 "
+              f"--include-dashboard=false --disable-usage-stats > {work}/ray.log 2>&1 && "
+              f"{sys.executable} {Path(__file__).resolve()} --ray-inner {work} {json.dumps(json.dumps(p))}; "
+              f"rc=$?; {ray} stop --force >> {work}/ray.log 2>&1; exit $rc")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    r = subprocess.run(["unshare", "--net", "--pid", "--fork", "--mount-proc", "sh", "-c", script], env=env,
+                       capture_output=True, text=True, timeout=1800)
+    if r.returncode != 0:
+        raise SystemExit(f"the Ray cluster run failed (exit {r.returncode}): {r.stderr[-3000:]}")
+    return json.loads(out.read_text())
+
+
+def _ray_inner(work: Path, p: dict) -> None:
+    from successor.config import RayConfig
+    from successor.ray_executor import RayExecutor
+
+    policy = Policy()
+    iso = isolation_mode(policy)
+    res = _per_hour(p, work, lambda w: RayExecutor(600, 1, policy, iso, w, RayConfig(address="127.0.0.1:6379")),
+                    "ray")  # the load average is the outer process's, once this returns
+    (work / "ray.json").write_text(json.dumps(res))
 
 
 # -- report ---------------------------------------------------------------------------------------------------
+SECTIONS = {"sandbox": sandbox_start, "scaling": scaling, "ray_scaling": ray_scaling, "halving": halving_vs_full}
+COMMAND = ".venv/bin/python benchmarks/scale.py --report"
+
+
 def render(r: dict) -> str:
-    h, sb, sc = r["halving"], r["sandbox"], r["scaling"]
+    h, sb, sc, ry = r["halving"], r["sandbox"], r["scaling"], r.get("ray_scaling")
     rows = [[s["mutation_rate"], s["full_pick"], s["halving_pick"], "yes" if s["same"] else "no",
              f"{s['full']['cpu_s']:.0f}", f"{s['halving']['cpu_s']:.0f}", f"{s['cpu_ratio']:.2f}",
              f"{s['flops_ratio']:.2f}"] for s in h["sets"]]
@@ -238,12 +290,14 @@ def render(r: dict) -> str:
     ratio = statistics.median(s["cpu_ratio"] for s in h["sets"])
     over = [s["overhead"] for s in h["sets"]]
     share = statistics.median(o["share"] for o in over)
+    took = ", ".join(f"{k} {r[k]['seconds']:.0f} s" for k in SECTIONS if k in r and r[k].get("seconds"))
     shares = ", ".join(f"{100 * o['share']:.1f}%" for o in over)
     rung_steps = ", ".join(str(round(h["successor_steps"] * h["eta"] ** -(h["rungs"] - 1 - k))) for k in range(h["rungs"]))
     m = r["machine"]
     return "\n\n".join([
-        f"Machine: {m['cores']} cores ({m['cpu']}), no GPU, torch {m['torch']}, shared with other work. Command: "
-        f"`{r['command']}` ({r['seconds']:.0f} s).",
+        f"Machine: {m['cores']} cores ({m['cpu']}), no GPU, torch {m['torch']}, shared with other sessions' work "
+        f"(the load average is given with each table). Command: `{COMMAND}`; `--only SECTION,...` measures some "
+        f"again ({', '.join(SECTIONS)}) and keeps the others. Wall time: {took}.",
         f"**Successive halving against full-budget evaluation.** The smoke task, one generation forked from one "
         f"generation 0, {h['candidates']} candidates of {h['successor_steps']} steps each; halving: {h['rungs']} rungs, "
         f"eta {h['eta']} (rungs of {rung_steps} "
@@ -258,16 +312,24 @@ def render(r: dict) -> str:
         f"**Harness overhead** (the full-budget arms): the share of the run's wall time outside sandboxed training "
         f"(Popen to reap), the harness's grading and its curation. Median **{100 * share:.1f}%** over "
         f"{len(over)} runs ({shares}; goal <= 3%: "
-        f"{'met' if share <= 0.03 else 'not met'}).",
+        f"{'met' if share <= 0.03 else 'not met'}). Load average {h['load_average']:.1f} at the end of the halving runs.",
         f"**Sandbox start cost** ({sb['isolation']}): `python -c pass` through the executor (cgroup, honeypots, "
         f"hashes of the harness's sources before and after, bwrap, the guard) against the same command bare, "
         f"median of {sb['reps']} interleaved pairs: {sb['sandboxed_s']:.3f} s against {sb['bare_s']:.3f} s, a start "
-        f"cost of **{sb['start_cost_s']:.3f} s** (goal <= 0.3 s: {'met' if sb['start_cost_s'] <= 0.3 else 'not met'}).",
+        f"cost of **{sb['start_cost_s']:.3f} s** (goal <= 0.3 s: {'met' if sb['start_cost_s'] <= 0.3 else 'not met'}; "
+        f"load average {sb['load_average']:.1f}).",
         f"**Experiments per hour, 1 and 2 local workers**: {sc['experiments']} tinylm experiments of {sc['steps']} "
-        f"steps (2 layers, 64 wide, one torch thread each), median wall over {len(sc['walls'][1])} interleaved "
-        f"repetitions.",
+        f"steps (2 layers, 64 wide, one torch thread each), median wall over {len(sc['walls']['1'])} interleaved "
+        f"repetitions; load average {sc['load_average']:.1f} at the end.",
         table(["workers", "experiments / hour"], [[w, f"{v:.0f}"] for w, v in sc["per_hour"].items()]),
-        f"Speed-up **{sc['speedup']:.2f}x** (goal >= 1.8x: {'met' if sc['speedup'] >= 1.8 else 'not met'})."])
+        f"Speed-up **{sc['speedup']:.2f}x** (goal >= 1.8x: {'met' if sc['speedup'] >= 1.8 else 'not met'})."]
+        + ([] if ry is None else [
+        "**The same on a Ray cluster of this machine** (`ray start --head --num-cpus=2` in a network namespace with "
+        f"loopback only; each experiment a Ray task of one CPU, inputs and checkpoint through the object store; "
+        f"load average {ry['load_average']:.1f} at the end):",
+        table(["Ray workers", "experiments / hour"], [[w, f"{v:.0f}"] for w, v in ry["per_hour"].items()]),
+        f"Speed-up **{ry['speedup']:.2f}x** (goal >= 1.8x: {'met' if ry['speedup'] >= 1.8 else 'not met'}); "
+        f"the Ray tasks against the local pool at 2 workers: {ry['per_hour']['2'] / sc['per_hour']['2']:.2f}x."]))
 
 
 def main() -> None:
@@ -276,19 +338,33 @@ def main() -> None:
     ap.add_argument("--report", action="store_true", help="write BENCHMARKS.md and benchmarks/results/scale.json")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--work", type=Path, help="keep the runs here (default: a temporary folder)")
+    ap.add_argument("--only", help="comma-separated sections to measure again (sandbox, scaling, halving); the "
+                    "others are kept from benchmarks/results/scale.json")
+    ap.add_argument("--ray-inner", nargs=2, help=argparse.SUPPRESS)  # inside the namespace: WORK PARAMS
     a = ap.parse_args()
+    if a.ray_inner:
+        return _ray_inner(Path(a.ray_inner[0]), json.loads(a.ray_inner[1]))
     p = QUICK if a.quick else FULL
     work = a.work or Path(tempfile.mkdtemp(prefix="scale-"))
-    t0 = time.monotonic()
+    only = set(a.only.split(",")) if a.only else set(SECTIONS) - ({"ray_scaling"} if a.quick else set())
+    if only - set(SECTIONS):
+        raise SystemExit(f"--only: unknown section(s) {sorted(only - set(SECTIONS))}; choose from {list(SECTIONS)}")
+    results = HERE / "results" / "scale.json"
+    r = json.loads(results.read_text()) if a.only and results.exists() else {}
     try:
-        r = {"sandbox": sandbox_start(p, work), "scaling": scaling(p, work), "halving": halving_vs_full(p, work)}
+        for name, measure in SECTIONS.items():
+            if name in only:
+                t0 = time.monotonic()
+                r[name] = measure(p, work) | {"seconds": round(time.monotonic() - t0, 1),
+                                              "load_average": round(os.getloadavg()[0], 1)}
     finally:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    r["seconds"] = time.monotonic() - t0
+    missing = set(SECTIONS) - set(r) - ({"ray_scaling"} if a.quick else set())
+    if missing:
+        raise SystemExit(f"no results for {sorted(missing)}: measure them (drop --only)")
     r["machine"] = {"cores": usable_cores(), "cpu": platform.processor() or platform.machine(),
                     "torch": torch.__version__}
-    r["command"] = ".venv/bin/python benchmarks/scale.py" + (" --quick" if a.quick else "") + " --report"
     text = render(r)
     print(text)
     if a.json:

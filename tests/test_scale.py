@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -42,8 +43,6 @@ def _run(root: Path, cfg_path: Path, policy: dict | None = None) -> str:
 
 
 def _lineage(root: Path) -> dict:
-    import sqlite3
-
     db = sqlite3.connect(root / "lineage.db")
     out = {
         "generations": db.execute("SELECT idx, champion_model, promoted, frontier FROM generations ORDER BY idx")
@@ -73,8 +72,6 @@ def test_two_workers_give_the_lineage_of_one_and_overlap(tmp_path: Path):
                           if e["event"].startswith(("experiment.", "stage.", "gate."))]
     assert order(tmp_path / "one") == order(tmp_path / "two")
     # and with two workers the generation-1 candidates really ran at the same time
-    import sqlite3
-
     rows = sqlite3.connect(tmp_path / "two" / "lineage.db").execute(
         "SELECT started, finished FROM experiments WHERE generation=1 AND kind='candidate'").fetchall()
     assert len(rows) == 2
@@ -105,8 +102,6 @@ def test_successive_halving_in_a_generation_records_every_rung(tmp_path: Path):
     cfg = _config(tmp_path / "c.yaml", {"halving": {"rungs": 2, "eta": 2}, "executor": {"workers": 2}},
                   {"candidates": 4})
     assert _run(root, cfg) == "finished"
-    import sqlite3
-
     db = sqlite3.connect(root / "lineage.db")
     db.row_factory = sqlite3.Row
     rungs = db.execute("SELECT * FROM rungs WHERE generation=1 ORDER BY rung, rank").fetchall()
@@ -149,15 +144,17 @@ def test_successive_halving_in_a_generation_records_every_rung(tmp_path: Path):
     assert "## Compute" in md and f"| run | {n} |" in md
 
 
-def test_flops_are_the_harness_estimate_and_a_flops_budget_pauses(tmp_path: Path):
-    root = tmp_path / "run"
-    cfg = _config(tmp_path / "c.yaml")
-    # generation 0 alone is about 1e11 FLOPs of training on this config; stop after it
-    state = _run(root, cfg, {**NO_WAIT, "budgets": {"flops": 1e9}})
-    assert state.startswith("paused: budget spent") and "FLOPs" in state
-    import sqlite3
+def _paused_after_bootstrap(tmp_path: Path, budgets: dict, what: str):
+    """A run whose budget is spent by generation 0's one experiment: (run dir, config file, store)."""
+    root, cfg = tmp_path / "run", _config(tmp_path / "c.yaml")
+    state = _run(root, cfg, {**NO_WAIT, "budgets": budgets})
+    assert state.startswith("paused: budget spent") and what in state, state
+    return root, cfg, sqlite3.connect(root / "lineage.db")
 
-    db = sqlite3.connect(root / "lineage.db")
+
+def test_flops_are_the_harness_estimate_and_a_flops_budget_pauses(tmp_path: Path):
+    # generation 0 alone is about 1e11 FLOPs of training on this config; stop after it
+    root, _, db = _paused_after_bootstrap(tmp_path, {"flops": 1e9}, "FLOPs")
     rows = db.execute("SELECT id, flops, status FROM experiments").fetchall()
     assert len(rows) == 1 and rows[0][2] == "done"
     job = json.loads((root / "workspaces" / rows[0][0] / "job.json").read_text())
@@ -174,13 +171,7 @@ def test_flops_are_the_harness_estimate_and_a_flops_budget_pauses(tmp_path: Path
 
 
 def test_cpu_budget_pauses_and_the_run_resumes_to_the_end(tmp_path: Path):
-    root = tmp_path / "run"
-    cfg = _config(tmp_path / "c.yaml")
-    state = _run(root, cfg, {**NO_WAIT, "budgets": {"cpu_s": 1.0}})
-    assert state.startswith("paused: budget spent") and "CPU-seconds" in state
-    import sqlite3
-
-    db = sqlite3.connect(root / "lineage.db")
+    root, cfg, db = _paused_after_bootstrap(tmp_path, {"cpu_s": 1.0}, "CPU-seconds")
     (n, cpu), = db.execute("SELECT COUNT(*), SUM(cpu_s) FROM experiments").fetchall()
     assert n == 1 and cpu >= 1.0  # the bootstrap ran, then nothing more was started
     db.close()

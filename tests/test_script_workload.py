@@ -366,8 +366,8 @@ def test_hidden_data_is_empty_to_a_candidate_and_read_by_the_evaluation(toy, tmp
 
 
 def test_tinylm_refuses_a_script_researcher(tmp_path):
-    (tmp_path / "c.yaml").write_text("researcher: {name: optuna}\n")
-    with pytest.raises(ConfigError, match="researcher optuna drives the script workload"):
+    (tmp_path / "c.yaml").write_text("researcher: {name: manager}\n")
+    with pytest.raises(ConfigError, match="researcher manager drives the script workload only"):
         load_config(tmp_path / "c.yaml")
 
 

@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from .cli_audit import app as audit_app
@@ -22,7 +23,7 @@ err = Console(stderr=True)
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)  # one line, never wrapped
+    err.print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)  # one line, never wrapped
     raise typer.Exit(code)
 
 

@@ -88,8 +88,11 @@ class ManagerConfig(Strict):
 class ResearcherConfig(RoleConfig):
     """The run's researcher: a role's fields, plus how many candidates a generation and the manager's team."""
 
-    name: Literal["evolution", "optuna", "llm", "manager"] = "evolution"
+    name: Literal["evolution", "optuna", "llm", "manager", "random"] = "evolution"  # tinylm: not llm, manager
     candidates: int = Field(3, ge=1, le=64, description="candidates proposed per generation")
+    seed: int | None = Field(None, ge=0, description="tinylm: also seeds the stream each generation's proposals and "
+                             "candidate seeds are drawn from, so one generation 0 can be searched on from under "
+                             "several seeds (None: the run seed and the generation alone, as before)")
     crossover: bool = True
     manager: ManagerConfig = ManagerConfig()
 
@@ -253,8 +256,17 @@ class RunConfig(Strict):
             raise ValueError("workload script needs a script section (program, command, editable, metric)")
         if self.workload == "tinylm" and self.script is not None:
             raise ValueError("a script section needs workload: script")
-        if self.workload == "tinylm" and self.researcher.name != "evolution":
-            raise ValueError(f"researcher {self.researcher.name} drives the script workload; tinylm uses evolution")
+        if self.workload == "tinylm" and self.researcher.name not in ("evolution", "random", "optuna"):
+            raise ValueError(f"researcher {self.researcher.name} drives the script workload only; tinylm uses "
+                             "evolution, random or optuna")
+        if self.workload == "tinylm" and self.researcher.name == "optuna" and self.researcher.optuna.sampler != "tpe":
+            raise ValueError(f"optuna sampler {self.researcher.optuna.sampler} is not offered for tinylm: its recipe "
+                             "space is categorical; use sampler tpe")
+        if self.workload == "script" and self.researcher.name == "random":
+            raise ValueError("researcher random is for tinylm; the script workload uses evolution, optuna, llm or "
+                             "manager")
+        if self.workload == "script" and self.researcher.seed is not None:
+            raise ValueError("researcher.seed is for tinylm; the script workload's researcher draws from the run seed")
         return self
 
 

@@ -23,7 +23,8 @@ from .data import file_digest, load_shard, save_shard, tier_rng, write_text_atom
 from . import halving, integrity, provenance
 from .executor import Experiment, kill_orphan, make_executor, process_start_time
 from .gate import apply_guardrail, decide, first_to_beat
-from .researchers.evolution import Evolution, recipe_key
+from .researchers.evolution import recipe_key
+from .researchers.tinylm_search import tinylm_researcher
 from .run import RunDir
 from .sandbox import isolation_mode
 from .tasks import Problem
@@ -67,7 +68,9 @@ class Loop:
         self.policy = run.policy()
         self.isolation = isolation_mode(self.policy)  # raises IsolationError before anything runs
         self.executor = make_executor(self.cfg, self.policy, self.isolation)
-        self.researcher = researcher or Evolution(self.cfg.researcher)
+        # the script workload builds its own researcher (it needs the program's repository first)
+        self.researcher = researcher or (tinylm_researcher(self.cfg.researcher) if self.cfg.workload == "tinylm"
+                                         else None)
         self._models: dict[str, object] = {}
         self._t0 = time.monotonic()
 
@@ -101,6 +104,7 @@ class Loop:
             raise
         finally:
             _restore_sigterm(old)
+            self.executor.close()  # a private Ray cluster ends with the run
         self._save_wall()
         self.audit.append("run.finished", champion=self.store.champion())
         return "finished"
@@ -306,7 +310,7 @@ class Loop:
                                        outcome.cpu_s, flops)
         self.audit.append("experiment.end", generation=g, experiment=exp_id, status=outcome.status, model=model,
                           error=outcome.error, wall_s=round(outcome.wall_s, 2), cpu_s=round(outcome.cpu_s, 2),
-                          flops=flops, **extra)
+                          flops=flops, isolation=outcome.isolation, node=getattr(outcome, "node", None), **extra)
         return dict(self.store.experiment(exp_id))
 
     def flops(self, exp_id: str) -> float | None:
@@ -351,7 +355,8 @@ class Loop:
         return {"dev_acc": {str(k): v for k, v in acc.items()}, "frontier": front, "weakest": weakest}
 
     def _propose(self, g: int, ctx: dict) -> dict:
-        rng = np.random.default_rng([self.cfg.seed, 7, g])
+        extra = [] if self.cfg.researcher.seed is None else [self.cfg.researcher.seed]  # None: as before it existed
+        rng = np.random.default_rng([self.cfg.seed, 7, g, *extra])
         if ctx["champion"] is None:  # generation 0, or every earlier bootstrap failed
             proposals = [(self.cfg.bootstrap, "bootstrap: train the first champion on human data", None)]
         else:
