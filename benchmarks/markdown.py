@@ -9,13 +9,14 @@ def markers(name: str) -> tuple[str, str]:
     return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
 
-def write_section(path: Path, name: str, title: str, text: str) -> None:
+def write_section(path: Path, name: str, title: str, text: str, intro: str = "") -> None:
+    """`intro` goes above the markers when the section is new, and stays as edited after that."""
     begin, end = markers(name)
-    doc, block = path.read_text(), f"{begin}\n{text.strip()}\n{end}"
+    doc, block = path.read_text(), f"{begin}\n{text}\n{end}"
     if begin in doc and end in doc:
         doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
     else:
-        doc = f"{doc.rstrip()}\n\n## {title}\n\n{block}\n"
+        doc = f"{doc.rstrip()}\n\n## {title}\n\n{intro}{block}\n"
     path.write_text(doc)
 
 

@@ -40,9 +40,11 @@ from fork_run import fork
 
 from successor.policy import Budgets, Policy, Tripwires, save_policy
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from markdown import write_section  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-BEGIN, END = "<!-- research_efficiency:begin -->", "<!-- research_efficiency:end -->"
 
 
 @dataclass
@@ -281,12 +283,7 @@ def table(res: dict) -> str:
 
 
 def write_benchmarks_md(text: str, path: Path) -> None:
-    doc, block = path.read_text(), f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in doc and END in doc:
-        doc = doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
-    else:
-        doc = f"{doc.rstrip()}\n\n## Research efficiency: the researchers at equal CPU-seconds (issue 6)\n\n{block}\n"
-    path.write_text(doc)
+    write_section(path, "research_efficiency", "Research efficiency: the researchers at equal CPU-seconds (issue 6)", text)
 
 
 def main() -> None:

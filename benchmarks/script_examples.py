@@ -37,10 +37,12 @@ from successor.workloads.script.loop import program_command
 from successor.workloads.script.measure import python_argv, read_metric
 from successor.workloads.script.program import ProgramRepo
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from markdown import write_section  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results"
-BEGIN, END = "<!-- script_examples:begin -->", "<!-- script_examples:end -->"
 EXAMPLES = ("digits", "charlm")
 SEED0 = 10_000  # re-measurement seeds: SEED0, SEED0+1, ... (the loop draws its seeds from 0..2^31)
 
@@ -206,12 +208,7 @@ def tables(results: dict) -> str:
 
 
 def write_benchmarks_md(text: str, path: Path) -> None:
-    doc, block = path.read_text(), f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in doc and END in doc:
-        doc = doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
-    else:
-        doc = f"{doc.rstrip()}\n\n## Your own program: the script workload on the two examples\n\n{INTRO}{block}\n"
-    path.write_text(doc)
+    write_section(path, "script_examples", "Your own program: the script workload on the two examples", text, INTRO)
 
 
 INTRO = """Each example's config through the real loop (the evolution researcher's knobs, sandboxed training, the

@@ -41,10 +41,12 @@ from successor.workloads.tinylm.recipe import Recipe
 from successor.workloads.tinylm.sequences import IGNORE, training_batch
 from successor.workloads.tinylm.train import Mixture, train
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from markdown import write_section  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results"
-BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
 TRAIN_GOAL = 0.9  # ours / minimal tokens/s
 DECODE_GOAL = (20, 5.0)  # at 20-digit answers, cached at least 5x faster than re-encoding
 DECODE_DIGITS = (10, 20, 40)
@@ -343,12 +345,7 @@ against a measured fp32 matmul peak, KV-cached decoding against re-encoding the 
 
 
 def write_benchmarks_md(text: str, path: Path) -> None:
-    doc, block = path.read_text(), f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in doc and END in doc:
-        doc = doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
-    else:
-        doc = f"{doc.rstrip()}\n\n## Scale and speed: trainer throughput, FLOP/s, decoding\n\n{INTRO}{block}\n"
-    path.write_text(doc)
+    write_section(path, "speed", "Scale and speed: trainer throughput, FLOP/s, decoding", text, INTRO)
 
 
 def main() -> None:
