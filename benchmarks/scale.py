@@ -290,6 +290,7 @@ def render(r: dict) -> str:
     ratio = statistics.median(s["cpu_ratio"] for s in h["sets"])
     over = [s["overhead"] for s in h["sets"]]
     share = statistics.median(o["share"] for o in over)
+    shares_of = ", ".join(f"1/{h['eta'] ** (h['rungs'] - 1 - k)}" for k in range(h["rungs"] - 1)) + " and all"
     took = ", ".join(f"{k} {r[k]['seconds']:.0f} s" for k in SECTIONS if k in r and r[k].get("seconds"))
     shares = ", ".join(f"{100 * o['share']:.1f}%" for o in over)
     rung_steps = ", ".join(str(round(h["successor_steps"] * h["eta"] ** -(h["rungs"] - 1 - k))) for k in range(h["rungs"]))
@@ -299,9 +300,9 @@ def render(r: dict) -> str:
         f"(the load average is given with each table). Command: `{COMMAND}`; `--only SECTION,...` measures some "
         f"again ({', '.join(SECTIONS)}) and keeps the others. Wall time: {took}.",
         f"**Successive halving against full-budget evaluation.** The smoke task, one generation forked from one "
-        f"generation 0, {h['candidates']} candidates of {h['successor_steps']} steps each; halving: {h['rungs']} rungs, "
-        f"eta {h['eta']} (rungs of {rung_steps} "
-        f"steps). A candidate set per mutation rate of the evolution researcher. The pick is the best candidate on "
+        f"generation 0, {h['candidates']} candidates from a successor recipe of {h['successor_steps']} steps (the "
+        f"researcher mutates `steps` too, so each candidate's full budget is its own); halving: {h['rungs']} rungs, "
+        f"eta {h['eta']}, rungs of {shares_of} of a candidate's steps ({rung_steps} for {h['successor_steps']}). A candidate set per mutation rate of the evolution researcher. The pick is the best candidate on "
         f"the dev tier at full budget (the loop's own ranking); CPU-seconds are the kernel's count of the candidate "
         f"experiments' sandboxes.",
         table(["mutation rate", "full-budget pick", "halving pick", "same", "full CPU-s", "halving CPU-s",
@@ -339,14 +340,15 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--work", type=Path, help="keep the runs here (default: a temporary folder)")
     ap.add_argument("--only", help="comma-separated sections to measure again (sandbox, scaling, halving); the "
-                    "others are kept from benchmarks/results/scale.json")
+                    "others are kept from benchmarks/results/scale.json; none: rebuild the section from it")
     ap.add_argument("--ray-inner", nargs=2, help=argparse.SUPPRESS)  # inside the namespace: WORK PARAMS
     a = ap.parse_args()
     if a.ray_inner:
         return _ray_inner(Path(a.ray_inner[0]), json.loads(a.ray_inner[1]))
     p = QUICK if a.quick else FULL
     work = a.work or Path(tempfile.mkdtemp(prefix="scale-"))
-    only = set(a.only.split(",")) if a.only else set(SECTIONS) - ({"ray_scaling"} if a.quick else set())
+    only = (set() if a.only == "none" else set(a.only.split(","))) if a.only else \
+        set(SECTIONS) - ({"ray_scaling"} if a.quick else set())
     if only - set(SECTIONS):
         raise SystemExit(f"--only: unknown section(s) {sorted(only - set(SECTIONS))}; choose from {list(SECTIONS)}")
     results = HERE / "results" / "scale.json"
