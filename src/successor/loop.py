@@ -310,7 +310,7 @@ class Loop:
                                        outcome.cpu_s, flops)
         self.audit.append("experiment.end", generation=g, experiment=exp_id, status=outcome.status, model=model,
                           error=outcome.error, wall_s=round(outcome.wall_s, 2), cpu_s=round(outcome.cpu_s, 2),
-                          flops=flops, isolation=outcome.isolation, node=getattr(outcome, "node", None), **extra)
+                          flops=flops, isolation=outcome.isolation, node=outcome.node, **extra)
         return dict(self.store.experiment(exp_id))
 
     def flops(self, exp_id: str) -> float | None:
