@@ -226,6 +226,7 @@ def direct(out: Path, address: str) -> dict:
     ex = ray_executor.RayExecutor(120, 1, policy, "bwrap", None, RayConfig(address=address, staging_dir=str(staging)))
     exp = program(root, "stop", "import time\nprint('started', flush=True)\ntime.sleep(100)\n")
     seen: list[int] = []
+    sent: list[float] = []  # when the SIGTERM went: the wait before it is Ray scheduling the task, not the stop
 
     def stopper() -> None:
         t0 = time.monotonic()
@@ -235,6 +236,7 @@ def direct(out: Path, address: str) -> dict:
                 time.sleep(0.3)
                 seen.extend(with_descendants([p for p, _ in sandboxes(str(staging))]))
                 time.sleep(0.5)
+                sent.append(time.monotonic())
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
             time.sleep(0.1)
@@ -253,6 +255,7 @@ def direct(out: Path, address: str) -> dict:
     finally:
         signal.signal(signal.SIGTERM, old)
     res["stop"]["waited_s"] = round(time.monotonic() - t0, 1)
+    res["stop"]["after_signal_s"] = round(time.monotonic() - sent[0], 1) if sent else None
     t1 = time.monotonic()
     while any(alive(p) for p in seen) and time.monotonic() - t1 < 15:
         time.sleep(0.1)

