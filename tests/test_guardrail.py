@@ -21,7 +21,7 @@ from successor.curator import well_formed
 from successor.data import load_shard
 from successor.evaluator import accuracy, grade
 from successor.gate import Decision, apply_guardrail, noninferior, tango_z
-from successor.report import write_report
+from successor.report import data_uri, write_report
 from successor.run import RunDir
 from successor.store import Store
 from successor.tasks import MARKER, PAD_ID, REFUSAL, VOCAB_SIZE, Problem, decode, encode, mark
@@ -311,7 +311,8 @@ def test_report_plots_the_guardrail_with_its_compounding_projection(tmp_path: Pa
     png = out / "guardrail.png"
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
     md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
-    assert "![guardrail by generation](guardrail.png)" in md and 'src="guardrail.png"' in page
+    assert "![guardrail by generation](guardrail.png)" in md and 'alt="guardrail by generation"' in page
+    assert data_uri(png) in page, "the page embeds the very PNG written beside it"
     section = md.split("## Guardrail", 1)[1].split("\n## ", 1)[0]
     f = np.mean([0.98 / 1.0, 0.98 / 0.98, 0.96 / 0.98])
     assert f"fidelity {f:.4g}/gen -> {f ** 50:.3f} after 50" in section  # the measured fidelity, projected

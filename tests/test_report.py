@@ -1,7 +1,10 @@
-"""`successor.report.write_report` on a real smoke run: files, plots, tables, escaping, and an unfinished run."""
+"""`successor.report.write_report` on a real smoke run: files, plots, tables, escaping, the self-contained HTML,
+summary.md, and an unfinished run; `render_plot`, which the dashboard calls on live runs."""
 from __future__ import annotations
 
+import base64
 import html
+import io
 import json
 import re
 import shutil
@@ -12,9 +15,15 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
+from successor.lineage import acceleration, fidelity, guardrail_points, open_ro
 from successor.report import write_report
+from successor.report_plots import PLOT_NAMES, render_plot
+from successor.status import status_dict
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PLOTS = ("accuracy_heatmap", "frontier", "guardrail", "acceleration", "lineage")
+EMBEDDED = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)"')
+REF = re.compile(r"""\b(?:src|href)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.I)
 
 
 def _q(run_dir: Path, sql: str) -> list[tuple]:
@@ -40,19 +49,87 @@ def _copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _png_shape(data: bytes) -> tuple[int, int]:
+    """(height, width) of a PNG, after checking its magic bytes and that matplotlib decodes it."""
+    assert data[:8] == PNG_MAGIC
+    h, w = mpimg.imread(io.BytesIO(data), format="png").shape[:2]
+    assert 100 <= h <= 5000 and 100 <= w <= 5000, (h, w)
+    return h, w
+
+
+def check_self_contained(page: str) -> dict[str, bytes]:
+    """Assert report.html needs nothing outside itself: every src/href is a data: URI or an anchor to an id on the
+    page, no stylesheet, script or CSS url(); every embedded image decodes as a PNG. Returns the PNGs by alt text."""
+    refs = [next(v for v in m.groups() if v is not None) for m in REF.finditer(page)]
+    assert refs, "no src/href found: the pattern is not finding the images"
+    ids = set(re.findall(r'\bid=["\']([^"\']+)["\']', page))
+    for ref in refs:
+        assert ref.startswith("data:") or (ref.startswith("#") and ref[1:] in ids), ref[:80]
+    lower = page.lower()
+    for needle in ("<link", "<script", "url(", "@import", "http:", "https:", "//cdn", "<iframe", "<object"):
+        assert needle not in lower, needle
+    pngs = {alt: base64.b64decode(data, validate=True) for data, alt in EMBEDDED.findall(page)}
+    assert len(pngs) == page.count("<img"), "an <img> that is not an embedded PNG"
+    for data in pngs.values():
+        _png_shape(data)
+    return pngs
+
+
+def _table(md: str, section: str) -> list[list[str]]:
+    """The body rows of the first Markdown table in `## section`, as cells."""
+    body = md.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in body.splitlines() if line.startswith("|")][2:]
+    return [[c.strip() for c in r.strip("|").split(" | ")] for r in rows]
+
+
+def _num(cell: str) -> float | None:
+    return None if cell == "—" else float(cell)
+
+
+def check_acceleration(md: str, run_dir: Path) -> dict:
+    """The Acceleration table has one row per finished successor generation of `lineage.acceleration`, with its
+    numbers (to the printed precision) and both verdicts beside it."""
+    acc = acceleration(status_dict(run_dir))
+    rows = _table(md, "Acceleration")
+    assert len(rows) == len(acc["generations"])
+    for cells, r in zip(rows, acc["generations"]):
+        assert int(cells[0]) == r["generation"] and cells[1] == ("yes" if r["promoted"] else "no")
+        for cell, key in zip(cells[2:], ("gain", "frontier_gain", "cpu_h", "gain_per_cpu_h", "cumulative_gain",
+                                         "cumulative_cpu_h")):
+            want = r[key]
+            assert (_num(cell) is None) == (want is None), (key, cell)
+            if want is not None:
+                assert _num(cell) == pytest.approx(want, rel=5e-3, abs=1e-12), (key, cell, want)
+    section = md.split("## Acceleration\n", 1)[1].split("\n## ", 1)[0]
+    assert acc["per_generation"]["verdict"] in section and acc["per_cpu_hour"]["verdict"] in section
+    return acc
+
+
 def _check_report(run_dir: Path) -> tuple[str, str]:
     out = write_report(run_dir)
     assert out == run_dir / "report"
     md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
     assert md.strip() and page.lstrip().lower().startswith("<!doctype html>")
-    for name in ("accuracy_heatmap.png", "frontier.png"):
-        path = out / name
+    pngs = check_self_contained(page)
+    assert len(pngs) == len(PLOTS)
+    for name in PLOTS:
+        path = out / f"{name}.png"
         assert path.stat().st_size > 0
-        assert path.read_bytes()[:8] == PNG_MAGIC
-        h, w = mpimg.imread(path).shape[:2]
-        assert 100 <= h <= 5000 and 100 <= w <= 5000, (name, h, w)
-        assert name in md and f'src="{name}"' in page
+        _png_shape(path.read_bytes())
+        assert f"({name}.png)" in md
+        assert path.read_bytes() in pngs.values(), f"{name}.png is not the image embedded in report.html"
+    for section in ("Acceleration", "Lineage"):
+        assert f"\n## {section}\n" in md and f'<h2 id="{section.lower()}">{section}</h2>' in page
+    assert (out / "summary.md").is_file()
+    check_acceleration(md, run_dir)
     return md, page
+
+
+def read_summary(run_dir: Path) -> dict[str, str]:
+    """summary.md as {label: text}, after checking it fits on one screen."""
+    lines = (run_dir / "report" / "summary.md").read_text().splitlines()
+    assert len(lines) <= 30 and max(map(len, lines)) < 400
+    return dict(re.findall(r"^- \*\*(.+?)\*\*: (.*)$", "\n".join(lines), re.M))
 
 
 def test_report_on_finished_run(smoke_run: Path, tmp_path: Path):
@@ -84,10 +161,41 @@ def test_report_on_finished_run(smoke_run: Path, tmp_path: Path):
     for (g,) in _q(run_dir, "SELECT idx FROM generations"):
         assert re.search(rf"^\| {g} \|", curation, re.M), f"no curation row for generation {g}"
     selection = md.split("## Selection", 1)[1].split("## Curation", 1)[0]
-    assert "<h2>Selection</h2>" in page
+    assert '<h2 id="selection">Selection</h2>' in page
     for g, result in _q(run_dir, "SELECT generation, result FROM stages WHERE name='select' AND generation>0"):
         chosen = json.loads(result)["selected"]
         assert re.search(rf"^\| {g} \| {chosen} \|", selection, re.M), f"no selection row for generation {g}"
+
+
+def test_summary_states_what_the_store_holds(smoke_run: Path, tmp_path: Path):
+    run_dir = _copy_run(smoke_run, tmp_path / "run")
+    write_report(run_dir)
+    facts = read_summary(run_dir)
+    done = _q(run_dir, "SELECT idx, promoted, frontier, champion_model FROM generations WHERE status='done' "
+                       "ORDER BY idx")
+    succ = [d for d in done if d[0] > 0]
+    assert facts["generations done"].startswith(f"{len(done)} of ")
+    assert facts["promoted"].startswith(f"{sum(p for _, p, _, _ in succ)} of {len(succ)} successor generation(s)")
+    assert facts["frontier by generation"] == " → ".join(str(f) for _, _, f, _ in done)
+    assert facts["final champion"] == f"{done[-1][3][:12]} (frontier {done[-1][2]})"
+    db = open_ro(run_dir)
+    try:
+        f, k = fidelity(guardrail_points(db))
+    finally:
+        db.close()
+    assert facts["guardrail"].startswith("No promotion after generation 0 yet" if f is None else
+                                         f"Measured over {k} promotion(s): fidelity {f:.4g}/gen -> {f ** 50:.3f} "
+                                         "after 50 of the refusal rate")
+    acc = acceleration(status_dict(run_dir))
+    assert acc["per_generation"]["verdict"] in facts["acceleration"]
+    assert acc["per_cpu_hour"]["verdict"] in facts["acceleration"]
+    assert f"{acc['mean_gain_per_cpu_h']:.3g} per CPU-hour" in facts["verified gain"]
+    (n, cpu), = _q(run_dir, "SELECT count(*), sum(cpu_s) FROM experiments")
+    assert facts["compute"].startswith(f"{n} experiments") and f"{cpu / 3600:.3g} CPU-h" in facts["compute"]
+    assert facts["sandbox violations"] == str(_q(run_dir, "SELECT count(*) FROM violations")[0][0])
+    assert facts["human decisions"] == str(_q(run_dir, "SELECT count(*) FROM approvals WHERE decision IS NOT "
+                                                       "NULL")[0][0])
+    assert re.match(r"verified: ok: \d+ events", facts["audit log and artifacts"])
 
 
 def test_selection_reasons():
@@ -114,6 +222,8 @@ def test_report_on_unfinished_run(smoke_run: Path, tmp_path: Path):
     cands = _q(run_dir, "SELECT id FROM candidates")
     assert len(_candidate_table(md)) == len(cands)
     assert f"**generations done**: {last}" in md
+    assert [int(r[0]) for r in _table(md, "Acceleration")] == list(range(1, last))  # the running one not yet
+    assert read_summary(run_dir)["frontier by generation"].count("→") == last - 1
     for (cid,) in _q(run_dir, f"SELECT id FROM candidates WHERE generation={last}"):
         row = next(r for r in _candidate_table(md) if r.startswith(f"| {cid} |"))
         assert "no gate decision yet" in row
@@ -125,7 +235,54 @@ def test_report_on_empty_run(tmp_path: Path):
 
     Store(tmp_path / "lineage.db").close()
     md, _ = _check_report(tmp_path)
-    assert _candidate_table(md) == []
+    assert _candidate_table(md) == [] and _table(md, "Acceleration") == []
+    assert read_summary(tmp_path)["frontier by generation"] == "—"
+
+
+def render_all(run_dir: Path) -> dict[str, bytes]:
+    out = {}
+    for name in PLOT_NAMES:
+        buf = io.BytesIO()
+        render_plot(run_dir, name, buf)
+        out[name] = buf.getvalue()
+        _png_shape(out[name])
+    return out
+
+
+def test_render_plot_draws_every_plot_to_a_file_object_or_a_path(smoke_run: Path, tmp_path: Path):
+    assert set(PLOT_NAMES) == set(PLOTS)
+    pngs = render_all(smoke_run)  # read-only: the session's run is not written to
+    assert len(set(pngs.values())) == len(PLOTS)  # five different plots, not one panel five times
+    render_plot(smoke_run, "lineage", tmp_path / "lineage.png")
+    assert (tmp_path / "lineage.png").read_bytes() == pngs["lineage"]
+    with pytest.raises(ValueError, match="unknown plot 'nope'.*accuracy_heatmap, frontier, guardrail, "
+                                         "acceleration, lineage"):
+        render_plot(smoke_run, "nope", io.BytesIO())
+
+
+def test_render_plot_on_a_run_still_going(smoke_run: Path, tmp_path: Path):
+    """What the dashboard sees mid-run: a generation with candidates but no gate yet, then a store with nothing in
+    it, then a folder with no store at all; each plot still draws (a "no data yet" panel where there is none)."""
+    run_dir = _copy_run(smoke_run, tmp_path / "run")
+    finished = render_all(run_dir)
+    with sqlite3.connect(run_dir / "lineage.db") as db:
+        db.execute("UPDATE stages SET status='running', result=NULL WHERE generation=1 AND name='gate'")
+        db.execute("DELETE FROM stages WHERE generation=1 AND name NOT IN ('curate', 'propose', 'gate')")
+        db.execute("DELETE FROM generations WHERE idx > 1")
+        db.execute("UPDATE generations SET status='running', promoted=NULL, champion_model=NULL, frontier=NULL "
+                   "WHERE idx=1")
+        db.execute("DELETE FROM gate_decisions WHERE generation>=1")
+        db.execute("DELETE FROM candidates WHERE generation>1")
+    partial = render_all(run_dir)
+    for name in ("frontier", "acceleration", "lineage", "accuracy_heatmap"):
+        assert partial[name] != finished[name], f"{name} did not change with the store"
+    empty = tmp_path / "empty"
+    from successor.store import Store
+
+    empty.mkdir()
+    Store(empty / "lineage.db").close()
+    render_all(empty)  # each a readable PNG, as render_all checks
+    render_all(tmp_path / "no-such-run")
 
 
 if __name__ == "__main__":

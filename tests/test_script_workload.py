@@ -230,6 +230,35 @@ def test_patches_commit_refusals_and_seed_noise_never_promoted(toy, tmp_path):
     md = (write_report(tmp_path / "run") / "report.md").read_text()
     assert "### g2c0" in md and "+BONUS = 0.3" in md and "### g1c3" in md
     assert ok_run(tmp_path / "run")
+    _check_script_report(tmp_path / "run", md)
+
+
+def _check_script_report(run_dir: Path, md: str) -> None:
+    """The script report is self-contained too, with the acceleration section and a summary.md that states the
+    store's numbers; every dashboard plot draws for a script run."""
+    from test_report import check_acceleration, check_self_contained, read_summary, render_all
+
+    from successor.status import status_dict
+
+    out = run_dir / "report"
+    pngs = check_self_contained((out / "report.html").read_text())
+    assert set(pngs) == {"gate runs by generation", "acceleration", "lineage tree"}
+    for name in ("metric", "acceleration", "lineage"):
+        assert (out / f"{name}.png").read_bytes() in pngs.values()
+    check_acceleration(md, run_dir)
+    assert "## Lineage" in md
+    st, facts = status_dict(run_dir), read_summary(run_dir)
+    done = [g for g in st["generations"] if g["status"] == "done"]
+    succ = [g for g in done if g["generation"] > 0]
+    assert facts["promoted"].startswith(f"{sum(bool(g['promoted']) for g in succ)} of {len(succ)} successor")
+    assert facts["metric by generation"] == " → ".join(f"{g['metric']:.4g}" for g in done)
+    assert facts["final champion"].startswith(f"{st['champion'][:12]}: mean metric {st['metric']:.4g}")
+    assert facts["guardrail"] == "not applicable to a script run"
+    assert facts["human decisions"] == "0" and facts["sandbox violations"] == str(st["violations"])
+    assert facts["audit log and artifacts"].startswith("verified: ok")
+    plots = render_all(run_dir)
+    assert plots["frontier"] != plots["accuracy_heatmap"]  # the metric by generation, not a panel
+    assert len(plots["lineage"]) > 10_000
 
 
 def test_the_gate_refuses_a_selected_change_that_is_only_seed_noise(toy, tmp_path):

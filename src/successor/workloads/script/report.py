@@ -10,7 +10,11 @@ from pathlib import Path
 import yaml
 from matplotlib.figure import Figure
 
-from ...report import COMPUTE_HEAD, compute_rows, _html_table as html_table, _md_table as md_table
+from ...lineage import acceleration, open_ro, tree
+from ...report import (ACCEL_HEAD, COMPUTE_HEAD, acceleration_rows, acceleration_verdicts, compute_rows, html_img,
+                       html_nav, planned_line, promoted_line, summary_tail, write_summary,
+                       _html_table as html_table, _md_table as md_table)
+from ...report_plots import NOT_SCRIPT, plot_acceleration, plot_lineage
 from ...status import status_dict
 from ...oversight_report import APPROVAL_HEAD, VIOLATION_HEAD, approval_rows, isolation_line, violation_rows
 from ...verify import verify_run
@@ -62,12 +66,15 @@ def _llm_rows(db: sqlite3.Connection) -> list[list[str]]:
 
 
 def _plot(path: Path, points: list, metric: str) -> None:
+    """Every gate seed's number: the successor's beside the champion's it had to beat."""
     fig = Figure(figsize=(7, 3.5))
     ax = fig.subplots()
+    labelled = False
     for g, succ, champ, promoted in points:
         if champ:
             ax.scatter([g - 0.1] * len(champ), champ, color="tab:gray", s=14,
-                       label="champion (gate seeds)" if g == points[1][0] else None)
+                       label=None if labelled else "champion (gate seeds)")
+            labelled = True
         if succ:
             ax.scatter([g + 0.1] * len(succ), succ, color="tab:green" if promoted else "tab:red", s=14)
     ax.set_xlabel("generation")
@@ -86,20 +93,26 @@ def _html_table(head: list[str], rows: list[list[str]]) -> str:
 
 
 def write_script_report(run_dir: Path, out: Path, css: str) -> Path:
+    """The script run's report.md, self-contained report.html, summary.md and plots, in `out`."""
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     sc = cfg.get("script") or {}
     metric = "metric"
-    db = sqlite3.connect(f"file:{run_dir / 'lineage.db'}?mode=ro", uri=True)
-    db.row_factory = sqlite3.Row
+    db = open_ro(run_dir)
     try:
         gens, cands, diffs, points = _rows(db)
         llm = _llm_rows(db)
         sandbox, violations, approvals = isolation_line(db), violation_rows(db), approval_rows(db)
+        lineage = tree(db)
     finally:
         db.close()
+    st = status_dict(run_dir)
+    acc = acceleration(st)
     _plot(out / "metric.png", points, metric)
-    compute = compute_rows(status_dict(run_dir))
+    plot_acceleration(out / "acceleration.png", acc)
+    plot_lineage(out / "lineage.png", lineage)
+    compute, accel, verdicts = compute_rows(st), acceleration_rows(acc), acceleration_verdicts(acc)
     ok, lines = verify_run(run_dir)
+    audit = ("verified: " if ok else "FAILED: ") + lines[0]
     source = "the harness's own evaluation of each artifact" if sc.get("evaluate") else \
         "what the program printed about itself (no evaluate command: self-reported)"
     gate = sc.get("gate", {})
@@ -109,11 +122,25 @@ def write_script_report(run_dir: Path, out: Path, css: str) -> Path:
             ("gate", f"{gate.get('test')} t-test over {gate.get('seeds')} fresh seeds, alpha {gate.get('alpha')}, "
                      f"min_effect {gate.get('min_effect')}"),
             ("researcher", str((cfg.get("researcher") or {}).get("name"))),
-            ("audit log and artifacts", ("verified: " if ok else "FAILED: ") + lines[0])]
+            ("audit log and artifacts", audit)]
+    done = [g for g in st["generations"] if g["status"] == "done"]
+    prog = st["in_progress"]
+    write_summary(out, f"Successor run summary: {cfg.get('name')}", [
+        ("generations done", planned_line(cfg, st)),
+        ("in progress", f"generation {prog['generation']}, stage {prog['stage']}" if prog else "no"),
+        ("promoted", promoted_line(done)),
+        ("final champion", f"{(st['champion'] or '-')[:12]}: mean {metric} {_f(st['metric'])} over its gate "
+                           f"seeds ({sc.get('direction')}; {source})"),
+        (f"{metric} by generation", " → ".join(_f(g["metric"]) for g in done) or "-"),
+        ("guardrail", NOT_SCRIPT)] + summary_tail(st, acc, approvals, audit))
     title = f"Successor run report: {cfg.get('name')}"
     md = [f"# {title}", ""] + [f"- **{k}**: {v}" for k, v in head] + [
-        "", "## Plots", "", "![gate runs by generation](metric.png)", "", "## Generations", "",
-        _md_table(GEN_HEAD, gens), "", "## Candidates", "", _md_table(CAND_HEAD, cands), "", "## Diffs", ""]
+        "", "Summary on one screen: [summary.md](summary.md).", "",
+        "## Plots", "", "![gate runs by generation](metric.png)", "", "## Acceleration", "",
+        "![acceleration](acceleration.png)", ""] + [f"- **{k}**: {v}" for k, v in verdicts] + [
+        "", _md_table(ACCEL_HEAD, accel), "", "## Lineage", "", "![lineage tree](lineage.png)", "",
+        "## Generations", "", _md_table(GEN_HEAD, gens), "", "## Candidates", "", _md_table(CAND_HEAD, cands), "",
+        "## Diffs", ""]
     for cid, why, diff in diffs:
         md += [f"### {cid}", "", why, "", "```diff", diff.rstrip("\n"), "```", ""]
     md += ["_none_", ""] if not diffs else []
@@ -122,19 +149,27 @@ def write_script_report(run_dir: Path, out: Path, css: str) -> Path:
            _md_table(APPROVAL_HEAD, approvals), "", "## Compute", "", _md_table(COMPUTE_HEAD, compute), ""]
     (out / "report.md").write_text("\n".join(md))
     items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in head)
+    accel_items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in verdicts)
     diff_html = "".join(f"<h3 id='diff-{html.escape(c)}'>{html.escape(c)}</h3><p>{html.escape(w)}</p>"
                         f"<pre class='diff'>{html.escape(d)}</pre>" for c, w, d in diffs) or "<p><i>none</i></p>"
+    nav = html_nav([("plots", "Plots"), ("acceleration", "Acceleration"), ("lineage", "Lineage"),
+                    ("generations", "Generations"), ("candidates", "Candidates"), ("diffs", "Diffs"),
+                    ("llm", "LLM calls"), ("oversight", "Oversight"), ("compute", "Compute")])
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{css}</style></head>
-<body><h1>{html.escape(title)}</h1><ul>{items}</ul>
-<h2>Plots</h2><p><img src="metric.png" alt="gate runs by generation"></p>
-<h2>Generations</h2>{_html_table(GEN_HEAD, gens)}
-<h2>Candidates</h2>{_html_table(CAND_HEAD, cands)}
-<h2>Diffs</h2>{diff_html}
-<h2>LLM calls</h2>{_html_table(LLM_HEAD, llm)}
-<h2>Oversight</h2><p>{html.escape(sandbox)}</p><h3>Sandbox violations</h3>{_html_table(VIOLATION_HEAD, violations)}
+<body><h1>{html.escape(title)}</h1><ul>{items}</ul>{nav}
+<h2 id="plots">Plots</h2>{html_img(out / "metric.png", "gate runs by generation")}
+<h2 id="acceleration">Acceleration</h2>{html_img(out / "acceleration.png", "acceleration")}
+<ul>{accel_items}</ul>{_html_table(ACCEL_HEAD, accel)}
+<h2 id="lineage">Lineage</h2>{html_img(out / "lineage.png", "lineage tree")}
+<h2 id="generations">Generations</h2>{_html_table(GEN_HEAD, gens)}
+<h2 id="candidates">Candidates</h2>{_html_table(CAND_HEAD, cands)}
+<h2 id="diffs">Diffs</h2>{diff_html}
+<h2 id="llm">LLM calls</h2>{_html_table(LLM_HEAD, llm)}
+<h2 id="oversight">Oversight</h2><p>{html.escape(sandbox)}</p>
+<h3>Sandbox violations</h3>{_html_table(VIOLATION_HEAD, violations)}
 <h3>Human decisions</h3>{_html_table(APPROVAL_HEAD, approvals)}
-<h2>Compute</h2>{_html_table(COMPUTE_HEAD, compute)}
+<h2 id="compute">Compute</h2>{_html_table(COMPUTE_HEAD, compute)}
 </body></html>
 """
     (out / "report.html").write_text(page)
