@@ -1,6 +1,7 @@
 """Shared fixtures: one real smoke run per test session, for tests that only read a finished run."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,14 @@ def operands(prompt: str, op: str) -> tuple[str, str]:
     assert prompt.endswith("=") and prompt.count(op) == 1 and prompt.count("=") == 1
     a, b = prompt[:-1].split(op)
     return a, b
+
+
+def wait_for(pred, timeout: float = 300.0, what: str = "condition"):
+    """Poll `pred` until it returns something true (returned), or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_config
+from conftest import tiny_config, wait_for as _wait_for
 from typer.testing import CliRunner
 
 from successor.cli import app
@@ -35,16 +35,6 @@ def _db(root: Path) -> sqlite3.Connection:
     db = sqlite3.connect(root / "lineage.db", timeout=30)
     db.row_factory = sqlite3.Row
     return db
-
-
-def _wait_for(pred, timeout: float = 300.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class HonestPlusOneCheat:

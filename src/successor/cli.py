@@ -166,13 +166,13 @@ def status(
 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
-    """Write report/report.md and report/report.html with PNG plots."""
+    """Write DIR/report/: a self-contained report.html, report.md, summary.md (one screen) and the PNG plots."""
     from .report import write_report
 
     if not (run_dir / "lineage.db").exists():
         _fail(f"{run_dir} is not a run directory (no lineage.db)")
     out = write_report(run_dir)
-    Console().print(f"report written: {out / 'report.md'} and {out / 'report.html'}")
+    Console().print(f"report written in {out}: report.html (self-contained, shareable), report.md, summary.md")
 
 
 def _run_dir(run_dir: Path):
@@ -184,16 +184,13 @@ def _run_dir(run_dir: Path):
 
 
 def _decide(run_dir: Path, generation: int, decision: str, who: str, note: Optional[str]) -> None:
-    from .audit import AuditLog
+    from .actions import decide
 
-    store = _run_dir(run_dir)
+    _run_dir(run_dir).close()
     try:
-        store.decide_approval(generation, decision, who, note)
+        Console().print(decide(run_dir, generation, decision, who, note))
     except ValueError as e:
         _fail(str(e))
-    AuditLog(run_dir / "audit.jsonl").append(f"approval.{decision}", generation=generation, who=who, note=note)
-    Console().print(f"generation {generation}: {decision} by {who}; a waiting run goes on at once, a stopped one "
-                    f"when it is re-run")
 
 
 @app.command()
@@ -227,6 +224,26 @@ def stop(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
     Console().print(stop_run(run_dir))
 
 
+@app.command()
+def dashboard(
+    run_dir: Path = typer.Argument(..., help="run directory (a live run or a finished one)"),
+    port: int = typer.Option(8765, "--port", help="port on 127.0.0.1; 0 picks a free one"),
+    exit_after: Optional[float] = typer.Option(None, "--exit-after", help="stop serving after this many seconds"),
+) -> None:
+    """Serve the live dashboard on 127.0.0.1. Reading is open; approve, reject and stop need the token it
+    prints (the URL it prints carries it)."""
+    from .dashboard import serve
+
+    if not run_dir.is_dir():
+        _fail(f"{run_dir} is not a directory")
+    if not 0 <= port <= 65535:
+        _fail(f"--port must be 0-65535, not {port}")
+    try:
+        serve(run_dir, port=port, exit_after=exit_after)
+    except OSError as e:
+        _fail(f"cannot listen on 127.0.0.1:{port}: {e.strerror or e}")
+
+
 @app.command("config")
 def config_cmd(
     schema: bool = typer.Option(False, "--schema", help="print the JSON schema of the run config"),
@@ -242,6 +259,22 @@ def config_cmd(
     except ConfigError as e:
         _fail(str(e))
     print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+
+
+@app.command()
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="two or more run directories"),
+    out: Path = typer.Option(Path("compare"), "--out", help="folder for compare.html, compare.md and the plots"),
+    label: Optional[list[str]] = typer.Option(None, "--label", help="a name per run, in order (default: dir names)"),
+) -> None:
+    """Overlay several runs (frontier, verified gain per CPU-hour, guardrail) on one self-contained page."""
+    from .compare import write_comparison
+
+    try:
+        folder = write_comparison(run_dirs, out, label or None)
+    except ValueError as e:
+        _fail(str(e))
+    Console().print(f"wrote {folder / 'compare.html'} and {folder / 'compare.md'}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover

@@ -78,7 +78,7 @@ def kill_orphan(pid: int, job: Path) -> bool:
     except ProcessLookupError:
         return False
     for _ in range(100):  # SIGKILL is asynchronous: wait until it is gone before its folder is reused
-        if not Path(f"/proc/{pid}").exists() or _zombie(pid):
+        if not Path(f"/proc/{pid}").exists() or zombie(pid):
             break
         time.sleep(0.05)
     return True
@@ -92,7 +92,7 @@ def process_start_time(pid: int) -> str:
         return ""
 
 
-def _zombie(pid: int) -> bool:
+def zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
     except OSError:

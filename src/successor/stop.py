@@ -14,8 +14,15 @@ import time
 from pathlib import Path
 
 from .audit import AuditLog
-from .executor import kill_orphan, process_start_time as _start_time
+from .executor import kill_orphan, process_start_time as _start_time, zombie
 from .store import Store
+
+
+def runner_alive(runner: dict) -> bool:
+    """Is the process the run recorded as its runner (meta `runner`: pid and start time) still that process, and
+    not a zombie (exited, its parent not yet told)?"""
+    pid = runner.get("pid")
+    return bool(pid) and _start_time(pid) == runner.get("start") and _start_time(pid) != "" and not zombie(pid)
 
 
 def stop_run(run_dir: Path, wait_s: float = 30.0) -> str:
@@ -24,12 +31,12 @@ def stop_run(run_dir: Path, wait_s: float = 30.0) -> str:
     audit = AuditLog(run_dir / "audit.jsonl")
     runner = json.loads(store.get_meta("runner") or "{}")
     pid = runner.get("pid")
-    alive = bool(pid) and _start_time(pid) == runner.get("start") and _start_time(pid) != ""
+    alive = runner_alive(runner)
     audit.append("run.stop_requested", runner_pid=pid if alive else None)
     if alive:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and _start_time(pid) == runner.get("start"):
+        while time.monotonic() < deadline and runner_alive(runner):
             time.sleep(0.1)
     killed = []
     for row in store.q("SELECT id, pid FROM experiments WHERE status='running' AND pid IS NOT NULL"):

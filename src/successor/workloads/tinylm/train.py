@@ -162,7 +162,7 @@ def train(
         if step % log_every == 0 or step == recipe.steps - 1:
             curve.append([step, round(loss.item(), 5)])
             if progress:
-                progress(step + 1, recipe.steps, loss.item())
+                progress(step + 1, recipe.steps, loss.item(), curve)
     if average is not None:
         model.load_state_dict(average.module.state_dict())
     model.eval()
@@ -186,9 +186,10 @@ def run_job(job_path: Path) -> dict:
     mixture = Mixture.of(recipe, job_sources(job))
     parent = checkpoint.load(Path(job["parent"])) if job.get("parent") else None
 
-    def progress(step: int, total: int, loss: float) -> None:
+    def progress(step: int, total: int, loss: float, curve: list) -> None:
+        """The live training curve the dashboard draws (display only: the harness never trusts it)."""
         tmp = out / "progress.json.tmp"
-        tmp.write_text(json.dumps({"step": step, "total": total, "loss": loss}))
+        tmp.write_text(json.dumps({"step": step, "total": total, "loss": loss, "curve": curve}))
         os.replace(tmp, out / "progress.json")
 
     model, metrics = train(task, recipe, mixture, parent, progress=progress)

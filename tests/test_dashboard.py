@@ -1,0 +1,237 @@
+"""The dashboard against a live run: `successor run` (the smallest real config, every promotion waiting for a
+human) and `successor dashboard` in subprocesses, read through FastAPI's client and driven in Chromium.
+
+The tests run in file order on one run: it pauses at generation 0, the page refuses an approval without the
+token and resumes the run with it, the page's Stop button stops generation 1, a re-run finishes (its approval
+through the API), and the finished lineage shows every generation, each node opening its details.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from browser import artifact, chromium
+from conftest import tiny_config, wait_for
+from fastapi.testclient import TestClient
+from playwright.sync_api import expect
+
+from successor.dashboard import create_app
+
+CLI = [sys.executable, "-m", "successor.cli"]
+
+
+def _db(root: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(f"file:{root / 'lineage.db'}?mode=ro", uri=True, timeout=30)
+    db.row_factory = sqlite3.Row
+    return db
+
+
+def _approval(root: Path, g: int) -> sqlite3.Row | None:
+    if not (root / "lineage.db").exists():
+        return None
+    try:
+        return _db(root).execute("SELECT * FROM approvals WHERE generation=?", (g,)).fetchone()
+    except sqlite3.OperationalError:  # the file is there, its tables not yet
+        return None
+
+
+def _events(root: Path) -> list[str]:
+    return [json.loads(x)["event"] for x in (root / "audit.jsonl").read_text().splitlines()]
+
+
+def _start_run(env: dict, root: Path, cfg: Path, policy: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(CLI + ["run", str(cfg), "--preset", "smoke", "--run-dir", str(root), "--policy",
+                                   str(policy), "--quiet"], stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                            env=env, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """A paused live run and its dashboard: {root, url, token, run (Popen), cfg, policy, env, log}."""
+    tmp = tmp_path_factory.mktemp("dashboard")
+    cfg, policy, root, log = tiny_config(tmp / "c.yaml", generations=1), tmp / "policy.yaml", tmp / "run", tmp / "run.log"
+    policy.write_text(yaml.safe_dump({"approval": "manual"}))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    run = _start_run(env, root, cfg, policy, log)
+    wait_for(lambda: (root / "lineage.db").exists() or run.poll() is not None, 120, "the run's lineage.db")
+    dash = subprocess.Popen(CLI + ["dashboard", str(root), "--port", "0", "--exit-after", "900"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    first, second = dash.stdout.readline(), dash.stdout.readline()
+    m = re.search(r"(http://127\.0\.0\.1:\d+/)#token=(\S+)", first)
+    assert m, f"the dashboard printed {first!r} {second!r}"
+    url, token = m.group(1), m.group(2)
+    assert second.strip() == f"token (approve, reject, stop): {token}"
+    state = {"root": root, "url": url, "token": token, "run": run, "cfg": cfg, "policy": policy, "env": env,
+             "log": log}
+    try:
+        yield state
+    finally:
+        dash.terminate()
+        dash.wait(30)
+        for p in (state["run"],):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(30)
+
+
+def _client(live) -> TestClient:
+    return TestClient(create_app(live["root"], live["token"]), base_url="http://127.0.0.1")
+
+
+def _page(browser, errors: list[str]):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    page.on("request", lambda r: errors.append(f"request off the dashboard: {r.url}")
+            if not r.url.startswith(("http://127.0.0.1:", "data:")) else None)
+    return page
+
+
+def test_the_api_reads_a_paused_run_and_refuses_what_it_should(live):
+    root = live["root"]
+    wait_for(lambda: (_approval(root, 0) is not None) or live["run"].poll() is not None, 300,
+             "generation 0 to wait for approval")
+    assert live["run"].poll() is None, live["log"].read_text()[-3000:]
+    c = _client(live)
+    s = c.get("/api/status").json()
+    assert s["state"]["state"] == "waiting for approval" and s["state"]["pid"] == live["run"].pid
+    assert s["waiting_for_approval"]["generation"] == 0
+    assert s["waiting_for_approval"]["reasons"] == ["the policy asks a human to approve every promotion"]
+    assert s["planned_generations"] == 2 and s["generations_done"] == 0
+    assert {b["name"] for b in s["budgets"]} >= {"cpu_s", "wall_clock_s", "experiments"}
+    assert [e["candidate"] for e in s["experiments"]] == ["g0c0"], "the generation's finished experiment"
+    assert s["experiments"][0]["status"] == "done" and len(s["experiments"][0]["curve"]) >= 2
+    tree = c.get("/api/lineage").json()["generations"]
+    assert [g["generation"] for g in tree] == [0] and [n["id"] for n in tree[0]["candidates"]] == ["g0c0"]
+    node = c.get("/api/node/g0c0").json()
+    assert node["recipe"]["steps"] == 400 and node["experiments"][0]["log_tail"] is not None
+    assert node["gate"]["promoted"] and node["provenance"] is None, "no provenance before the approval"
+    assert c.get("/api/node/g9c9").status_code == 404
+    assert c.get("/api/audit").json()["ok"] is True
+
+    body = {"generation": 0, "who": "mallory"}
+    assert c.post("/api/approve", json=body).status_code == 401
+    r = c.post("/api/approve", json=body, headers={"Authorization": "Bearer " + "x" * len(live["token"])})
+    assert r.status_code == 401 and "token" in r.json()["detail"]
+    assert c.post("/api/stop").status_code == 401 and c.post("/api/reject", json=body).status_code == 401
+    auth = {"Authorization": f"Bearer {live['token']}"}
+    r = c.post("/api/approve", json={"generation": 3}, headers=auth)
+    assert r.status_code == 409 and "generation 3 has no promotion waiting" in r.json()["detail"]
+    assert c.post("/api/reject", json={"generation": 0, "reason": ""}, headers=auth).status_code == 422
+    assert c.post("/api/approve", json={"generation": -1}, headers=auth).status_code == 422
+    assert TestClient(c.app, base_url="http://evil.example").get("/api/status").status_code == 400  # Host check
+    assert c.get("/plots/nope.png").status_code == 404 and c.get("/static/secret.py").status_code == 404
+    assert "default-src 'none'" in c.get("/").headers["content-security-policy"]
+    assert _approval(root, 0)["decision"] is None, "nothing the refused calls did reached the store"
+
+
+def test_the_page_refuses_an_approval_without_the_token_and_resumes_the_run_with_it(live):
+    root, errors = live["root"], []
+    with chromium() as browser:
+        page = _page(browser, errors)
+        page.goto(live["url"])  # no #token=: the page starts without it
+        page.locator("#approval").wait_for(state="visible")
+        assert "Generation 0 waits for a human" in page.inner_text("#approval-text")
+        assert errors == [], errors
+        page.click("#approve")
+        expect(page.locator("#action-result")).to_have_text(re.compile(r"^refused \(401\)"))
+        assert _approval(root, 0)["decision"] is None
+        # Chromium logs every refused request as a console error: this one, and only it, was asked for.
+        wait_for(lambda: errors, 10, "the browser to log the refused request")
+        assert len(errors) == 1 and "status of 401" in errors[0], errors
+        errors.clear()
+        page.fill("#token", live["token"])
+        page.fill("#who", "alice")
+        page.fill("#note", "looked at the curves")
+        page.click("#approve")
+        expect(page.locator("#action-result")).to_have_class("ok")
+        row = _approval(root, 0)
+        assert (row["decision"], row["who"], row["note"]) == ("approved", "alice", "looked at the curves")
+        wait_for(lambda: _db(root).execute("SELECT status FROM generations WHERE idx=0").fetchone()[0] == "done",
+                 120, "the run to finish generation 0 after the approval")
+        expect(page.locator("#state")).to_have_text("running", timeout=30_000)
+        page.screenshot(path=str(artifact("dashboard-live.png")), full_page=True)
+    assert live["run"].poll() is None, "the run went on"
+    events = _events(root)
+    assert events.count("approval.approved") == 1 and "approval.applied" in events
+    assert errors == [], errors
+
+
+def test_the_stop_button_stops_the_run(live):
+    root, errors = live["root"], []
+    assert live["run"].poll() is None, "the run must still be going for its stop to be tested"
+    with chromium() as browser:
+        page = _page(browser, errors)
+        page.goto(f"{live['url']}#token={live['token']}")
+        page.locator("#stop").wait_for(state="visible")
+        page.click("#stop")
+        expect(page.locator("#action-result")).to_have_text(re.compile("^stopped the run"), timeout=60_000)
+        expect(page.locator("#state")).to_have_text("stopped", timeout=30_000)
+    assert live["run"].wait(60) == 3, "exit 3: stopped, resumable"
+    events = _events(root)
+    assert "run.stop_requested" in events and events[-1] == "run.stopped"
+    assert errors == [], errors
+
+
+def test_a_resumed_run_finishes_and_the_page_shows_every_generation_and_each_node(live):
+    root, errors = live["root"], []
+    live["run"] = run = _start_run(live["env"], root, live["cfg"], live["policy"], live["log"])
+    c, auth = _client(live), {"Authorization": f"Bearer {live['token']}"}
+    # Generation 1 waits for a human only if its successor was promoted: approve it through the API then.
+    wait_for(lambda: run.poll() is not None or ((_approval(root, 1) or {"decision": 1})["decision"] is None),
+             300, "generation 1 to finish or to wait for approval")
+    if run.poll() is None:
+        r = c.post("/api/approve", json={"generation": 1, "who": "bob"}, headers=auth)
+        assert r.status_code == 200 and r.json()["message"].startswith("generation 1: approved by bob")
+    assert run.wait(300) == 0, live["log"].read_text()[-3000:]
+    db = _db(root)
+    gens = db.execute("SELECT idx, status FROM generations ORDER BY idx").fetchall()
+    assert [tuple(g) for g in gens] == [(0, "done"), (1, "done")]
+    g1 = [r["id"] for r in db.execute("SELECT id FROM candidates WHERE generation=1 ORDER BY ordinal")]
+    with chromium() as browser:
+        page = _page(browser, errors)
+        page.goto(live["url"])
+        expect(page.locator("#state")).to_have_text("finished")
+        page.locator(".gen[data-generation='1'] .node").first.wait_for()
+        assert page.locator(".gen").evaluate_all("els => els.map(e => e.dataset.generation)") == ["0", "1"]
+        shown = page.locator(".gen[data-generation='1'] .node").evaluate_all("els => els.map(e => e.dataset.node)")
+        assert shown == g1
+        page.click(f".node[data-node='{g1[0]}']")
+        page.locator("#details").wait_for(state="visible")
+        expect(page.locator("#details-body h2")).to_have_text(re.compile(f"^{g1[0]} "))
+        body = page.inner_text("#details-body")
+        assert "Recipe" in body and "Experiment" in body and "Gate" in body
+        page.click("#close-details")
+        page.click(".node[data-node='g0c0']")
+        expect(page.locator("#details-body h2")).to_have_text(re.compile("^g0c0 "))
+        assert "Provenance statement" in page.inner_text("#details-body")
+        expect(page.locator("#audit-badge")).to_have_text("audit: verified")
+        wait_for(lambda: page.locator("img[data-plot]").evaluate_all(
+            "imgs => imgs.length === 5 && imgs.every(i => i.complete && i.naturalWidth > 0)"), 60, "the plots")
+        page.screenshot(path=str(artifact("dashboard-finished.png")), full_page=True)
+    assert errors == [], errors
+    assert artifact("dashboard-finished.png").stat().st_size > 10_000
+
+
+def test_the_dashboard_stops_by_itself_and_refuses_a_busy_port(live):
+    r = subprocess.run(CLI + ["dashboard", str(live["root"]), "--port", "0", "--exit-after", "1"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "dashboard stopped" in r.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        r = subprocess.run(CLI + ["dashboard", str(live["root"]), "--port", str(busy)], capture_output=True,
+                           text=True, timeout=120)
+    assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{busy}" in r.stderr
+    r = subprocess.run(CLI + ["dashboard", str(live["root"] / "nope")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "is not a directory" in r.stderr
