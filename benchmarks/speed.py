@@ -139,7 +139,7 @@ def ours_loop(task: Task, recipe: Recipe, sources: dict) -> tuple[int, list[floa
     callback at log_every=1: a loss.item() and a list append a step more than the default log_every=50)."""
     ends: list[float] = []
     _, metrics = train(task, recipe, Mixture.of(recipe, sources), log_every=1,
-                       progress=lambda step, total, loss: ends.append(time.perf_counter()))
+                       progress=lambda step, total, loss, curve: ends.append(time.perf_counter()))
     return metrics["tokens"], ends
 
 
