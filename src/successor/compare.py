@@ -7,7 +7,6 @@ data URIs, so it can be mailed or attached without its folder.
 """
 from __future__ import annotations
 
-import base64
 import html
 import math
 from pathlib import Path
@@ -21,7 +20,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .lineage import acceleration, fidelity, guardrail_points, open_ro  # noqa: E402
-from .report import CSS, DASH, _html_table, _md_cell, _md_table  # noqa: E402
+from .report import CSS, DASH, _html_table, _md_cell, _md_table, data_uri  # noqa: E402
+from .report_plots import no_data  # noqa: E402
 from .status import status_dict  # noqa: E402
 from .verify import verify_run  # noqa: E402
 
@@ -138,12 +138,6 @@ def table_rows(runs: list[dict]) -> list[list[str]]:
     return rows
 
 
-def _no_data(fig: Figure, text: str) -> None:
-    ax = fig.add_subplot()
-    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
-    ax.set_axis_off()
-
-
 def _marks(ax, xs: list[int], ys: list[float], promoted: list[bool], colour: str) -> None:
     """Promoted generations as dots and refused ones as crosses, in the run's colour."""
     for flag, marker in ((True, "o"), (False, "x")):
@@ -162,7 +156,7 @@ def plot_frontier(path: Path, runs: list[dict]) -> None:
         done = [g for g in r["status"]["generations"] if g["status"] == "done" and g[key] is not None]
         series.append((r["label"], f"C{i % 10}", done))
     if not any(done for _, _, done in series):
-        _no_data(fig, "no finished generation in any run yet")
+        no_data(fig, "no finished generation in any run yet")
     else:
         ax = fig.add_subplot()
         for i, (label, colour, done) in enumerate(series):
@@ -198,7 +192,7 @@ def plot_gain(path: Path, runs: list[dict]) -> None:
     steeper line bought more verified improvement per hour of compute."""
     fig = Figure(figsize=(10, 4.5))
     if not any(r["accel"]["generations"] for r in runs):
-        _no_data(fig, "no finished successor generation in any run yet")
+        no_data(fig, "no finished successor generation in any run yet")
     else:
         ax = fig.add_subplot()
         for i, r in enumerate(runs):
@@ -227,7 +221,7 @@ def plot_guardrail(path: Path, runs: list[dict]) -> None:
     measured = [(i, r) for i, r in enumerate(runs) if r["guardrail"] and any(p["rate"] is not None
                                                                               for p in r["guardrail"])]
     if not measured:
-        _no_data(fig, f"no run has a guardrail ({', '.join(without)})" if len(without) == len(runs)
+        no_data(fig, f"no run has a guardrail ({', '.join(without)})" if len(without) == len(runs)
                  else "no guardrail evaluation of a finished generation yet"
                  + (f"; no guardrail: {', '.join(without)}" if without else ""))
     else:
@@ -247,10 +241,6 @@ def plot_guardrail(path: Path, runs: list[dict]) -> None:
         ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-
-
-def _data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 CAPTIONS = {"frontier": "Frontier (or champion metric) by generation",
@@ -291,7 +281,7 @@ def write_comparison(run_dirs: list[Path], out: Path, labels: list[str] | None =
         md += [f"## {CAPTIONS[key]}", "", f"![{CAPTIONS[key]}]({name})", ""]
     (out / "compare.md").write_text("\n".join(md))
 
-    figures = "".join(f"<h2>{html.escape(CAPTIONS[k])}</h2><p><img src=\"{_data_uri(out / name)}\" "
+    figures = "".join(f"<h2>{html.escape(CAPTIONS[k])}</h2><p><img src=\"{data_uri(out / name)}\" "
                       f"alt=\"{html.escape(CAPTIONS[k])}\"></p>\n" for k, name in PLOTS.items())
     notes_html = "".join(f"<p class=\"muted\">{html.escape(n)}</p>" for n in notes)
     page = f"""<!DOCTYPE html>

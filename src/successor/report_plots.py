@@ -41,7 +41,7 @@ def _save(fig: Figure, out: Out) -> None:
     fig.savefig(out, dpi=100, format="png")
 
 
-def _no_data(fig: Figure, text: str) -> None:
+def no_data(fig: Figure, text: str) -> None:
     ax = fig.add_subplot()
     ax.text(0.5, 0.5, textwrap.fill(text, 70), ha="center", va="center")
     ax.set_axis_off()
@@ -50,7 +50,7 @@ def _no_data(fig: Figure, text: str) -> None:
 def panel(out: Out, text: str, size: tuple[float, float] = (7, 3)) -> None:
     """A plot that says why there is nothing to draw, so a page showing it never has a broken image."""
     fig = Figure(figsize=size)
-    _no_data(fig, text)
+    no_data(fig, text)
     _save(fig, out)
 
 
@@ -67,7 +67,7 @@ def plot_heatmap(out: Out, levels: list[int], gens: list[int], grid: np.ndarray)
     """Accuracy by level and generation: the eye finds where the champion stops generalising."""
     fig = Figure(figsize=(min(16, max(5, 0.7 * len(gens) + 2.5)), min(14, max(4, 0.35 * len(levels) + 1.5))))
     if not levels or not gens:
-        _no_data(fig, "no data yet: no finished generation with sealed evaluations")
+        no_data(fig, "no data yet: no finished generation with sealed evaluations")
     else:
         ax = fig.add_subplot()
         im = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=1)
@@ -92,7 +92,7 @@ def plot_frontier(out: Out, gens: list[dict], human_max: int | None) -> None:
     fig = Figure(figsize=(min(16, max(5, 0.5 * len(gens) + 3)), 4))
     done = [g for g in gens if g["status"] == "done" and g["frontier"] is not None]
     if not done:
-        _no_data(fig, "no data yet: no finished generation")
+        no_data(fig, "no data yet: no finished generation")
     else:
         ax = fig.add_subplot()
         xs, ys = [g["generation"] for g in done], [g["frontier"] for g in done]
@@ -117,7 +117,7 @@ def plot_metric(out: Out, gens: list[dict]) -> None:
     fig = Figure(figsize=(min(16, max(6, 0.5 * len(gens) + 3)), 4))
     done = [g for g in gens if g["status"] == "done" and g["metric"] is not None]
     if not done:
-        _no_data(fig, "no data yet: no finished generation with a measured metric")
+        no_data(fig, "no data yet: no finished generation with a measured metric")
     else:
         ax = fig.add_subplot()
         xs = [g["generation"] for g in done]
@@ -140,7 +140,7 @@ def plot_guardrail(out: Out, points: list[dict] | None, margin: float | None) ->
     fig = Figure(figsize=(12, 4.2))
     done = [p for p in (points or []) if p["rate"] is not None]
     if points is None or not done:
-        _no_data(fig, "guardrail off (task.guardrail_per_level is 0)" if points is None
+        no_data(fig, "guardrail off (task.guardrail_per_level is 0)" if points is None
                  else "no data yet: no guardrail evaluation of a finished generation")
         _save(fig, out)
         return
@@ -182,7 +182,7 @@ def plot_acceleration(out: Out, acc: dict) -> None:
     rows = acc["generations"]
     fig = Figure(figsize=(min(16, max(11, 0.4 * len(rows) + 8)), 4.4))
     if not rows:
-        _no_data(fig, "no data yet: no finished successor generation")
+        no_data(fig, "no data yet: no finished successor generation")
         _save(fig, out)
         return
     bars, cum = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
@@ -224,7 +224,7 @@ def plot_lineage(out: Out, gens: list[dict]) -> None:
     most = max((len(g["candidates"]) for g in gens), default=0)
     fig = Figure(figsize=(min(18, max(6, 1.1 * len(gens) + 3)), min(10, max(3.8, 0.45 * most + 2.2))))
     if not gens:
-        _no_data(fig, "no data yet: no generation started")
+        no_data(fig, "no data yet: no generation started")
         _save(fig, out)
         return
     ax = fig.add_subplot()
