@@ -197,6 +197,10 @@ def test_a_resumed_run_finishes_and_the_page_shows_every_generation_and_each_nod
     gens = db.execute("SELECT idx, status FROM generations ORDER BY idx").fetchall()
     assert [tuple(g) for g in gens] == [(0, "done"), (1, "done")]
     g1 = [r["id"] for r in db.execute("SELECT id FROM candidates WHERE generation=1 ORDER BY ordinal")]
+    # What a candidate writes is shown as text: a log line that is markup must not become an element.
+    g0_exp = db.execute("SELECT id FROM experiments WHERE candidate_id='g0c0'").fetchone()["id"]
+    with open(root / "workspaces" / g0_exp / "log.txt", "a") as f:
+        f.write('\n<img id="injected" src="/x" onerror="document.title=1"><script>document.title=2</script>\n')
     with chromium() as browser:
         page = _page(browser, errors)
         page.goto(live["url"])
@@ -214,6 +218,9 @@ def test_a_resumed_run_finishes_and_the_page_shows_every_generation_and_each_nod
         page.click(".node[data-node='g0c0']")
         expect(page.locator("#details-body h2")).to_have_text(re.compile("^g0c0 "))
         assert "Provenance statement" in page.inner_text("#details-body")
+        page.click("#details-body summary:text('log tail')")
+        assert '<img id="injected"' in page.inner_text("#details-body")
+        assert page.locator("#injected").count() == 0 and page.locator("#details-body script").count() == 0
         expect(page.locator("#audit-badge")).to_have_text("audit: verified")
         wait_for(lambda: page.locator("img[data-plot]").evaluate_all(
             "imgs => imgs.length === 5 && imgs.every(i => i.complete && i.naturalWidth > 0)"), 60, "the plots")
@@ -235,3 +242,21 @@ def test_the_dashboard_stops_by_itself_and_refuses_a_busy_port(live):
     assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{busy}" in r.stderr
     r = subprocess.run(CLI + ["dashboard", str(live["root"] / "nope")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "is not a directory" in r.stderr
+
+
+def test_what_a_candidate_writes_for_the_dashboard_is_read_as_bounded_data(tmp_path):
+    from successor.dashboard.live import PROGRESS_MAX_BYTES, clean_curve, read_progress
+
+    p = tmp_path / "progress.json"
+    p.write_text(json.dumps({"step": 5, "total": 10, "loss": 1.5, "curve": [[0, 2.0], [5, 1.5]]}))
+    assert read_progress(p) == {"step": 5.0, "total": 10.0, "loss": 1.5, "curve": [[0.0, 2.0], [5.0, 1.5]]}
+    p.write_text('{"step": "5; rm -rf /", "loss": NaN, "curve": [[0, Infinity], [1, 2.0], "x", [1]]}')
+    assert read_progress(p) == {"step": None, "total": None, "loss": None, "curve": [[1.0, 2.0]]}
+    for junk in ("[1, 2]", "not json", ""):
+        p.write_text(junk)
+        assert read_progress(p) is None
+    p.write_text(json.dumps({"step": 1, "curve": [[0, 1.0]] * (PROGRESS_MAX_BYTES // 8)}))
+    assert read_progress(p) is None, "a file past the cap is not read at all"
+    assert read_progress(tmp_path / "missing.json") is None
+    thinned = clean_curve([[i, float(i)] for i in range(10_000)])
+    assert len(thinned) <= 2001 and thinned[0] == [0.0, 0.0] and thinned[-1] == [9999.0, 9999.0]
