@@ -204,3 +204,34 @@ def test_the_page_alone_shows_every_plot_in_chromium(smoke_run, tiny_run, tmp_pa
         assert page.locator("table tbody tr").count() == 2
         page.screenshot(path=str(artifact("compare.png")), full_page=True)
     assert errors == [], errors
+
+
+def test_the_dashboard_reads_a_finished_run_of_each_workload(smoke_run, script_runs):
+    """The dashboard's read endpoints on a finished tinylm run and a finished script run (this module has one of
+    each already): every generation and candidate is there, every plot draws, and a script run reads its metric."""
+    from fastapi.testclient import TestClient
+
+    from successor.dashboard import create_app
+
+    for run, script in ((smoke_run, False), (script_runs[1], True)):
+        c = TestClient(create_app(run, "t" * 24), base_url="http://127.0.0.1")
+        st, s = status_dict(run), c.get("/api/status").json()
+        assert s["state"]["state"] == "finished" and s["eta_s"] is None and s["experiments"] == []
+        assert s["workload"] == ("script" if script else "tinylm")
+        assert (s["metric"], s["frontier"], s["promoted"]) == (st["metric"], st["frontier"], st["promoted"])
+        assert (s["metric"] is not None) is script
+        tree = c.get("/api/lineage").json()["generations"]
+        assert [g["generation"] for g in tree] == [g["generation"] for g in st["generations"]]
+        db = open_ro(run)
+        ids = [r["id"] for r in db.execute("SELECT id FROM candidates ORDER BY generation, ordinal")]
+        db.close()
+        assert [n["id"] for g in tree for n in g["candidates"]] == ids
+        for cid in ids:
+            node = c.get(f"/api/node/{cid}").json()
+            assert node["id"] == cid and node["experiments"], cid
+        assert c.get("/api/acceleration").json()["total_gain"] == acceleration(st)["total_gain"]
+        assert c.get("/api/audit").json()["ok"] is True
+        assert c.get("/api/capability").status_code == 200 and c.get("/api/guardrail").status_code == 200
+        for name in ("accuracy_heatmap", "frontier", "guardrail", "acceleration", "lineage"):
+            r = c.get(f"/plots/{name}.png")
+            assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n", name

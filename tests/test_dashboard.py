@@ -59,7 +59,7 @@ def live(tmp_path_factory):
     """A paused live run and its dashboard: {root, url, token, run (Popen), cfg, policy, env, log}."""
     tmp = tmp_path_factory.mktemp("dashboard")
     cfg, policy, root, log = tiny_config(tmp / "c.yaml", generations=1), tmp / "policy.yaml", tmp / "run", tmp / "run.log"
-    policy.write_text(yaml.safe_dump({"approval": "manual"}))
+    policy.write_text(yaml.safe_dump({"approval": "manual", "budgets": {"cpu_s": 100000}}))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     run = _start_run(env, root, cfg, policy, log)
     wait_for(lambda: (root / "lineage.db").exists() or run.poll() is not None, 120, "the run's lineage.db")
@@ -107,7 +107,11 @@ def test_the_api_reads_a_paused_run_and_refuses_what_it_should(live):
     assert s["waiting_for_approval"]["generation"] == 0
     assert s["waiting_for_approval"]["reasons"] == ["the policy asks a human to approve every promotion"]
     assert s["planned_generations"] == 2 and s["generations_done"] == 0
-    assert {b["name"] for b in s["budgets"]} >= {"cpu_s", "wall_clock_s", "experiments"}
+    budgets = {b["name"]: b for b in s["budgets"]}
+    assert set(budgets) >= {"cpu_s", "wall_clock_s", "experiments", "flops", "llm_cost_usd"}
+    cpu = budgets["cpu_s"]
+    assert cpu["limit"] == 100000 and cpu["used"] == s["compute"]["cpu_s"] > 0 and cpu["fraction"] == cpu["used"] / 1e5
+    assert budgets["experiments"]["limit"] is None and budgets["experiments"]["used"] == 1
     assert [e["candidate"] for e in s["experiments"]] == ["g0c0"], "the generation's finished experiment"
     assert s["experiments"][0]["status"] == "done" and len(s["experiments"][0]["curve"]) >= 2
     tree = c.get("/api/lineage").json()["generations"]
@@ -169,6 +173,9 @@ def test_the_page_refuses_an_approval_without_the_token_and_resumes_the_run_with
 def test_the_stop_button_stops_the_run(live):
     root, errors = live["root"], []
     assert live["run"].poll() is None, "the run must still be going for its stop to be tested"
+    s = _client(live).get("/api/status").json()
+    assert s["state"]["state"] == "running" and s["generations_done"] == 1
+    assert s["eta_s"] is not None and s["eta_s"] >= 0, "at generation 0's pace"
     with chromium() as browser:
         page = _page(browser, errors)
         page.goto(f"{live['url']}#token={live['token']}")

@@ -94,7 +94,11 @@ def run_state(run_dir: Path, db: sqlite3.Connection) -> dict:
     events = [e for e in run_events(run_dir) if e["event"] in RUN_EVENTS]
     last = events[-1] if events else None
     waiting = db.execute("SELECT generation FROM approvals WHERE decision IS NULL").fetchone()
-    if alive:
+    # A run that waits for a human says run.paused and goes on living; one that finished or stopped may leave
+    # its process alive (a loop run inside a longer program), so the process alone is not the state.
+    going = last is not None and (last["event"] in ("run.start", "run.resume") or (
+        last["event"] == "run.paused" and last["data"].get("waiting_for")))
+    if alive and going:
         state = "waiting for approval" if waiting else "running"
     elif last is None:
         state = "not started"
@@ -102,7 +106,7 @@ def run_state(run_dir: Path, db: sqlite3.Connection) -> dict:
         state = RUN_EVENTS[last["event"]]
         state = "not running" if state == "running" else state  # started, never said it ended: killed
     started = next((e["time"] for e in reversed(events) if e["event"] in ("run.start", "run.resume")), None)
-    return {"state": state, "pid": runner.get("pid") if alive else None, "session_started": started,
+    return {"state": state, "pid": runner.get("pid") if alive and going else None, "session_started": started,
             "reason": (last or {}).get("data", {}).get("reason") if state in ("paused", "stopped") else None}
 
 
