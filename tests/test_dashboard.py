@@ -267,3 +267,19 @@ def test_what_a_candidate_writes_for_the_dashboard_is_read_as_bounded_data(tmp_p
     assert read_progress(tmp_path / "missing.json") is None
     thinned = clean_curve([[i, float(i)] for i in range(10_000)])
     assert len(thinned) <= 2001 and thinned[0] == [0.0, 0.0] and thinned[-1] == [9999.0, 9999.0]
+
+
+def test_the_dashboard_benchmark_prices_every_request(live, tmp_path):
+    """benchmarks/dashboard.py --quick on this module's (finished) run: a row per request, real numbers."""
+    out = tmp_path / "bench.json"
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "dashboard.py"
+    r = subprocess.run([sys.executable, str(bench), "--run-dir", str(live["root"]), "--quick", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    paths = [row["path"] for row in res["rows"]]
+    assert paths[:6] == ["/api/status", "/api/lineage", "/api/acceleration", "/api/guardrail", "/api/audit",
+                         "/api/capability"] and len([p for p in paths if p.startswith("/plots/")]) == 5
+    assert all(row["median_ms"] > 0 and row["p90_ms"] >= row["median_ms"] and row["repeats"] == 3
+               for row in res["rows"])
+    assert res["generations"] == 2 and res["idle_core_share"] >= 0 and "| `/api/status` |" in r.stdout

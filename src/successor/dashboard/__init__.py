@@ -13,8 +13,8 @@ __all__ = ["create_app", "serve"]
 
 
 def serve(run_dir: Path, port: int = 8765, exit_after: float | None = None, token: str | None = None) -> None:
-    """Serve until interrupted (or for `exit_after` seconds). The socket is bound before anything is printed, so
-    the URL printed is one that answers; port 0 picks a free port."""
+    """Serve until interrupted (or for `exit_after` seconds). The socket listens before anything is printed, so
+    the URL printed is one that answers at once; port 0 picks a free port."""
     import uvicorn
 
     token = token or secrets.token_urlsafe(24)
@@ -22,6 +22,7 @@ def serve(run_dir: Path, port: int = 8765, exit_after: float | None = None, toke
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
+    sock.listen(128)  # connections made from here on wait in the backlog until uvicorn accepts them
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
     print(f"dashboard of {Path(run_dir).resolve()}: http://127.0.0.1:{port}/#token={token}", flush=True)
