@@ -283,3 +283,26 @@ def test_the_dashboard_benchmark_prices_every_request(live, tmp_path):
     assert all(row["median_ms"] > 0 and row["p90_ms"] >= row["median_ms"] and row["repeats"] == 3
                for row in res["rows"])
     assert res["generations"] == 2 and res["idle_core_share"] >= 0 and "| `/api/status` |" in r.stdout
+
+
+def test_a_running_experiment_shows_its_live_curve(live, tmp_path):
+    """A copy of this module's run with one experiment marked running and its progress file as the trainer
+    writes it mid-run: the status lists it with step, total, loss and the curve so far."""
+    import shutil
+
+    root = tmp_path / "run"
+    shutil.copytree(live["root"], root, ignore=shutil.ignore_patterns("lineage.db*"))
+    with sqlite3.connect(live["root"] / "lineage.db") as a, sqlite3.connect(root / "lineage.db") as b:
+        a.backup(b)
+        exp, g = b.execute("SELECT id, generation FROM experiments WHERE generation=1 ORDER BY started").fetchone()
+        b.execute("UPDATE experiments SET status='running' WHERE id=?", (exp,))
+        b.execute("UPDATE generations SET status='running' WHERE idx=?", (g,))
+    out = root / "workspaces" / exp / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "progress.json").write_text(json.dumps({"step": 101, "total": 300, "loss": 0.9,
+                                                   "curve": [[0, 2.5], [50, 1.4], [100, 0.9]]}))
+    s = TestClient(create_app(root, "t" * 24), base_url="http://127.0.0.1").get("/api/status").json()
+    running = [e for e in s["experiments"] if e["status"] == "running"]
+    assert [e["id"] for e in running] == [exp]
+    assert (running[0]["step"], running[0]["total"], running[0]["loss"]) == (101, 300, 0.9)
+    assert running[0]["curve"] == [[0, 2.5], [50, 1.4], [100, 0.9]] and running[0]["elapsed_s"] > 0
