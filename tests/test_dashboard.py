@@ -1,9 +1,10 @@
 """The dashboard against a live run: `successor run` (the smallest real config, every promotion waiting for a
 human) and `successor dashboard` in subprocesses, read through FastAPI's client and driven in Chromium.
 
-The tests run in file order on one run: it pauses at generation 0, the page refuses an approval without the
-token and resumes the run with it, the page's Stop button stops generation 1, a re-run finishes (its approval
-through the API), and the finished lineage shows every generation, each node opening its details.
+The tests run in file order on one run, and none of them races the run: it pauses at generation 0; the page
+refuses an approval without the token, and its Stop button (with the token) stops the waiting run; a re-run
+waits again, and the page's approval resumes it; it finishes (generation 1's approval, if its successor is
+promoted, through the API), and the finished lineage shows every generation, each node opening its details.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,22 +140,44 @@ def test_the_api_reads_a_paused_run_and_refuses_what_it_should(live):
     assert _approval(root, 0)["decision"] is None, "nothing the refused calls did reached the store"
 
 
-def test_the_page_refuses_an_approval_without_the_token_and_resumes_the_run_with_it(live):
+def test_the_page_refuses_an_action_without_the_token_and_its_stop_button_stops_the_run(live):
     root, errors = live["root"], []
     with chromium() as browser:
         page = _page(browser, errors)
         page.goto(live["url"])  # no #token=: the page starts without it
         page.locator("#approval").wait_for(state="visible")
         assert "Generation 0 waits for a human" in page.inner_text("#approval-text")
+        expect(page.locator("#state")).to_have_text("waiting for approval")
         assert errors == [], errors
         page.click("#approve")
         expect(page.locator("#action-result")).to_have_text(re.compile(r"^refused \(401\)"))
-        assert _approval(root, 0)["decision"] is None
+        assert _approval(root, 0)["decision"] is None and live["run"].poll() is None
         # Chromium logs every refused request as a console error: this one, and only it, was asked for.
         wait_for(lambda: errors, 10, "the browser to log the refused request")
         assert len(errors) == 1 and "status of 401" in errors[0], errors
         errors.clear()
         page.fill("#token", live["token"])
+        page.click("#stop")
+        expect(page.locator("#action-result")).to_have_text(re.compile("^stopped the run"), timeout=60_000)
+        expect(page.locator("#state")).to_have_text("stopped", timeout=30_000)
+    assert live["run"].wait(60) == 3, "exit 3: stopped, resumable"
+    events = _events(root)
+    assert "run.stop_requested" in events and events[-1] == "run.stopped"
+    assert _approval(root, 0)["decision"] is None, "a stop while waiting leaves the approval pending"
+    assert errors == [], errors
+
+
+def test_an_approval_in_the_page_resumes_the_paused_run(live):
+    root, errors = live["root"], []
+    live["run"] = run = _start_run(live["env"], root, live["cfg"], live["policy"], live["log"])
+    c = _client(live)
+    wait_for(lambda: run.poll() is not None or c.get("/api/status").json()["state"]["state"] ==
+             "waiting for approval", 120, "the re-run to wait for generation 0's approval again")
+    assert run.poll() is None, live["log"].read_text()[-3000:]
+    with chromium() as browser:
+        page = _page(browser, errors)
+        page.goto(f"{live['url']}#token={live['token']}")
+        page.locator("#approval").wait_for(state="visible")
         page.fill("#who", "alice")
         page.fill("#note", "looked at the curves")
         page.click("#approve")
@@ -162,36 +186,17 @@ def test_the_page_refuses_an_approval_without_the_token_and_resumes_the_run_with
         assert (row["decision"], row["who"], row["note"]) == ("approved", "alice", "looked at the curves")
         wait_for(lambda: _db(root).execute("SELECT status FROM generations WHERE idx=0").fetchone()[0] == "done",
                  120, "the run to finish generation 0 after the approval")
-        expect(page.locator("#state")).to_have_text("running", timeout=30_000)
+        expect(page.locator("#approval")).to_be_hidden()
         page.screenshot(path=str(artifact("dashboard-live.png")), full_page=True)
-    assert live["run"].poll() is None, "the run went on"
     events = _events(root)
     assert events.count("approval.approved") == 1 and "approval.applied" in events
+    wait_for(lambda: _db(root).execute("SELECT COUNT(*) FROM generations WHERE idx=1").fetchone()[0] == 1, 60,
+             "generation 1 to begin")
     assert errors == [], errors
 
 
-def test_the_stop_button_stops_the_run(live):
-    root, errors = live["root"], []
-    assert live["run"].poll() is None, "the run must still be going for its stop to be tested"
-    s = _client(live).get("/api/status").json()
-    assert s["state"]["state"] == "running" and s["generations_done"] == 1
-    assert s["eta_s"] is not None and s["eta_s"] >= 0, "at generation 0's pace"
-    with chromium() as browser:
-        page = _page(browser, errors)
-        page.goto(f"{live['url']}#token={live['token']}")
-        page.locator("#stop").wait_for(state="visible")
-        page.click("#stop")
-        expect(page.locator("#action-result")).to_have_text(re.compile("^stopped the run"), timeout=60_000)
-        expect(page.locator("#state")).to_have_text("stopped", timeout=30_000)
-    assert live["run"].wait(60) == 3, "exit 3: stopped, resumable"
-    events = _events(root)
-    assert "run.stop_requested" in events and events[-1] == "run.stopped"
-    assert errors == [], errors
-
-
-def test_a_resumed_run_finishes_and_the_page_shows_every_generation_and_each_node(live):
-    root, errors = live["root"], []
-    live["run"] = run = _start_run(live["env"], root, live["cfg"], live["policy"], live["log"])
+def test_the_run_finishes_and_the_page_shows_every_generation_and_each_node(live):
+    root, errors, run = live["root"], [], live["run"]
     c, auth = _client(live), {"Authorization": f"Bearer {live['token']}"}
     # Generation 1 waits for a human only if its successor was promoted: approve it through the API then.
     wait_for(lambda: run.poll() is not None or ((_approval(root, 1) or {"decision": 1})["decision"] is None),
@@ -296,7 +301,9 @@ def test_a_running_experiment_shows_its_live_curve(live, tmp_path):
         a.backup(b)
         exp, g = b.execute("SELECT id, generation FROM experiments WHERE generation=1 ORDER BY started").fetchone()
         b.execute("UPDATE experiments SET status='running' WHERE id=?", (exp,))
-        b.execute("UPDATE generations SET status='running' WHERE idx=?", (g,))
+        b.execute("UPDATE generations SET status='running', started=?, finished=NULL WHERE idx=?",
+                  (time.time() - 2.0, g))
+        g0 = b.execute("SELECT finished - started FROM generations WHERE idx=0").fetchone()[0]
     out = root / "workspaces" / exp / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "progress.json").write_text(json.dumps({"step": 101, "total": 300, "loss": 0.9,
@@ -306,3 +313,11 @@ def test_a_running_experiment_shows_its_live_curve(live, tmp_path):
     assert [e["id"] for e in running] == [exp]
     assert (running[0]["step"], running[0]["total"], running[0]["loss"]) == (101, 300, 0.9)
     assert running[0]["curve"] == [[0, 2.5], [50, 1.4], [100, 0.9]] and running[0]["elapsed_s"] > 0
+    # The ETA of a run going at generation 0's pace, 2 s into generation 1 of 2.
+    from successor.dashboard.live import eta_s
+    from successor.lineage import open_ro
+
+    db = open_ro(root)
+    assert eta_s(db, 2, {"state": "running"}) == pytest.approx(max(0.0, g0 - min(2.0, g0)), abs=1.0)
+    assert eta_s(db, 2, {"state": "paused"}) is None and eta_s(db, None, {"state": "running"}) is None
+    db.close()
