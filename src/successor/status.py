@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from .lineage import open_ro
 from .store import compute
 
 UPPER_BOUND = ("UPPER BOUND: this run's curator kept labels with the verifier filter, which reads the hidden checker; "
@@ -29,8 +30,7 @@ def _champion_metric(db: sqlite3.Connection, champion: str | None) -> float | No
 
 
 def status_dict(run_dir: Path) -> dict:
-    db = sqlite3.connect(f"file:{Path(run_dir) / 'lineage.db'}?mode=ro", uri=True)
-    db.row_factory = sqlite3.Row
+    db = open_ro(run_dir)
     gens = []
     for g in db.execute("SELECT * FROM generations ORDER BY idx"):
         decisions = db.execute("SELECT * FROM gate_decisions WHERE generation=? ORDER BY candidate_id",
