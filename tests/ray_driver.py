@@ -172,10 +172,11 @@ def recorded(cls, log: list):
 
     def map(self, items, on_start=None):
         ws = {key: exp.workspace for key, exp in items}
+        items_log = {key: exp.log_path for key, exp in items}
         for key, out in real(self, items, on_start):
             log.append({"experiment": key, "status": out.status, "node": out.node, "isolation": out.isolation,
                         "error": out.error, "checkpoint": (ws[key] / "out" / "checkpoint").is_dir(),
-                        "log": (ws[key] / "log.txt").is_file()})
+                        "log": items_log[key].is_file()})
             yield key, out
     cls.map = map
     return real
@@ -184,7 +185,8 @@ def recorded(cls, log: list):
 def run_loop(out: Path, name: str, executor: dict, kill_nth: int | None, cls) -> dict:
     root = out / name
     root.mkdir(parents=True, exist_ok=True)
-    rd = RunDir(root / "run", load_config(config(root / "config.yaml", executor), "smoke"))
+    # one tier key: the runs compared for the same lineage share their harness tiers
+    rd = RunDir(root / "run", load_config(config(root / "config.yaml", executor), "smoke"), tier_key=bytes(range(32)))
     rd.set_policy(Policy.model_validate({"tripwires": {"integrity_violation": False}}))
     outcomes: list = []
     real = recorded(cls, outcomes)
@@ -332,7 +334,7 @@ def _outcome(o, exp: Experiment | None) -> dict:
     d = {"status": o.status, "error": o.error, "node": o.node, "isolation": o.isolation,
          "violations": o.violations}
     if exp is not None:
-        log = exp.workspace / "log.txt"
+        log = exp.log_path
         d["log"] = log.read_text(errors="replace") if log.exists() else None
         d["files"] = sorted(str(p.relative_to(exp.workspace)) for p in exp.workspace.rglob("*") if p.is_file())
     return d

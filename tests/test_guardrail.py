@@ -139,7 +139,7 @@ def test_greedy_gives_marked_prompts_one_token_in_input_order_and_grading_uses_i
 def _run(root: Path, per_level: int) -> RunDir:
     task = TaskConfig(human_levels=(1, 3), human_per_level=600, eval_max_level=5, dev_per_level=10,
                       validation_per_level=10, sealed_per_level=10, guardrail_per_level=per_level)
-    return RunDir(root, RunConfig(task=task))
+    return RunDir(root, RunConfig(task=task), tier_key=bytes(32))  # one key: the runs share harness tiers
 
 
 def test_the_guardrail_suite_is_a_harness_tier_of_marked_prompts_and_touches_no_other_tier(tmp_path: Path):

@@ -116,7 +116,7 @@ def test_object_store_runs_on_ray_in_staging(session):
         assert all(rec["ray_worker"]), rec
         ws = Path(run["run_dir"]) / "workspaces" / exp
         assert (ws / "out" / "checkpoint").is_dir() and (ws / "out" / "metrics.json").is_file()
-        assert (ws / "log.txt").is_file() and not (ws / "tmp").exists()
+        assert (Path(run["run_dir"]) / "logs" / f"{exp}.log").is_file() and not (ws / "tmp").exists()
         assert json.loads((ws / "job.json").read_text())["out"] == str(ws / "out")  # the driver's job, untouched
     assert run["outcomes"] and all(o["node"] and o["isolation"] == "bwrap" for o in run["outcomes"])
     assert all(o["checkpoint"] and o["log"] for o in run["outcomes"]), "unpacked before map yielded"
@@ -166,7 +166,7 @@ def test_results_over_the_cap_fail_with_the_way_out(session):
     cap = session["direct"]["cap"]
     assert cap["status"] == "failed"
     assert "max_transfer_mb (1 MiB)" in cap["error"] and "shared_path" in cap["error"]
-    assert "program/blob.bin" not in cap["files"] and "log.txt" in cap["files"], "only its log came back"
+    assert "program/blob.bin" not in cap["files"] and cap["log"] is not None, "only its log came back"
 
 
 def test_watchdog_kills_the_sandbox_of_a_dead_worker_without_bubblewrap(session):

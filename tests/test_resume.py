@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from successor.audit import verify
+from successor.audit import AuditLog, verify
 from successor.status import status_dict
 
 CLI = [sys.executable, "-m", "successor.cli"]
@@ -75,6 +75,11 @@ def test_kill9_mid_experiment_then_resume(tmp_path: Path):
     # each stage of each generation was committed exactly once
     assert _rows(db, "SELECT COUNT(*) FROM stages") == [(33,)]  # 11 stages x 3 generations
     ok, msg = verify(run_dir / "audit.jsonl")
+    if not ok and "(audit.torn_tail_dropped)" in msg:  # the kill landed mid-write (rare): the log says so, truly
+        seq = msg.split(" ", 2)[1]
+        assert (run_dir / "audit.torn" / f"{seq}.bin").is_file(), msg
+        AuditLog(run_dir / "audit.jsonl").append("audit.acknowledged", seq=int(seq), who="test_resume", note=None)
+        ok, msg = verify(run_dir / "audit.jsonl")
     assert ok, msg
     events = (run_dir / "audit.jsonl").read_text()
     assert '"run.resume"' in events

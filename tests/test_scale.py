@@ -23,6 +23,7 @@ from successor.workloads.tinylm.flops import job_flops
 from successor.workloads.tinylm.recipe import Recipe
 
 NO_WAIT = {"tripwires": {"integrity_violation": False}}  # a failure here must fail the test, not wait for a human
+SHARED_KEY = bytes(range(32))  # runs compared for the same lineage must share their harness tiers (RunDir)
 
 
 def _config(path: Path, loop: dict | None = None, researcher: dict | None = None) -> Path:
@@ -33,8 +34,8 @@ def _config(path: Path, loop: dict | None = None, researcher: dict | None = None
     return path
 
 
-def _run(root: Path, cfg_path: Path, policy: dict | None = None) -> str:
-    run = RunDir(root, load_config(cfg_path, "smoke"))
+def _run(root: Path, cfg_path: Path, policy: dict | None = None, tier_key: bytes | None = None) -> str:
+    run = RunDir(root, load_config(cfg_path, "smoke"), tier_key=tier_key)
     run.set_policy(Policy.model_validate(policy or NO_WAIT))
     try:
         return Loop(run).run_all()
@@ -62,8 +63,8 @@ def _events(root: Path) -> list[dict]:
 
 
 def test_two_workers_give_the_lineage_of_one_and_overlap(tmp_path: Path):
-    _run(tmp_path / "one", _config(tmp_path / "one.yaml", {"executor": {"workers": 1}}))
-    _run(tmp_path / "two", _config(tmp_path / "two.yaml", {"executor": {"workers": 2}}))
+    _run(tmp_path / "one", _config(tmp_path / "one.yaml", {"executor": {"workers": 1}}), tier_key=SHARED_KEY)
+    _run(tmp_path / "two", _config(tmp_path / "two.yaml", {"executor": {"workers": 2}}), tier_key=SHARED_KEY)
     one, two = _lineage(tmp_path / "one"), _lineage(tmp_path / "two")
     assert one == two
     assert [g[0] for g in one["generations"]] == [0, 1] and one["generations"][0][1] is not None

@@ -388,7 +388,7 @@ def test_hidden_data_is_empty_to_a_candidate_and_read_by_the_evaluation(toy, tmp
     first = json.loads(loop.store.one("SELECT stats FROM gate_decisions WHERE generation=0")["stats"])
     assert first["contender_mean"] == pytest.approx(0.1 + 0.25, abs=0.04)  # the evaluation read it
     exp = loop.store.one("SELECT id FROM experiments WHERE candidate_id='g1c0' LIMIT 1")["id"]
-    log = (loop.run.workspace(exp) / "log.txt").read_text()
+    log = (loop.run.root / "logs" / f"{exp}.log").read_text()
     assert "0.25" not in log and ("seen=''" in log or "Permission denied" in log)  # nothing of it reached them
     kinds = {r["kind"] for r in loop.store.q("SELECT kind FROM violations WHERE candidate_id='g1c0'")}
     assert "harness_data" in kinds and not _decisions(loop)["g1c0"][0]
@@ -411,3 +411,22 @@ def test_the_cli_runs_a_script_config_and_shows_its_metric(toy, tmp_path):
     gens = json.loads(s.stdout)["generations"]
     assert len(gens) == 2 and 0.05 < gens[0]["metric"] < 0.2  # x = 0: score 0.1 plus seed noise
     assert "metric" in r.stdout and f"{gens[0]['metric']:.4g}" in r.stdout
+
+
+def test_an_artifact_folder_with_a_link_inside_is_a_violation_and_never_copied(toy, tmp_path):
+    """Red team: a directory artifact holding a link to the harness's files is not copied into the lineage (the
+    copy once followed it), and crossing that line disqualifies the candidate."""
+    plant = ("BONUS = 0.5\nimport atexit, os, subprocess\n@atexit.register\ndef plant():\n"
+             "    os.remove('artifact.json')\n    os.mkdir('artifact.json')\n"
+             "    open('artifact.json/score.json', 'w').write('{}')\n"
+             "    subprocess.run(['ln', '-s', '/etc/passwd', 'artifact.json/leak'], check=True)")
+    loop = _loop(toy(generations=1), tmp_path / "run", Scripted({1: [({"x": 3.0}, _diff("BONUS = 0.0", plant),
+                                                                        "a linked artifact")]}))
+    assert loop.run_all() == "finished"
+    kinds = {r["kind"] for r in loop.store.q("SELECT kind FROM violations WHERE candidate_id='g1c0'")}
+    assert "output_link" in kinds
+    promoted, reason = _decisions(loop)["g1c0"]
+    assert not promoted and "output_link" in reason
+    arts = loop.run.root / "artifacts" / "script"
+    assert not any(p.is_symlink() or p.name == "leak" for p in arts.rglob("*"))
+    assert verify_run(loop.run.root)[0]

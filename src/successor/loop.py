@@ -9,24 +9,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
+import stat
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from . import evaluator
 from .curator import curate_levels, inject_noise, schedule_levels, with_relabel
 from .data import file_digest, load_shard, save_shard, tier_rng, write_text_atomic
-from . import halving, integrity, provenance
-from .executor import Experiment, kill_orphan, make_executor, process_start_time
+from . import halving, integrity, provenance, safeio
+from .executor import Experiment, Outcome, kill_orphan, log_path, make_executor, process_start_time
 from .gate import apply_guardrail, decide, first_to_beat
 from .researchers.evolution import recipe_key
 from .researchers.tinylm_search import tinylm_researcher
 from .run import RunDir
 from .sandbox import isolation_mode
+from .store import evaluation_sha256, sha256_text, stage_text
 from .tasks import Problem
 from .workloads.tinylm import checkpoint
 from .workloads.tinylm.flops import job_flops
@@ -143,13 +145,16 @@ class Loop:
                 self.progress.stage(g, name)
                 self.store.stage_started(g, name)
                 result = getattr(self, f"_{name}")(g, ctx)
+                # each event goes just before the row it binds (verify_store): a crash between leaves an event
+                # the resume repeats, never a row the log does not know
+                self.audit.append(f"stage.{name}", generation=g, result=_brief(result),
+                                  result_sha256=sha256_text(stage_text(result)))
                 self.store.stage_done(g, name, result)
-                self.audit.append(f"stage.{name}", generation=g, result=_brief(result))
             ctx[name] = result
         gate = ctx["promote"]
-        self.store.close_generation(g, gate["promoted"], gate["champion"], gate["frontier"])
         self.audit.append("generation.end", generation=g, promoted=gate["promoted"], champion=gate["champion"],
                           frontier=gate["frontier"])
+        self.store.close_generation(g, gate["promoted"], gate["champion"], gate["frontier"])
         self.progress.generation_done(g, gate["promoted"], gate["frontier"])
 
     # -- helpers ---------------------------------------------------------------------------------------------
@@ -170,6 +175,8 @@ class Loop:
         items = self.store.evaluation(digest, tier, t.digest)
         if items is None:
             items = evaluator.grade(self.model(digest), self.task, self.tier_items(tier))
+            self.audit.append("evaluation.saved", model=digest, tier=tier, tier_digest=t.digest,
+                              items_sha256=evaluation_sha256(items))
             self.store.save_evaluation(digest, tier, t.digest, items)
         return items
 
@@ -212,10 +219,39 @@ class Loop:
             "threads": self.executor.threads_for(parallel),
             "timeout_s": self.executor.timeout_s,  # for the candidate's information: the harness keeps its own
         }
-        if patch is not None:
-            write_text_atomic(ws / "patch.py", patch["source"])
-        write_text_atomic(ws / "job.json", json.dumps(job, indent=2))
+        self.save_job(exp_id, job)
         return exp_id
+
+    # -- an experiment's files: the harness's own copies, and the workspace built from them ---------------------
+    def job_path(self, exp_id: str) -> Path:
+        """The harness's copy of a job, where no sandbox mounts it: the job the harness reads. The workspace's
+        job.json is the candidate's copy, written afresh from this one before every attempt."""
+        return self.run.root / "jobs" / f"{exp_id}.json"
+
+    def save_job(self, exp_id: str, job: dict) -> None:
+        self.job_path(exp_id).parent.mkdir(exist_ok=True)
+        write_text_atomic(self.job_path(exp_id), json.dumps(job, indent=2))
+
+    def job(self, exp_id: str) -> dict:
+        """An experiment's job as the harness wrote it. A run made before the harness kept its own copy reads the
+        workspace's, as untrusted data (no link followed, bounded, a JSON object)."""
+        try:
+            return json.loads(self.job_path(exp_id).read_text())
+        except FileNotFoundError:
+            job = json.loads(safeio.read_bytes(self.run.workspace(exp_id), "job.json", 1 << 20))
+            if not isinstance(job, dict):
+                raise safeio.HostileFile(f"workspaces/{exp_id}/job.json: not a JSON object") from None
+            return job
+
+    def fresh_workspace(self, exp_id: str, files: dict[str, bytes]) -> Path:
+        """The workspace of one attempt, made anew: whatever an earlier attempt left (links, FIFOs, files made
+        unwritable) is moved aside and removed, and only the harness's `files` are written into it."""
+        ws = self.run.workspace(exp_id)
+        safeio.fresh_dir(ws, self.run.root / "trash")
+        for name, data in files.items():
+            (ws / name).parent.mkdir(parents=True, exist_ok=True)
+            safeio.write_new(ws / name, data)
+        return ws
 
     def execute(self, g: int, cand: str, exp_id: str, kind: str) -> dict:
         """Run one experiment unless it already finished (then its recorded outcome is returned)."""
@@ -238,6 +274,8 @@ class Loop:
             except Paused as e:
                 paused = e
                 break
+            except Exception as e:  # noqa: BLE001 - e.g. a candidate's commit that cannot be exported
+                got = self.unpreparable(g, cand, exp_id, kind, e)
             if isinstance(got, dict):
                 rows[exp_id] = got
             else:
@@ -260,10 +298,22 @@ class Loop:
         done = self.claim(exp_id)
         if done is not None:
             return done
-        ws = self.run.workspace(exp_id)
-        shutil.rmtree(ws / "out", ignore_errors=True)  # a half-written output of a killed attempt
+        job = self.job(exp_id)
+        files = {"job.json": json.dumps(job, indent=2).encode()}
+        patch = self.store.one("SELECT source FROM patches WHERE candidate_id=?", cand)  # in its id: make_job
+        if patch is not None:
+            files["patch.py"] = patch["source"].encode()
+        ws = self.fresh_workspace(exp_id, files)
         self.start(g, cand, exp_id, kind)
         return self._experiment_spec(ws)
+
+    def unpreparable(self, g: int, cand: str, exp_id: str, kind: str, e: Exception) -> dict:
+        """An experiment whose workspace could not be made: a failed experiment with the reason, recorded once
+        (a resume reads it back instead of failing the same way forever)."""
+        if self.store.experiment(exp_id) is None or self.store.experiment(exp_id)["status"] != "running":
+            self.start(g, cand, exp_id, kind)
+        why = f"the experiment could not be prepared: {type(e).__name__}: {str(e)[:500]}"
+        return self.finish(g, cand, exp_id, Outcome("failed", 0.0, why, isolation=self.isolation), None, None)
 
     def conclude(self, g: int, cand: str, exp_id: str, outcome) -> dict:
         """Read what a finished experiment left (its checkpoint, as data) and record it."""
@@ -271,9 +321,9 @@ class Loop:
         model, metrics = None, None
         if outcome.status == "done":
             try:
-                model, metrics = self._collect(g, exp_id, ws / "out")
-            except (OSError, ValueError, KeyError) as e:
-                outcome.status, outcome.error = "failed", f"unreadable output: {e}"
+                model, metrics = self._collect(g, exp_id, ws)
+            except Exception as e:  # noqa: BLE001 - whatever a candidate left, never a crash of the harness
+                hostile_output(outcome, e)
         if model is not None:  # numbers a candidate reports about itself are never used; a lie disqualifies
             lies = integrity.self_report_lies(metrics.get("dev_self_reported"), self.grade(model, "validation"),
                                               self.cfg.task.dev_per_level)
@@ -306,21 +356,26 @@ class Loop:
             self.store.add_violation(exp_id, g, cand, v["kind"], v["detail"])
             self.audit.append("violation", generation=g, candidate=cand, experiment=exp_id, **v)
         flops = self.flops(exp_id) if outcome.status == "done" else None
-        self.store.experiment_finished(exp_id, outcome.status, outcome.wall_s, model, outcome.error, metrics,
-                                       outcome.cpu_s, flops)
+        log = log_path(self.run.root, exp_id)
+        log_sha256 = file_digest(log) if log.is_file() else None
+        # The event before the row it binds: a kill between them leaves the experiment running, the resume runs
+        # it again and the chain's last word matches the row (verify_store).
         self.audit.append("experiment.end", generation=g, experiment=exp_id, status=outcome.status, model=model,
                           error=outcome.error, wall_s=round(outcome.wall_s, 2), cpu_s=round(outcome.cpu_s, 2),
-                          flops=flops, isolation=outcome.isolation, node=outcome.node, **extra)
+                          flops=flops, isolation=outcome.isolation, node=outcome.node, log_sha256=log_sha256,
+                          **extra)
+        self.store.experiment_finished(exp_id, outcome.status, outcome.wall_s, model, outcome.error, metrics,
+                                       outcome.cpu_s, flops)
         return dict(self.store.experiment(exp_id))
 
     def flops(self, exp_id: str) -> float | None:
         """The harness's estimate of the training FLOPs a finished experiment computed (from its job, never
         from what it reports)."""
-        return job_flops(json.loads((self.run.workspace(exp_id) / "job.json").read_text()))
+        return job_flops(self.job(exp_id))
 
     def _experiment_spec(self, ws: Path) -> Experiment:
         """The sandbox's view of one experiment: the inputs it may read, the files that must not change."""
-        job = json.loads((ws / "job.json").read_text())
+        job = self.job(ws.name)
         readable = [Path(p) for paths in job["data"].values() for p in paths] + [Path(job["dev"])]
         readable += [Path(job["parent"])] if job.get("parent") else []
         protected = integrity.harness_sources() + [self.run.root / "config.yaml", self.run.policy_path]
@@ -331,16 +386,38 @@ class Loop:
                           honeypot_levels=list(range(self.cfg.task.human_levels[1] + 1,
                                                      self.cfg.task.eval_max_level + 1)))
 
-    def _collect(self, g: int, exp_id: str, out: Path) -> tuple[str, dict]:
-        metrics = json.loads((out / "metrics.json").read_text())
-        checkpoint.load(out / "checkpoint")  # loads as data; raises ValueError on a malformed checkpoint
-        digest = checkpoint.digest(out / "checkpoint")
+    def _collect(self, g: int, exp_id: str, ws: Path) -> tuple[str, dict]:
+        """Read the checkpoint a candidate left, as hostile data (safeio, checkpoint.from_untrusted), check that
+        the harness can evaluate it, and only then copy the bytes it read into the lineage."""
+        limits = self.policy.sandbox
+        metrics = safeio.read_json(ws, "out/metrics.json", 1 << 20, TrainMetrics).model_dump(exclude_unset=True)
+        for rel, st in safeio.entries(ws, "out/checkpoint", max_entries=64):
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                raise safeio.LinkInOutput(f"out/checkpoint/{rel}: {safeio._kind(st.st_mode)}, not a regular file")
+        config = safeio.read_bytes(ws, f"out/checkpoint/{checkpoint.CONFIG}", checkpoint.MAX_CONFIG_BYTES)
+        weights = safeio.read_bytes(ws, f"out/checkpoint/{checkpoint.WEIGHTS}", limits.file_size_mb << 20)
+        model, digest = checkpoint.from_untrusted(config, weights, max_params=(limits.file_size_mb << 20) // 2)
+        fresh = digest not in self._models
+        self._models[digest] = model
+        try:  # every harness tier the loop grades on: a model that cannot be evaluated is a failed experiment
+            for tier in ("validation",) + (("guardrail",) if "guardrail" in self.run.tiers else ()):  # sealed and
+                # dev hold the same lengths as validation; the guardrail's marked prompts are their own
+                self.grade(digest, tier)
+        except Exception as e:  # noqa: BLE001
+            if fresh:
+                del self._models[digest]
+            raise ValueError(f"the checkpoint cannot be evaluated: {type(e).__name__}: {str(e)[:300]}") from None
         dest = self.run.models_dir / digest
         if not dest.exists():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(out / "checkpoint", dest.with_suffix(".tmp"), dirs_exist_ok=True)
-            dest.with_suffix(".tmp").rename(dest)
+            tmp = self.run.models_dir / f"{digest}.{os.getpid()}.tmp"
+            safeio.remove(tmp)
+            tmp.mkdir(parents=True)
+            safeio.write_new(tmp / checkpoint.CONFIG, config)
+            safeio.write_new(tmp / checkpoint.WEIGHTS, weights)
+            os.replace(tmp, dest)
         parent = self.store.generation(g)["parent_model"]
+        self.audit.append("model.added", model=digest, parent=parent, generation=g, experiment=exp_id,
+                          path=str(dest.relative_to(self.run.root)))
         self.store.add_model(digest, str(dest), parent, g, exp_id)
         return digest, metrics
 
@@ -668,8 +745,14 @@ class Loop:
         decided = self.store.approval(g) if reasons else None
         promoted = gate["promoted"] and (decided is None or decided["decision"] == "approved")
         if gate["promoted"] and not promoted:
+            why = f"refused by {decided['who']}: {decided['note'] or 'no reason given'}"
+            row = self.store.one("SELECT * FROM gate_decisions WHERE generation=? AND candidate_id=?", g, sel)
+            self.audit.append("gate.decision", generation=g, candidate=sel, model=row["model"], role=row["role"],
+                              promoted=False, reason=why, stats_sha256=sha256_text(row["stats"]), amended=True)
             self.store.x("UPDATE gate_decisions SET promoted=0, reason=? WHERE generation=? AND candidate_id=?",
-                         f"refused by {decided['who']}: {decided['note'] or 'no reason given'}", g, sel)
+                         why, g, sel)
+            # the gate stage accepted the generation's curated data; the refusal takes it back
+            self.store.x("UPDATE data_manifests SET accepted=0 WHERE generation=? AND kind='curated'", g)
         if not promoted:
             front = self.store.generation(g - 1)["frontier"] if g > 0 and champion else 0
             return {"promoted": False, "champion": champion, "frontier": front, "approval": approver,
@@ -700,8 +783,7 @@ class Loop:
         return out
 
     def _provenance(self, g: int, ctx: dict, model: str, stats: dict, approver: dict) -> None:
-        job = json.loads((self.run.workspace(ctx["train"]["experiment"]) / "job.json").read_text()) \
-            if ctx["train"].get("experiment") else {"data": {}}
+        job = self.job(ctx["train"]["experiment"]) if ctx["train"].get("experiment") else {"data": {}}
         sel = ctx["select"]["selected"]
         patch = self.store.one("SELECT digest FROM patches WHERE candidate_id=?", sel)
         stmt = provenance.statement(
@@ -715,10 +797,33 @@ class Loop:
         provenance.record(self.run.root, self.audit, g, stmt)
 
     def _decide(self, g, cid, model, role, promoted, reason, stats) -> None:
-        self.store.x("INSERT OR REPLACE INTO gate_decisions VALUES(?,?,?,?,?,?,?,strftime('%s','now'))", g, cid,
-                     model, role, int(promoted), reason, json.dumps(stats))
+        text = json.dumps(stats)
         self.audit.append("gate.decision", generation=g, candidate=cid, model=model, role=role,
-                          promoted=promoted, reason=reason)
+                          promoted=promoted, reason=reason, stats_sha256=sha256_text(text))
+        self.store.x("INSERT OR REPLACE INTO gate_decisions VALUES(?,?,?,?,?,?,?,strftime('%s','now'))", g, cid,
+                     model, role, int(promoted), reason, text)
+
+
+class TrainMetrics(BaseModel):
+    """metrics.json as the trainer writes it, bounded: a candidate writes it, the harness only shows it (and
+    checks the self-report against its own measurement)."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(0, ge=0, le=10**9)
+    loss_curve: list[tuple[int, float]] = Field([], max_length=100_000)
+    train_wall_s: float = Field(0.0, ge=0)
+    tokens: int = Field(0, ge=0)
+    dev_self_reported: dict[str, float] = Field({}, max_length=1000)
+
+
+def hostile_output(outcome, e: Exception) -> None:
+    """What reading a candidate's output raised, as its outcome: a link or a special file crossed the sandbox's
+    line (a violation); anything else is a failed experiment with its reason."""
+    if isinstance(e, safeio.LinkInOutput):
+        outcome.violations.append({"kind": "output_link", "detail": str(e)[:500]})
+        outcome.status, outcome.error = "violation", f"crossed the sandbox: output_link: {str(e)[:500]}"
+    else:
+        outcome.status, outcome.error = "failed", f"unreadable output: {str(e)[:1000]}"
 
 
 def tested_levels(curated: list[int], frontier: int, last: int) -> list[int] | None:

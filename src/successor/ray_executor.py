@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from . import safeio
 from .config import ConfigError, RayConfig
 from .executor import Experiment, LocalExecutor, OnStart, Outcome, process_start_time, usable_cores
 from .policy import Policy
@@ -187,6 +188,9 @@ class RayExecutor:
             why = (str(e).strip().splitlines() or [""])[0][:500]
             return Outcome("failed", 0.0, f"the Ray task failed: {type(e).__name__}: {why}")
         outcome = Outcome(**got["outcome"])
+        if got.get("log") is not None:  # the node's copy of the harness's log of it (object_store)
+            exp.log_path.parent.mkdir(parents=True, exist_ok=True)
+            safeio.write_new(exp.log_path, bytes(got["log"]))
         if got.get("results") is not None:
             try:
                 unpack_results(got["results"], exp)
@@ -444,18 +448,18 @@ def _run_on_node(spec: dict, bundle: bytes) -> dict:
             outcome = LocalExecutor(spec["timeout_s"], spec["threads"], policy, isolation, workers=1).run(
                 exp, on_start=dog.watch)
         outcome.node = node
-        results = None
-        if staging is not None:
+        results, log = None, None
+        if staging is not None:  # the log comes back beside the results, where it fits
+            log = safeio.tail(exp.log_path, spec["max_bytes"]).encode()
             files = _results(exp.workspace, sent)
             size = sum(f.stat().st_size for f in files)
-            if size > spec["max_bytes"]:  # only its log comes back, where that fits
-                log = [f for f in files if f == exp.workspace / "log.txt" and f.stat().st_size <= spec["max_bytes"]]
+            if size > spec["max_bytes"]:
                 got = failed(f"the experiment's results are {size / 2**20:.0f} MiB, over "
                              f"loop.executor.ray.max_transfer_mb ({spec['max_bytes'] >> 20} MiB) for Ray's object "
                              f"store: use artifacts: shared_path (a run directory every node mounts)", isolation)
-                return got | {"results": _pack_relative(log, exp.workspace)}
+                return got | {"log": log}
             results = _pack_relative(files, exp.workspace)
-        return {"outcome": dataclasses.asdict(outcome), "results": results}
+        return {"outcome": dataclasses.asdict(outcome), "results": results, "log": log}
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)

@@ -12,6 +12,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from .. import safeio
+from ..executor import log_path
 from ..lineage import stage_result
 from ..policy import PolicyError, load_policy
 from ..stop import runner_alive
@@ -47,12 +49,11 @@ def clean_curve(raw) -> list[list[float]]:
     return pts
 
 
-def read_progress(path: Path) -> dict | None:
-    """A running experiment's progress.json (written by the candidate): step, total, loss and curve, or None."""
+def read_progress(workspace: Path) -> dict | None:
+    """A running experiment's out/progress.json (written by the candidate: no link followed, no FIFO opened,
+    bounded): step, total, loss and curve, or None."""
     try:
-        if path.stat().st_size > PROGRESS_MAX_BYTES:
-            return None
-        data = json.loads(path.read_text(errors="replace"))
+        data = json.loads(safeio.read_text(workspace, "out/progress.json", PROGRESS_MAX_BYTES))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict):
@@ -62,17 +63,11 @@ def read_progress(path: Path) -> dict | None:
 
 
 def tail(path: Path, n: int = LOG_TAIL_BYTES) -> str | None:
-    """The last n bytes of a text file, decoded leniently; None when there is no file."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - n))
-            data = f.read()
-    except OSError:
+    """The last n bytes of a regular file, decoded leniently; None when there is none (or a link, a FIFO)."""
+    if not path.is_file() or path.is_symlink():
         return None
-    text = data.decode("utf-8", errors="replace")
-    return text if size <= n else "…" + text.split("\n", 1)[-1]
+    text = safeio.tail(path, n + 1)
+    return text if len(text.encode()) <= n else "…" + text.split("\n", 1)[-1]
 
 
 def run_events(run_dir: Path) -> list[dict]:
@@ -171,7 +166,7 @@ def experiments_now(run_dir: Path, db: sqlite3.Connection) -> list[dict]:
         item = {"id": e["id"], "candidate": e["candidate_id"], "generation": e["generation"], "kind": e["kind"],
                 "status": e["status"], "attempts": e["attempts"], "started": e["started"], "wall_s": e["wall_s"]}
         if e["status"] == "running":
-            prog = read_progress(Path(run_dir) / "workspaces" / e["id"] / "out" / "progress.json") or {}
+            prog = read_progress(Path(run_dir) / "workspaces" / e["id"]) or {}
             item |= {"step": prog.get("step"), "total": prog.get("total"), "loss": prog.get("loss"),
                      "curve": prog.get("curve", []), "elapsed_s": time.time() - e["started"] if e["started"] else None}
         else:
@@ -204,7 +199,7 @@ def node(run_dir: Path, db: sqlite3.Connection, cid: str) -> dict | None:
         exps.append({"id": e["id"], "kind": e["kind"], "status": e["status"], "attempts": e["attempts"],
                      "wall_s": e["wall_s"], "cpu_s": e["cpu_s"], "flops": e["flops"], "model": e["model"],
                      "error": e["error"], "metrics": metrics, "curve": curve,
-                     "log_tail": tail(Path(run_dir) / "workspaces" / e["id"] / "log.txt")})
+                     "log_tail": tail(log_path(Path(run_dir), e["id"]))})
     models = [e["model"] for e in exps if e["model"]]
     dec = db.execute("SELECT * FROM gate_decisions WHERE generation=? AND candidate_id=?", (g, cid)).fetchone()
     gen = db.execute("SELECT * FROM generations WHERE idx=?", (g,)).fetchone()

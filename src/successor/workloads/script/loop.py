@@ -18,23 +18,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
-import shutil
-from pathlib import Path
+import stat
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ... import integrity, provenance
+from ... import integrity, provenance, safeio
 from ...data import file_digest, write_text_atomic
-from ...executor import Experiment
+from ...executor import Experiment, log_path
 from ...gate import seed_test
-from ...loop import Loop, Paused
+from ...loop import Loop, Paused, hostile_output
 from ...sandbox import IsolationError
 from ...researchers.base import Brief, ResearcherPaused, proposal_key
 from .memory import brief_sources, draw_seeds, gate_values, memory, program_digest, seeds_digest, weaknesses
 from .measure import MetricError, evaluate_artifact, python_argv, read_metric
 from .patch import PatchError, allowed
 from .program import ProgramRepo
+
+MAX_LOG_READ = 8 << 20  # the part of a run's output its metric is read from: the last 8 MiB
+
 
 class ScriptLoop(Loop):
     def __init__(self, run, progress=None, researcher=None):
@@ -79,20 +83,17 @@ class ScriptLoop(Loop):
         job = {"commit": commit, "knobs": knobs, "seed": seed, "argv": argv, "env": env, "config_file": files,
                "parent_artifact": parent}
         exp_id = "x" + hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:15]
-        ws = self.run.workspace(exp_id)
-        ws.mkdir(parents=True, exist_ok=True)
-        if not (ws / "job.json").exists():
-            write_text_atomic(ws / "job.json", json.dumps(job | {"candidate": cid, "generation": g}, indent=2))
+        if not self.job_path(exp_id).exists():
+            self.save_job(exp_id, job | {"candidate": cid, "generation": g})
         return exp_id
 
     def prepare(self, g: int, cid: str, exp_id: str, kind: str):
         done = self.claim(exp_id)
         if done is not None:
             return done
-        ws = self.run.workspace(exp_id)
-        job = json.loads((ws / "job.json").read_text())
-        program = ws / "program"
-        shutil.rmtree(program, ignore_errors=True)  # every attempt starts from the commit, not a killed run's files
+        job = self.job(exp_id)
+        ws = self.fresh_workspace(exp_id, {"job.json": json.dumps(job, indent=2).encode()})
+        program = ws / "program"  # every attempt starts from the commit, not a killed run's files
         self.repo.export(job["commit"], program)
         if job["config_file"]:
             write_text_atomic(program / self.sc.config_file, json.dumps(job["config_file"], indent=2))
@@ -112,18 +113,20 @@ class ScriptLoop(Loop):
     def conclude(self, g: int, cid: str, exp_id: str, outcome) -> dict:
         ws = self.run.workspace(exp_id)
         program = ws / "program"
-        model, metrics = None, {"seed": json.loads((ws / "job.json").read_text())["seed"]}
+        model, metrics = None, {"seed": self.job(exp_id)["seed"]}
         if outcome.status == "done":
             try:
                 model, metrics = self._measure(g, exp_id, ws, program, metrics)
-            except (MetricError, OSError) as e:
+            except MetricError as e:
                 outcome.status, outcome.error = "failed", str(e)
+            except Exception as e:  # noqa: BLE001 - whatever a candidate left, never a crash of the harness
+                hostile_output(outcome, e)
         return self.finish(g, cid, exp_id, outcome, model, metrics, metric=metrics.get("metric"))
 
     def _measure(self, g: int, exp_id: str, ws: Path, program: Path, metrics: dict) -> tuple[str | None, dict]:
         """The run's number: the harness's evaluation of its artifact where the config names one, else what
         the program printed (marked self-reported)."""
-        log = (ws / "log.txt").read_text(errors="replace")
+        log = safeio.tail(log_path(self.run.root, exp_id), MAX_LOG_READ)
         try:
             metrics["reported"] = read_metric(self.sc.metric, log, program)
         except MetricError as e:
@@ -132,20 +135,25 @@ class ScriptLoop(Loop):
             metrics["reported_error"] = str(e)
         model = None
         if self.sc.artifact:
-            src = program / self.sc.artifact
-            if not src.exists() or src.is_symlink():
+            rel = Path("program") / self.sc.artifact
+            if not os.path.lexists(ws / rel):
                 raise MetricError(f"the program did not write its artifact {self.sc.artifact}")
-            model = artifact_digest(src)
-            home = self.run.root / "artifacts" / "script" / model
-            dest = home / src.name
-            if not dest.exists():  # named by its digest, written whole or not at all
-                tmp = home.with_suffix(".tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir(parents=True)
-                (shutil.copy2 if src.is_file() else shutil.copytree)(src, tmp / src.name)
-                shutil.rmtree(home, ignore_errors=True)
-                tmp.rename(home)
-            self.store.add_model(model, str(dest), self.store.champion(), g, exp_id)
+            arts = self.run.root / "artifacts" / "script"
+            incoming = arts / f"incoming-{exp_id}.tmp"  # the copy, checked and named by its digest once whole
+            safeio.remove(incoming)
+            incoming.mkdir(parents=True)
+            try:
+                model = safeio.copy_tree(ws, rel, incoming / rel.name, self.policy.sandbox.workspace_mb << 20)
+                home = arts / model
+                if not home.exists():
+                    os.replace(incoming, home)
+            finally:
+                safeio.remove(incoming)
+            dest = home / rel.name
+            parent = self.store.champion()
+            self.store.add_model(model, str(dest), parent, g, exp_id)
+            self.audit.append("model.added", model=model, parent=parent, generation=g, experiment=exp_id,
+                              path=str(dest.relative_to(self.run.root)))
         if self.sc.evaluate is not None:
             ev = evaluate_artifact(self.sc.evaluate, self.pristine, self.store.model_path(model),
                                    self.run.workspace(exp_id + "-eval"), self.run.root, self.isolation, self.policy,
@@ -361,8 +369,12 @@ class ScriptLoop(Loop):
     def _register(self, g: int, cid: str, ctx: dict, t: dict) -> None:
         commit = ctx["implement"]["commits"][cid]
         artifact = self.store.model_path(t["runs"]["models"][0]) if t["runs"]["models"][0] else None
+        knobs = json.dumps(self._knobs(cid))
+        self.audit.append("program.registered", program=t["successor"], candidate=cid, generation=g,
+                          git_commit=commit, knobs_sha256=hashlib.sha256(knobs.encode()).hexdigest(),
+                          artifact=str(artifact.relative_to(self.run.root)) if artifact else None)
         self.store.x("INSERT OR REPLACE INTO programs VALUES(?,?,?,?,?,?)", t["successor"], cid, g, commit,
-                     json.dumps(self._knobs(cid)), str(artifact) if artifact else None)
+                     knobs, str(artifact) if artifact else None)
 
 
 def program_command(sc, knobs: dict, seed: int) -> tuple[list[str], dict, dict]:
@@ -382,11 +394,23 @@ def program_command(sc, knobs: dict, seed: int) -> tuple[list[str], dict, dict]:
 
 
 def artifact_digest(path: Path) -> str:
-    if path.is_file():
+    """An artifact's digest (safeio.copy_tree computes the same while it copies); a link or special file in it
+    raises safeio.LinkInOutput."""
+    path = Path(path)
+    if path.is_file() and not path.is_symlink():
         return file_digest(path)
+    if path.is_symlink() or not path.is_dir():
+        raise safeio.LinkInOutput(f"{path.name}: not a regular file or folder")
+    digests = []
+    for rel, st in safeio.entries(path):
+        if stat.S_ISDIR(st.st_mode):
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            raise safeio.LinkInOutput(f"{path.name}/{rel}: {safeio._kind(st.st_mode)}, not a regular file")
+        digests.append((PurePosixPath(rel).parts, rel, hashlib.sha256(safeio.read_bytes(path, rel, 1 << 40)).hexdigest()))
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f.relative_to(path).as_posix().encode() + b"\0" + file_digest(f).encode())
+    for _, rel, digest in sorted(digests):
+        h.update(rel.encode() + b"\0" + digest.encode())
     return h.hexdigest()
 
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ... import safeio
 from ...policy import Policy
 from ...sandbox import preexec, wrap
 from .config import EvaluateConfig, MetricConfig
@@ -34,13 +35,14 @@ def read_metric(cfg: MetricConfig, output: str, cwd: Path) -> float:
             raise MetricError(f"no line of the output matches the metric regex {cfg.regex!r}")
         raw = found[-1][0] if isinstance(found[-1], tuple) else found[-1]
     else:
-        path = cwd / cfg.json_file
-        try:
-            raw = json.loads(path.read_text())
+        try:  # a file the candidate wrote: no link followed, no FIFO opened, at most 1 MiB
+            raw = json.loads(safeio.read_bytes(cwd, cfg.json_file, 1 << 20))
             for part in cfg.key.split("."):
                 raw = raw[part]
-        except FileNotFoundError:
-            raise MetricError(f"the metric file {cfg.json_file} was not written") from None
+        except safeio.HostileFile as e:
+            if str(e).endswith(": missing"):
+                raise MetricError(f"the metric file {cfg.json_file} was not written") from None
+            raise MetricError(f"the metric file {cfg.json_file}: {e}") from None
         except (ValueError, KeyError, TypeError, IndexError):
             raise MetricError(f"the metric file {cfg.json_file} has no number at {cfg.key!r}") from None
     try:
@@ -73,7 +75,10 @@ def evaluate_artifact(cfg: EvaluateConfig, pristine: Path, artifact: Path, scrat
     shutil.copytree(pristine, work)
     argv = python_argv([a.replace("{artifact}", str(artifact)).replace("{hidden}", hidden[0] if hidden else "")
                         for a in cfg.command])
-    cmd = wrap(isolation, argv, scratch, run_root, [artifact], [], work)
+    # The hidden data is bound for the evaluation alone, with the policy's readable paths; nothing else of
+    # the host beyond the system trees and the Python environment.
+    cmd = wrap(isolation, argv, scratch, run_root, [artifact], [], work,
+               host_readable=[Path(p) for p in [*policy.sandbox.readable_paths, *hidden]])
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch), "TMPDIR": str(scratch), "LANG": "C.UTF-8",
            "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "SUCCESSOR_HIDDEN": os.pathsep.join(hidden)}
     t0 = time.monotonic()

@@ -2,7 +2,9 @@
 
 The path check reads the diff's own headers (`--- a/x`, `+++ b/x`, `diff --git`, renames, copies, mode lines):
 a patch that names any file outside the allow-list, or a path that climbs out of the program (`..`, an absolute
-path), or turns a file into a symlink, is refused with a reason before git ever sees it.
+path), or makes anything but a regular file (a symlink, a submodule), is refused with a reason before git ever
+sees it. This is the friendly first check only: headers can be written that git reads otherwise, so the tree git
+builds from the patch is checked again, path by path and mode by mode (program.ProgramRepo.check_tree).
 """
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from pathlib import PurePosixPath
 _HEADER = re.compile(r"^(?:---|\+\+\+) (?:[ab]/)?(?P<path>\S+)")
 _GIT = re.compile(r"^diff --git a/(?P<a>\S+) b/(?P<b>\S+)")
 _MOVE = re.compile(r"^(?:rename|copy) (?:from|to) (?P<path>\S+)")
+_MODE = re.compile(r"^(?:(?:old|new|deleted|new file|deleted file) mode|index [0-9a-f]+\.\.[0-9a-f]+) "
+                   r"(?P<mode>\d+)\s*$")
+REGULAR_MODES = {"100644", "100755"}
 
 
 class PatchError(ValueError):
@@ -49,8 +54,15 @@ def check_diff(diff: str, editable: list[str]) -> list[str]:
             out.append(f"{f}: a path outside the program")
         elif not allowed(f, editable):
             out.append(f"{f}: not in the editable allow-list ({', '.join(editable)})")
-    if re.search(r"^(?:new|deleted)? ?(?:file )?mode 120000", diff, re.M):
-        out.append("the patch makes a symlink")
+    for line in diff.splitlines():
+        m = _MODE.match(line)
+        if m and m["mode"] not in REGULAR_MODES:
+            kind = {"120000": "a symlink", "160000": "a submodule (gitlink)"}.get(m["mode"], f"mode {m['mode']}")
+            out.append(f"the patch makes or changes {kind}")
+            break
+        if line.startswith("diff --git") and not re.fullmatch(r"diff --git a/\S+ b/\S+", line):
+            out.append(f"an unusual header ({line[:80]!r}): a diff --git line names two paths, a/X b/Y")
+            break
     if "GIT binary patch" in diff or re.search(r"^Binary files ", diff, re.M):
         out.append("the patch changes a binary file")
     return out

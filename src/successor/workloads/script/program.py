@@ -5,6 +5,11 @@
 A candidate is a commit whose parent is the champion's: its code patch applied with `git apply --cached` on a
 scratch index (nothing is checked out to commit), or the champion's tree unchanged for a knob-only candidate;
 `refs/successor/candidates/<id>` names it. A workspace is the commit's tree exported with `git archive`.
+
+A patch's own headers are read first (patch.check_diff, for a friendly reason), but what counts is the tree git
+built from it: every path that differs from the parent's tree must be editable and a regular file (mode 100644 or
+100755: never a symlink, a submodule, or git's own .gitattributes/.gitmodules), checked before the commit exists
+and again for a commit a resumed run finds already made.
 """
 from __future__ import annotations
 
@@ -16,9 +21,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from .patch import PatchError, check_diff
+from .patch import PatchError, allowed, check_diff
 
 SKIP = {".git", "__pycache__", ".venv", "runs", ".pytest_cache", ".ipynb_checkpoints"}
+REGULAR = {"100644", "100755"}  # the only modes a program's file may have: no symlink (120000), gitlink (160000)
+GIT_FILES = {".gitattributes", ".gitmodules", ".git"}  # they change what git does with the tree (export-ignore)
 MAX_PROGRAM_MB = 64
 _ENV = {"GIT_AUTHOR_NAME": "successor", "GIT_AUTHOR_EMAIL": "successor@localhost",
         "GIT_COMMITTER_NAME": "successor", "GIT_COMMITTER_EMAIL": "successor@localhost",
@@ -94,13 +101,22 @@ class ProgramRepo:
 
     def candidate(self, cid: str, parent: str, diff: str | None, editable: list[str], message: str) -> str:
         """The candidate's commit on top of `parent`; raises PatchError (with the reason) for a patch that names
-        a file outside the allow-list or does not apply."""
+        a file outside the allow-list, does not apply, or builds a tree that changes anything but editable regular
+        files (check_tree; a commit a resumed run finds is checked again, and its ref dropped if refused)."""
         ref = f"refs/successor/candidates/{cid}"
+        base = self.git("rev-parse", f"{parent}^{{tree}}").strip()
         try:
-            return self.git("rev-parse", "--verify", "-q", ref).strip()  # a resumed run made it already
+            made = self.git("rev-parse", "--verify", "-q", ref).strip()  # a resumed run made it already
         except PatchError:
-            pass
-        tree = self.git("rev-parse", f"{parent}^{{tree}}").strip()
+            made = None
+        if made is not None:
+            try:
+                self.check_tree(base, self.git("rev-parse", f"{made}^{{tree}}").strip(), editable)
+            except PatchError:
+                self.git("update-ref", "-d", ref)  # refused now: no ref names it
+                raise
+            return made
+        tree = base
         if diff:
             bad = check_diff(diff, editable)
             if bad:
@@ -115,9 +131,47 @@ class ProgramRepo:
                 except PatchError as e:
                     raise PatchError(f"patch does not apply: {str(e).removeprefix('git apply: ')}") from None
                 tree = self.git("write-tree", env=env).strip()
+            self.check_tree(base, tree, editable)
         commit = self.git("commit-tree", tree, "-p", parent, "-m", message).strip()
         self.git("update-ref", ref, commit)
         return commit
+
+    def _raw(self, *args: str) -> list[bytes]:
+        """A git command's NUL-separated output, as bytes (paths are not decoded before they are checked)."""
+        r = subprocess.run(["git", f"--git-dir={self.path}", *args], capture_output=True,
+                           env={**os.environ, **_ENV}, timeout=120)
+        if r.returncode != 0:
+            raise PatchError(f"git {args[0]}: {r.stderr.decode(errors='replace').strip()[-500:]}")
+        return [f for f in r.stdout.split(b"\0") if f]
+
+    def changes(self, old_tree: str, new_tree: str) -> list[tuple[str, str, bytes]]:
+        """(status, new mode, path) of every file that differs between two trees, as git sees them (no rename
+        detection: a rename is a deletion and an addition, each path checked on its own)."""
+        fields = self._raw("diff-tree", "-r", "--raw", "-z", "--no-renames", "--no-ext-diff", old_tree, new_tree)
+        out = []
+        for meta, path in zip(fields[::2], fields[1::2]):
+            _, new_mode, _, _, status = meta.decode("ascii", errors="replace").split(" ", 4)
+            out.append((status, new_mode, path))
+        return out
+
+    def check_tree(self, old_tree: str, new_tree: str, editable: list[str]) -> None:
+        """Refuse (PatchError) a tree that changes a path outside `editable`, one of git's own files, or makes
+        anything but a regular file: the tree git built decides, whatever the patch's headers said."""
+        bad = []
+        for status, mode, raw in self.changes(old_tree, new_tree):
+            path = raw.decode("utf-8", errors="replace")
+            if "\ufffd" in path or any(ord(c) < 32 for c in path):
+                bad.append(f"{path!r}: a path that is not plain UTF-8 text")
+            elif not allowed(path, editable):
+                bad.append(f"{path}: not in the editable allow-list ({', '.join(editable)})")
+            elif GIT_FILES & set(path.split("/")):
+                bad.append(f"{path}: one of git's own files (it changes what git does with the tree)")
+            elif status != "D" and mode not in REGULAR:
+                kind = {"120000": "a symlink", "160000": "a submodule (gitlink)"}.get(mode, f"mode {mode}")
+                bad.append(f"{path}: {kind}, not a regular file")
+        if bad:
+            raise PatchError("patch refused: " + "; ".join(bad[:10]) + (f" (and {len(bad) - 10} more)"
+                                                                         if len(bad) > 10 else ""))
 
     def diff(self, parent: str, commit: str) -> str:
         return self.git("diff", parent, commit)
@@ -129,14 +183,28 @@ class ProgramRepo:
         return self.git("show", f"{commit}:{path}")
 
     def export(self, commit: str, dest: Path) -> None:
-        """Write the commit's tree into `dest` (git archive, read as data: members are regular files only)."""
+        """Write the commit's tree into `dest` (git archive, read as data). Only regular files and folders: a
+        tree with anything else (a symlink, a submodule) is refused with PatchError, before anything is written."""
+        for entry in self._raw("ls-tree", "-r", "-z", "--full-tree", commit):
+            meta, _, path = entry.partition(b"\t")
+            mode = meta.split(b" ", 1)[0].decode("ascii", errors="replace")
+            if mode not in REGULAR:
+                kind = {"120000": "a symlink", "160000": "a submodule (gitlink)"}.get(mode, f"mode {mode}")
+                raise PatchError(f"export refused: {path.decode(errors='replace')!r} in {commit[:12]} is {kind}, "
+                                 "not a regular file")
         r = subprocess.run(["git", f"--git-dir={self.path}", "archive", "--format=tar", commit],
                            capture_output=True, env={**os.environ, **_ENV}, timeout=120)
         if r.returncode != 0:
             raise PatchError(f"git archive: {r.stderr.decode(errors='replace').strip()}")
-        dest.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(r.stdout)) as tar:
-            tar.extractall(dest, filter="data")
+        try:
+            with tarfile.open(fileobj=io.BytesIO(r.stdout)) as tar:
+                odd = [m for m in tar.getmembers() if not (m.isreg() or m.isdir())]
+                if odd:
+                    raise PatchError(f"export refused: {odd[0].name!r} in {commit[:12]} is not a regular file")
+                dest.mkdir(parents=True, exist_ok=True)
+                tar.extractall(dest, filter="data")
+        except tarfile.TarError as e:
+            raise PatchError(f"export refused: {commit[:12]}: {e}") from None
 
 
 def _ref_safe(name: str) -> str:
