@@ -8,13 +8,14 @@ during experiments: a candidate that edits it is disqualified.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from .config import ConfigError, _read_yaml, validated
+from .config import ConfigError, _read_yaml, read_text_file, validated
 from .data import write_text_atomic
 from .schema import Strict
 
@@ -27,7 +28,20 @@ class SandboxLimits(Strict):
     open_files: int = Field(256, ge=16, description="RLIMIT_NOFILE")
     file_size_mb: int = Field(512, ge=1, description="RLIMIT_FSIZE: no single file may grow past this")
     workspace_mb: int = Field(1024, ge=1, description="the whole workspace; checked every half second")
+    workspace_files: int = Field(20000, ge=10, description="files, folders and links in the workspace (its "
+                                 "inode quota: empty files cost no blocks); checked every half second")
     processes: int = Field(64, ge=4, description="cgroup pids.max (RLIMIT_NPROC does nothing for root)")
+    readable_paths: list[str] = Field([], description="host files or folders (absolute, existing) bound "
+                                      "read-only into every sandbox, e.g. a program's data: the sandbox's root "
+                                      "holds only the system trees and the Python environment")
+
+    @field_validator("readable_paths")
+    @classmethod
+    def _existing(cls, paths: list[str]) -> list[str]:
+        for p in paths:
+            if not os.path.isabs(p) or not os.path.exists(p):
+                raise ValueError(f"{p!r} is not an absolute path that exists")
+        return [os.path.normpath(p) for p in paths]
 
 
 class Budgets(Strict):
@@ -77,9 +91,7 @@ def load_policy(path: Path | None) -> Policy:
     if path is None:
         return Policy()
     path = Path(path)
-    if not path.is_file():
-        raise PolicyError(f"policy: file not found: {path}")
-    data = _read_yaml(path.read_text(), str(path))
+    data = _read_yaml(read_text_file(path, "policy", PolicyError), f"policy: {path}", PolicyError)
     return validated(Policy, data, "policy.", PolicyError)
 
 

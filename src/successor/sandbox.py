@@ -1,10 +1,15 @@
 """The sandbox a candidate experiment runs in, built from the policy.
 
 Isolation, strongest first:
-- `bwrap`: bubblewrap with every namespace unshared (no network, own pid namespace), capabilities dropped, the
-  root filesystem read-only, the run directory replaced by an empty tmpfs into which only the experiment's
-  inputs (train and dev shards, parent checkpoint) are bound read-only and its workspace read-write. The
-  validation and sealed tiers are not in its filesystem at all.
+- `bwrap`: bubblewrap with every namespace unshared (no network, own pid namespace), capabilities dropped, and
+  a root of its own, read-only, holding only what a candidate needs: the system trees (/usr, /etc, the /bin and
+  /lib links, the CPU topology from /sys), the Python environment, the policy's `sandbox.readable_paths`, the
+  run directory as an empty tmpfs into which only the experiment's inputs (train and dev shards, parent
+  checkpoint) are bound read-only and its workspace read-write, and private empty /tmp, /run, /var/tmp,
+  /dev/shm. No host socket is reachable (Docker's, D-Bus's: they live in folders it does not have; abstract
+  ones are in the host's network namespace). The validation and sealed tiers are not in its filesystem at all.
+  A bound tree could itself hold a socket (a venv, a data folder the policy names): the environment's own
+  folders are bound whole.
 - `unshare` (fallback when bwrap is missing or cannot start, and the policy says `preferred`): `unshare -rn`
   with its own pid and mount namespace: no network, but the filesystem is only as protected as file
   permissions make it (the harness's hashes and honeypots still catch tampering).
@@ -16,6 +21,7 @@ does nothing for root, which is what CI runs as).
 from __future__ import annotations
 
 import functools
+import json
 import os
 import resource
 import shutil
@@ -42,7 +48,7 @@ def bwrap_path() -> str | None:
 def _bwrap_works(bwrap: str) -> str | None:
     """None if a bwrap sandbox starts here, else why not (containers often forbid user namespaces)."""
     try:
-        r = subprocess.run([bwrap, *_BWRAP_BASE, "--ro-bind", "/", "/", "--", "/bin/true"], capture_output=True,
+        r = subprocess.run([bwrap, *_BWRAP_BASE, *system_binds(), "--", "/bin/true"], capture_output=True,
                            text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as e:
         return str(e)
@@ -193,21 +199,85 @@ def preexec(limits: SandboxLimits, cgroup_procs: list[str]):
 
 
 def wrap(mode: str, inner: list[str], workspace: Path, run_root: Path, readable: list[Path],
-         read_only_in_workspace: list[Path], cwd: Path | None = None, hidden: list[Path] = ()) -> list[str]:
-    """The full command line for `inner` (the guard and the candidate) under the given isolation mode."""
+         read_only_in_workspace: list[Path], cwd: Path | None = None, hidden: list[Path] = (),
+         host_readable: list[Path] = ()) -> list[str]:
+    """The full command line for `inner` (the guard and the candidate) under the given isolation mode.
+    `readable` are the experiment's inputs (in the run directory), `host_readable` the host paths the policy
+    adds (sandbox.readable_paths, the evaluation's hidden data), both bound read-only."""
     if mode == "none":
         return inner
     if mode == "unshare":
         return [shutil.which("unshare") or "unshare", *_UNSHARE_BASE, *inner]
-    # No tmpfs over /tmp: the Python environment itself may live there (a clone in /tmp); the candidate's
-    # temporary files go to TMPDIR in its workspace.
-    cmd = [bwrap_path(), *_BWRAP_BASE, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-           "--tmpfs", str(run_root)]
-    for p in hidden:  # what the candidate must not see: an empty folder, or an unreadable file, in its place
-        cmd += ["--tmpfs", str(p)] if Path(p).is_dir() else ["--ro-bind", "/dev/null", str(p)]
+    cmd = [bwrap_path(), *_BWRAP_BASE, *system_binds()]
+    for p in [*python_paths(), *(os.path.abspath(p) for p in host_readable)]:
+        cmd += ["--ro-bind", p, p]
+    cmd += ["--tmpfs", str(run_root)]  # after the host paths: whatever of the run they contain, it hides
     for p in readable:
         cmd += ["--ro-bind", str(p), str(p)]
     cmd += ["--bind", str(workspace), str(workspace)]
     for p in read_only_in_workspace:
         cmd += ["--ro-bind", str(p), str(p)]
-    return cmd + ["--chdir", str(cwd or workspace), "--", *inner]
+    for p in hidden:  # last, over anything above: an empty folder, or an unreadable file, in its place
+        cmd += ["--tmpfs", str(p)] if Path(p).is_dir() else ["--ro-bind", "/dev/null", str(p)]
+    # The root itself (bwrap's tmpfs, holding the mount points) read-only: a candidate writes only where given.
+    return cmd + ["--remount-ro", "/", "--chdir", str(cwd or workspace), "--", *inner]
+
+
+_SYSTEM = ("/usr", "/etc")
+_SYSFS = ("/sys/devices/system/cpu", "/sys/devices/system/node")  # what torch's cpuinfo and OpenBLAS read
+_PRIVATE = ("/tmp", "/run", "/var/tmp", "/dev/shm")  # empty, the sandbox's own: no host socket lives there
+
+
+@functools.lru_cache(maxsize=None)
+def system_binds() -> tuple[str, ...]:
+    """The root of a sandbox: the system trees read-only, bwrap's own /dev and /proc, private empty tmpfs for
+    every folder where hosts keep sockets (/tmp, /run, /var/run, /dev/shm). Nothing else of the host: no
+    /home, /root, /var, /mnt, /srv, /opt, no Docker or D-Bus socket."""
+    out: list[str] = []
+    for d in _SYSTEM + _SYSFS:
+        if os.path.isdir(d):
+            out += ["--ro-bind", d, d]
+    for d in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
+        if os.path.islink(d):  # merged /usr: /bin -> usr/bin
+            out += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            out += ["--ro-bind", d, d]
+    out += ["--dev", "/dev", "--proc", "/proc"]
+    for d in _PRIVATE:
+        out += ["--tmpfs", d]
+    return tuple(out + ["--symlink", "../run", "/var/run"])
+
+
+@functools.lru_cache(maxsize=None)
+def python_paths() -> tuple[str, ...]:
+    """The host paths a candidate's Python needs, read-only: its environment (sys.prefix, base_prefix,
+    exec_prefix), its interpreter's real path, the installed successor package, and the sys.path a fresh
+    interpreter of this environment gets (stdlib, site-packages, the folders .pth files add, e.g. an editable
+    install's src/), each at its own path and at its real one. The project may live anywhere (a clone under
+    /tmp, a CI checkout). Not this process's own sys.path: it holds its working directory under `python -m`
+    (a home folder, a project with its runs) and whatever a test runner inserted. A path the system trees
+    already hold is left out, and so is a whole host folder (/, /tmp, /home...)."""
+    import successor
+
+    try:
+        fresh = json.loads(subprocess.run(
+            [sys.executable, "-P", "-c", "import sys, json; print(json.dumps(sys.path))"], capture_output=True,
+            text=True, timeout=60, env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}).stdout)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        fresh = []
+    found = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.executable, *successor.__path__,
+             *[p for p in fresh if isinstance(p, str) and p]]
+    paths = {q for p in found for q in (os.path.abspath(p), os.path.realpath(p)) if os.path.exists(q) and _bindable(q)}
+    # Each at its own path: what lies inside a bound folder is there already (binding it again would follow
+    # a link inside a read-only tree).
+    return tuple(sorted(q for q in paths if not any(q.startswith(o.rstrip("/") + "/") for o in paths)))
+
+
+_HOST_FOLDERS = {"/", "/tmp", "/run", "/var", "/home", "/root", "/mnt", "/srv", "/opt", "/media", "/dev", "/proc",
+                 "/sys", "/boot", "/var/run", "/var/tmp", "/var/lib"}
+
+
+def _bindable(path: str) -> bool:
+    if any(path == d or path.startswith(d + "/") for d in _SYSTEM + ("/bin", "/sbin", "/lib", "/lib64")):
+        return False  # the system trees hold it already
+    return (path.rstrip("/") or "/") not in _HOST_FOLDERS
