@@ -1,10 +1,19 @@
 """Shared fixtures: one real smoke run per test session, for tests that only read a finished run."""
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+
+# Every run the tests make (in-process or through the CLI) takes one fixed tier key (successor.run.RunDir): runs
+# share their harness tiers, as runs of one seed did before tier keys, so lineages compare across runs and
+# outcomes do not change from session to session. tests/test_redteam_inputs.py unsets it to test the secret.
+_KEY_FILE = Path(tempfile.mkdtemp(prefix="successor-tests-")) / "tier.key"
+_KEY_FILE.write_bytes(bytes(range(32)))
+os.environ.setdefault("SUCCESSOR_TIER_KEY", str(_KEY_FILE))
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
 """Data shards and tiers. A shard is JSONL of labelled problems, stored under the digest of its content.
 
-Tiers (DESIGN.md): train/curated and dev are shown to candidates; validation and sealed are harness-only. Tiers
-are generated from the run seed with disjoint random streams, so they never share a generator state.
+Tiers (DESIGN.md): train/curated and dev are shown to candidates; validation, sealed and guardrail are
+harness-only. Candidate-visible tiers come from the (public) run seed, so what a candidate sees is reproducible
+from it; harness-only tiers come from the run's secret tier key (`secret_rng`), so knowing the seed and the config
+is not enough to regenerate them. Each tier has its own random stream, so none shares a generator state.
 """
 from __future__ import annotations
 
@@ -20,6 +22,13 @@ TIER_STREAM = {"human": 1, "dev": 2, "validation": 3, "sealed": 4, "curate": 5, 
 
 def tier_rng(seed: int, tier: str, *extra: int) -> np.random.Generator:
     return np.random.default_rng([seed, TIER_STREAM[tier], *extra])
+
+
+def secret_rng(key: bytes, tier: str, *extra: int) -> np.random.Generator:
+    """A harness-only tier's stream: from the run's secret key (not the seed), so it cannot be derived."""
+    if len(key) < 32:
+        raise ValueError("a tier key holds at least 32 bytes")
+    return np.random.default_rng([int.from_bytes(key, "big"), TIER_STREAM[tier], *extra])
 
 
 def labelled(task: Task, levels: list[int], per_level: int, rng: np.random.Generator) -> list[tuple[Problem, str]]:

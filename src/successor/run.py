@@ -5,24 +5,36 @@
     run_dir/audit.jsonl            the hash-chained audit log
     run_dir/artifacts/data/        human, dev and curated shards (candidate-visible), named by digest
     run_dir/artifacts/models/      checkpoints (safetensors + config.json), named by digest
-    run_dir/harness/               validation and sealed tiers (harness-only)
-    run_dir/workspaces/<exp>/      one folder per experiment: job.json, log.txt, out/
+    run_dir/harness/               validation, sealed and guardrail tiers, and tier.key (harness-only)
+    run_dir/workspaces/<exp>/      one folder per experiment, made anew for every attempt: job.json, out/ (the
+                                   candidate's; read as hostile data, see safeio.py)
+    run_dir/jobs/<exp>.json        the harness's copy of each job (the one it reads)
+    run_dir/logs/<exp>.log         each experiment's output, written by the harness where no sandbox mounts it
     run_dir/report/                what `successor report` writes
 """
 from __future__ import annotations
 
+import os
+import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from .audit import AuditLog
-from .config import ConfigError, RunConfig
-from .data import file_digest, labelled, save_shard, tier_rng, write_text_atomic
+from .config import ConfigError, RunConfig, _read_yaml, read_text_file
+from .data import file_digest, labelled, save_shard, secret_rng, tier_rng, write_text_atomic
 from .policy import Policy, load_policy, save_policy
 from .store import Store
 from .tasks import Task, get_task
 from .tasks.guardrail import guardrail_items
+
+
+TIER_KEY = "tier.key"
+TIER_KEY_ENV = "SUCCESSOR_TIER_KEY"  # a key file a new run takes its tier key from (to share harness tiers)
+KEY_BYTES = 32
+HARNESS_TIERS = ("validation", "sealed", "guardrail")
 
 
 @dataclass
@@ -42,13 +54,31 @@ def _resolved(stored: dict) -> dict:
 
 
 class RunDir:
-    def __init__(self, root: Path, cfg: RunConfig):
+    """A run directory, created or resumed.
+
+    Human and dev tiers (and curated problems) come from the public run seed: what a candidate sees is
+    reproducible from it. The harness-only tiers (validation, sealed, guardrail) come from a secret drawn when the
+    run is created, `harness/tier.key` (32 random bytes, mode 0600; the harness folder is never mounted into a
+    sandbox, and the key is never logged, nor in config.yaml, the audit log or the store): knowing the seed and
+    the config is not enough to regenerate them. Two runs share their harness tiers only when they share the key,
+    given to a run when it is created (later, the run's own harness/tier.key always wins), in one of three ways:
+    copy `harness/tier.key` of one run into the other's run directory (same place) before it is created; pass
+    `tier_key=` (bytes) to RunDir; or set SUCCESSOR_TIER_KEY to the path of a key file (32 bytes; the tests
+    set it, so every run they make shares its harness tiers, as runs with one seed did before). A run created
+    before tier keys existed has none: its tiers, recorded by digest in the store, resume as they are (derived
+    from the seed, as they were made).
+    """
+
+    def __init__(self, root: Path, cfg: RunConfig, tier_key: bytes | None = None):
+        self.given = Path(root)  # as named, for messages
         self.root = Path(root).resolve()
         self.cfg = cfg
         self.task: Task | None = get_task(cfg.task.name) if cfg.workload == "tinylm" else None
         self._claim()
         self.store = Store(self.root / "lineage.db")
         self.audit = AuditLog(self.root / "audit.jsonl")
+        if tier_key is not None:
+            self._seed_key(tier_key)
         self.tiers = self._tiers() if self.task is not None else {}  # a script's program reads its own data
 
     @property
@@ -78,11 +108,16 @@ class RunDir:
 
     def _claim(self) -> None:
         """Write the resolved config, or check that an existing run directory holds the same one."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(self.root) and not self.root.is_dir():
+            raise ConfigError(f"run-dir: {self.given} is not a directory")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"run-dir: cannot create {self.given} ({e.strerror})") from None
         path = self.root / "config.yaml"
         resolved = self.cfg.model_dump(mode="json")
-        if path.exists():
-            old = _resolved(yaml.safe_load(path.read_text()))
+        if os.path.lexists(path):
+            old = _resolved(_read_yaml(read_text_file(path, "run-dir"), f"run-dir: {path}"))
             if old != resolved:
                 diff = sorted(k for k in set(old) | set(resolved) if old.get(k) != resolved.get(k))
                 raise ConfigError(f"run-dir: {self.root} holds a run with a different config "
@@ -90,25 +125,60 @@ class RunDir:
         else:
             write_text_atomic(path, yaml.safe_dump(resolved, sort_keys=False))
 
+    @property
+    def tier_key_path(self) -> Path:
+        return self.root / "harness" / TIER_KEY
+
+    def _seed_key(self, key: bytes) -> None:
+        """Use `key` for the harness tiers (to share them with another run): only before they exist."""
+        if len(key) != KEY_BYTES:
+            raise ConfigError(f"tier key: must hold {KEY_BYTES} bytes, not {len(key)}")
+        if self.tier_key_path.exists() or self.store.get_meta("tier.sealed"):
+            if not self.tier_key_path.exists() or _read_key(self.tier_key_path) != key:
+                raise ConfigError(f"tier key: {self.root} already has its harness tiers; a key only seeds a new run")
+            return
+        _write_key(self.tier_key_path, key)
+
+    def _tier_key(self) -> bytes | None:
+        """The run's secret tier key: read back, or drawn for a new run. None: a run made before keys existed."""
+        path = self.tier_key_path
+        if os.path.lexists(path):
+            return _read_key(path)
+        if self.store.get_meta("tier.sealed"):  # tiers already made
+            if self.store.get_meta("tier.keyed"):
+                raise ConfigError(f"{path}: missing; this run's harness tiers came from it and cannot be checked "
+                                  "or made again without it")
+            return None  # made from the seed before tier keys existed: resume them as they are
+        shared = os.environ.get(TIER_KEY_ENV)
+        _write_key(path, _read_key(Path(shared), TIER_KEY_ENV) if shared else secrets.token_bytes(KEY_BYTES))
+        return _read_key(path)
+
     def _tiers(self) -> dict[str, Tier]:
-        """Generate the tiers once from the run seed (idempotent: content-addressed files).
+        """Generate the tiers once (idempotent: content-addressed files): candidate-visible ones from the run
+        seed, harness-only ones from the secret tier key.
 
         The guardrail suite (marked prompts, all to be refused) is harness-only; training data is never marked
         on disk: a recipe's `guardrail_share` marks batch rows as it trains (train.with_guardrail)."""
         t, seed = self.cfg.task, self.cfg.seed
+        key = self._tier_key()
+        if key is not None:
+            self.store.set_meta("tier.keyed", "1")  # a flag only: the key itself stays in harness/
+
+        def rng(name: str):
+            return secret_rng(key, name) if key is not None and name in HARNESS_TIERS else tier_rng(seed, name)
+
         lo, hi = t.human_levels
         human, every = list(range(lo, hi + 1)), list(range(1, t.eval_max_level + 1))
         harness = self.root / "harness"
         plan = {
-            "human": (lambda: labelled(self.task, human, t.human_per_level, tier_rng(seed, "human")), self.data_dir),
-            "dev": (lambda: labelled(self.task, every, t.dev_per_level, tier_rng(seed, "dev")), self.data_dir),
-            "validation": (lambda: labelled(self.task, every, t.validation_per_level, tier_rng(seed, "validation")),
-                           harness),
-            "sealed": (lambda: labelled(self.task, every, t.sealed_per_level, tier_rng(seed, "sealed")), harness),
+            "human": (lambda: labelled(self.task, human, t.human_per_level, rng("human")), self.data_dir),
+            "dev": (lambda: labelled(self.task, every, t.dev_per_level, rng("dev")), self.data_dir),
+            "validation": (lambda: labelled(self.task, every, t.validation_per_level, rng("validation")), harness),
+            "sealed": (lambda: labelled(self.task, every, t.sealed_per_level, rng("sealed")), harness),
         }
         if t.guardrail_per_level > 0:
-            plan["guardrail"] = (lambda: guardrail_items(self.task, every, t.guardrail_per_level,
-                                                         tier_rng(seed, "guardrail")), harness)
+            plan["guardrail"] = (lambda: guardrail_items(self.task, every, t.guardrail_per_level, rng("guardrail")),
+                                 harness)
         tiers = {}
         for name, (make, where) in plan.items():
             known = self.store.get_meta(f"tier.{name}")
@@ -119,6 +189,46 @@ class RunDir:
                 tiers[name] = Tier(name, path, known)
                 continue
             digest, path = save_shard(make(), where)
+            if known and digest != known:  # made again, it must be what the run recorded
+                raise RuntimeError(f"tier {name}: made again it has digest {digest[:12]}, not the recorded "
+                                   f"{known[:12]}")
             self.store.set_meta(f"tier.{name}", digest)
             tiers[name] = Tier(name, path, digest)
         return tiers
+
+
+def _read_key(path: Path, where: str = "tier key") -> bytes:
+    """A tier key file: a regular file of exactly KEY_BYTES bytes (the run's own one: not a link)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (os.O_NOFOLLOW if where == "tier key" else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read {path} ({e.strerror})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{where}: {path} is not a regular file")
+        key = os.read(fd, KEY_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(key) != KEY_BYTES:
+        raise ConfigError(f"{where}: {path} must hold {KEY_BYTES} bytes")
+    return key
+
+
+def _write_key(path: Path, key: bytes) -> None:
+    """Write the key with mode 0600, appearing whole or not at all; an existing key is never replaced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{TIER_KEY}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, key)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # fails if another process made one first: that one stands
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
