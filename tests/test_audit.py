@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from successor import cli_audit, provenance
 from successor.audit import AuditLog, head_path, verify
+from successor.store import sha256_text, stage_text
 from successor.verify import verify_run
 
 # -- the chain -----------------------------------------------------------------------------------------------
@@ -186,12 +187,20 @@ def run_dir(tmp_path) -> Path:
     sealed, _ = save_shard([(Problem("70+80=", 2), "150")], root / "harness")
     parent = _model(root / "artifacts" / "models", 0)
     child = _model(root / "artifacts" / "models", 1)
+    train = {"successor": child, "status": "done"}
+    with sqlite3.connect(root / "lineage.db") as db:  # the store rows these events bind (verify_store)
+        db.executemany("INSERT INTO generations VALUES(?,?,'done',?,0,1,1,?,?)",
+                       [(0, None, sealed, parent, 1), (1, parent, sealed, child, 2)])
+        db.execute("INSERT INTO stages VALUES(1,'train','done',0,1,?)", (stage_text(train),))
+        db.execute("INSERT INTO experiments(id, candidate_id, generation, kind, status, model) "
+                   "VALUES('x1','c1',1,'successor','done',?)", (child,))
     log = AuditLog(root / "audit.jsonl")
     log.append("run.start", run_dir=str(root), tiers={"human": human, "sealed": sealed})
+    log.append("generation.start", generation=0, champion=None, sealed_digest=sealed)
     log.append("generation.end", generation=0, promoted=True, champion=parent, frontier=1)
     log.append("generation.start", generation=1, champion=parent, sealed_digest=sealed)
     log.append("experiment.end", generation=1, experiment="x1", status="done", model=child)
-    log.append("stage.train", generation=1, result={"successor": child, "status": "done"})
+    log.append("stage.train", generation=1, result=train, result_sha256=sha256_text(stage_text(train)))
     log.append("generation.end", generation=1, promoted=True, champion=child, frontier=2)
     path, digest = provenance.record(root, log, 1, _stmt(parent, child, human, sealed, patch=patch))
     assert path == root / "provenance" / "gen-1.json"
@@ -208,7 +217,7 @@ def _flip(path: Path, at: float = 0.5) -> None:
 def test_clean_run_verifies(run_dir):
     ok, lines = verify_run(run_dir)
     assert ok, lines
-    assert lines == ["ok: 7 events, 4 artifacts, 1 provenance statements verified"]
+    assert lines == ["ok: 8 events, 4 artifacts, 1 provenance statements, 6 store rows verified; head not anchored (no --key)"]
 
 
 def test_corrupted_checkpoint_byte_is_named(run_dir):
@@ -238,7 +247,7 @@ def test_tampered_provenance_is_caught_by_its_audit_digest(run_dir):
     assert provenance.check(path) == []
     ok, lines = verify_run(run_dir)
     assert not ok
-    assert lines == ["provenance/gen-1.json: sha256 differs from audit seq 6 (the file was changed after it was "
+    assert lines == ["provenance/gen-1.json: sha256 differs from audit seq 7 (the file was changed after it was "
                      "written)"]
 
 
@@ -247,7 +256,7 @@ def test_missing_model_named_in_the_audit_log_is_reported(run_dir):
     shutil.rmtree(run_dir / "artifacts" / "models" / child)
     ok, lines = verify_run(run_dir)
     assert not ok
-    assert lines[0].startswith(f"audit.jsonl: seq 3 (experiment.end) names model {child[:12]}"), lines
+    assert lines[0].startswith(f"audit.jsonl: seq 4 (experiment.end) names model {child[:12]}"), lines
     assert any(ln.startswith("provenance/gen-1.json: subject names model") for ln in lines), lines
 
 
@@ -281,7 +290,7 @@ def test_verify_run_reports_the_audit_chain(run_dir):
     log.write_bytes(b"".join(ln + b"\n" for ln in lines[:-1]))  # the provenance.written event is gone
     ok, out = verify_run(run_dir)
     assert not ok
-    assert out[0].startswith("audit.jsonl: audit.head says seq 6 but the log ends at seq 5"), out
+    assert out[0].startswith("audit.jsonl: audit.head says seq 7 but the log ends at seq 6"), out
     assert any("gen-1.json: not recorded in the audit log" in ln for ln in out), out
 
 
@@ -333,7 +342,7 @@ def _cli(*args: str):
 def test_cli_exit_codes(run_dir, tmp_path):
     res = _cli(str(run_dir))
     assert res.exit_code == 0, res.output
-    assert res.stdout.strip() == "ok: 7 events, 4 artifacts, 1 provenance statements verified"
+    assert res.stdout.strip() == "ok: 8 events, 4 artifacts, 1 provenance statements, 6 store rows verified; head not anchored (no --key)"
     _flip(next((run_dir / "harness").glob("*.jsonl")))
     res = _cli(str(run_dir))
     assert res.exit_code == 1

@@ -2,6 +2,7 @@
 at most the step in flight, and a re-run resumes from what is here."""
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -112,7 +113,7 @@ class Store:
 
     def stage_done(self, generation: int, name: str, result: dict) -> None:
         self.x("UPDATE stages SET status='done', finished=?, result=? WHERE generation=? AND name=?",
-               time.time(), json.dumps(result, sort_keys=True), generation, name)
+               time.time(), stage_text(result), generation, name)
 
     # -- generations -----------------------------------------------------------------------------------------
     def generation(self, idx: int) -> sqlite3.Row | None:
@@ -198,6 +199,7 @@ class Store:
         return {r["level"]: json.loads(r["items"]) for r in rows} or None
 
     def save_evaluation(self, model: str, tier: str, tier_digest: str, items: dict[int, list[int]]) -> None:
+        """The rows hash to `evaluation_sha256(items)`, which the audit event of the evaluation carries."""
         with self.lock, self.db:
             self.db.execute("BEGIN")
             for level, hits in items.items():
@@ -220,6 +222,25 @@ class Store:
         row = self.one("SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS t, "
                        "COALESCE(SUM(cost_usd), 0) AS c FROM llm_calls")
         return int(row["t"]), float(row["c"])
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stage_text(result: dict) -> str:
+    """The exact text a stage's result is stored as (its audit event carries this text's sha256)."""
+    return json.dumps(result, sort_keys=True)
+
+
+def evaluation_rows_sha256(rows: list[tuple[int, int, int, str]]) -> str:
+    """One evaluation's rows (level, n, correct, items text) as stored, hashed in level order."""
+    return sha256_text(json.dumps(sorted([int(a), int(b), int(c), str(d)] for a, b, c, d in rows)))
+
+
+def evaluation_sha256(items: dict[int, list[int]]) -> str:
+    """What `evaluation_rows_sha256` gives for the rows `save_evaluation(items)` writes."""
+    return evaluation_rows_sha256([(lvl, len(h), int(sum(h)), json.dumps(h)) for lvl, h in items.items()])
 
 
 def compute(db: sqlite3.Connection, generation: int | None = None) -> dict:

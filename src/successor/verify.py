@@ -1,5 +1,6 @@
-"""Verify a whole run directory offline: the audit chain, every artifact against the digest it is named by,
-every digest the audit log mentions, and every provenance statement.
+"""Verify a whole run directory offline: the audit chain (and, given a key, its signed head), every artifact
+against the digest it is named by and the shape of its folder, every digest the audit log mentions, every
+provenance statement, the lineage store against the chain (verify_store.py), and each experiment's log.
 
 Why: artifacts are content-addressed and the audit log is hash-chained, so a run is checkable after the fact
 by anyone holding the directory; this is the one place that does all the checks and reports each problem as
@@ -9,19 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 
-from . import provenance
-from .audit import read_records, verify
+from . import provenance, verify_store
+from .audit import losses, read_records, verify
 from .data import file_digest
 from .workloads.tinylm import checkpoint
 
 MODEL_KEYS = frozenset({"model", "champion", "successor", "parent", "parent_model"})
 SHARD_KEYS = frozenset({"sealed_digest"})  # plus every value of a "tiers" mapping
+MODEL_FILES = frozenset({"model.safetensors", "config.json"})
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 def is_run_dir(path: Path) -> bool:
@@ -60,13 +66,59 @@ class _Run:
             for d in sorted(self.models_dir.iterdir()):
                 if d.name.endswith(".tmp"):  # an interrupted copy, never named by anything
                     continue
-                self.models[d.name] = self._check(d, lambda p: checkpoint.digest(p))
+                self.models[d.name] = self._model_folder(d) and self._check(d, lambda p: checkpoint.digest(p))
         for sd in self.shard_dirs:
             if sd.is_dir():
                 for f in sorted(sd.glob("*.jsonl")):
-                    self.shards[f.stem] = self.shards.get(f.stem, True) and self._check(f, file_digest)
+                    ok = self._regular(f)  # a FIFO or a link is never read (a FIFO would hang the digest)
+                    self.shards[f.stem] = self.shards.get(f.stem, True) and ok and self._check(f, file_digest)
         if (root / "program.git").is_dir():
             self._script()
+
+    def _regular(self, path: Path) -> bool:
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISREG(mode):
+            self.problems.append(f"{path.relative_to(self.root)}: {_kind(mode)}, not a regular file")
+            return False
+        return True
+
+    def _model_folder(self, d: Path) -> bool:
+        """A model folder holds exactly model.safetensors and config.json, regular files: no links, nothing
+        else (whatever else lies there is a candidate's, never the harness's)."""
+        rel = d.relative_to(self.root)
+        mode = os.lstat(d).st_mode
+        if not stat.S_ISDIR(mode):
+            self.problems.append(f"{rel}: {_kind(mode)}, not a model folder")
+            return False
+        bad = []
+        for e in sorted(os.scandir(d), key=lambda e: e.name):
+            m = e.stat(follow_symlinks=False).st_mode
+            if not stat.S_ISREG(m):
+                bad.append(f"{e.name!r} ({_kind(m)})")
+            elif e.name not in MODEL_FILES:
+                bad.append(f"{e.name!r} (an extra file)")
+        missing = sorted(MODEL_FILES - {e.name for e in os.scandir(d)})
+        if bad or missing:
+            self.problems.append(f"{rel}: a model folder holds exactly model.safetensors and config.json as "
+                                 f"regular files; it holds " + ", ".join(bad + [f"no {m}" for m in missing]))
+            return False
+        return True
+
+    def _artifact_folder(self, d: Path) -> bool:
+        """A script artifact (a file or a tree) holds regular files and folders only: no links, FIFOs, devices."""
+        rel, bad = d.relative_to(self.root), []
+        if not stat.S_ISDIR(os.lstat(d).st_mode):
+            self.problems.append(f"{rel}: {_kind(os.lstat(d).st_mode)}, not an artifact folder")
+            return False
+        for top, dirs, files in os.walk(d, followlinks=False):
+            for name in dirs + files:
+                m = os.lstat(os.path.join(top, name)).st_mode
+                if not (stat.S_ISREG(m) or stat.S_ISDIR(m)):
+                    bad.append(f"{os.path.relpath(os.path.join(top, name), d)} ({_kind(m)})")
+        if bad:
+            self.problems.append(f"{rel}: holds {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}: an "
+                                 f"artifact holds regular files and folders only")
+        return not bad
 
     def _script(self) -> None:
         """A script run: its artifacts (named by digest), its programs (a commit and knobs, named by their
@@ -78,7 +130,7 @@ class _Run:
         arts = self.root / "artifacts" / "script"
         for d in sorted(arts.iterdir()) if arts.is_dir() else []:
             if not d.name.endswith(".tmp"):
-                inside = list(d.iterdir())
+                inside = list(d.iterdir()) if self._artifact_folder(d) else []
                 self.models[d.name] = len(inside) == 1 and self._check(d, lambda p: artifact_digest(inside[0]))
         cfg = yaml.safe_load((self.root / "config.yaml").read_text())
         db = sqlite3.connect(f"file:{self.root / 'lineage.db'}?mode=ro", uri=True, timeout=30)
@@ -139,13 +191,51 @@ class _Run:
         return None if known[digest] else f"names {kind} {digest[:12]}, whose content does not match it"
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISLNK, "a link"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+                       (stat.S_ISREG, "a file")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _logs(root: Path, records: list[dict]) -> list[str]:
+    """Each finished experiment whose experiment.end carries log_sha256: logs/<exp>.log exists and matches."""
+    last: dict[str, dict] = {}
+    for rec in records:
+        d = rec.get("data")
+        if rec.get("event") == "experiment.end" and isinstance(d, dict) and isinstance(d.get("experiment"), str):
+            last[d["experiment"]] = d
+    out = []
+    for exp, d in sorted(last.items()):
+        want = d.get("log_sha256")
+        if not isinstance(want, str):
+            continue
+        if not SAFE_NAME.match(exp):
+            out.append(f"audit.jsonl: experiment.end names experiment {exp[:40]!r}, not a safe file name")
+            continue
+        path = root / "logs" / f"{exp}.log"
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            out.append(f"logs/{exp}.log: missing")
+            continue
+        if not stat.S_ISREG(mode):
+            out.append(f"logs/{exp}.log: {_kind(mode)}, not a regular file")
+        elif file_digest(path) != want:
+            out.append(f"logs/{exp}.log: changed (its sha256 differs from the experiment.end event's)")
+    return out
+
+
 def _relative(root: Path, path: str) -> str:
     p = Path(path)
     return str(p.relative_to(root)) if p.is_absolute() and p.is_relative_to(root) else path
 
 
-def verify_run(run_dir: Path) -> tuple[bool, list[str]]:
-    """(ok, lines): one line per problem, or one "ok: ..." summary line when there are none."""
+def verify_run(run_dir: Path, key: Path | None = None) -> tuple[bool, list[str]]:
+    """(ok, lines): one line per problem, or one "ok: ..." summary line when there are none. With `key` (an
+    Ed25519 public key, or the private one), the chain's head must also be signed by it (audit_sign.py)."""
     root = Path(run_dir).resolve()
     if not is_run_dir(root):
         return False, [f"{run_dir}: not a run directory (no lineage.db)"]
@@ -157,9 +247,10 @@ def verify_run(run_dir: Path) -> tuple[bool, list[str]]:
         problems.append("audit.jsonl: missing")
     else:
         ok, msg = verify(log)
-        if not ok:
-            problems.append(f"audit.jsonl: {msg}")
         records = read_records(log)
+        if not ok:
+            lost = losses(log, records)  # the log's own record of what was lost: one line each
+            problems += [f"audit.jsonl: {x}" for x in (lost if lost and msg.startswith(lost[0]) else [msg])]
 
     reported: set[tuple[str, str]] = set()
     written: dict[str, dict] = {}  # provenance path -> its latest provenance.written record
@@ -183,11 +274,43 @@ def verify_run(run_dir: Path) -> tuple[bool, list[str]]:
         if not (root / rel).is_file():
             problems.append(f"audit.jsonl: seq {rec.get('seq')} ({provenance.EVENT}) names {rel}, which is missing")
 
+    problems += _logs(root, records)
+    n_rows = 0
+    try:
+        db = sqlite3.connect(f"file:{root / 'lineage.db'}?mode=ro", uri=True, timeout=30)
+        try:
+            store_problems, n_rows = verify_store.check(db, records, root)
+        finally:
+            db.close()
+        problems += store_problems
+    except sqlite3.Error as e:
+        problems.append(f"lineage.db: unreadable ({e})")
+    anchor = _anchor(log, records, key, problems)
+
     if problems:
         return False, problems
     n_artifacts = len(run.models) + len(run.shards)
-    return True, [f"ok: {len(records)} events, {n_artifacts} artifacts, {len(statements)} provenance statements "
-                  f"verified"]
+    return True, [f"ok: {len(records)} events, {n_artifacts} artifacts, {len(statements)} provenance statements, "
+                  f"{n_rows} store rows verified; {anchor}"]
+
+
+def _anchor(log: Path, records: list[dict], key: Path | None, problems: list[str]) -> str:
+    """How the head is anchored: checked against `key`, or said to be unanchored."""
+    keys = [r["data"]["audit_key"] for r in records if r.get("event") in ("run.start", "run.resume")
+            and isinstance(r.get("data"), dict) and isinstance(r["data"].get("audit_key"), str)]
+    if key is None:
+        hint = f" (the run signed with key {keys[-1][:16]}: pass --key)" if keys else ""
+        return f"head not anchored (no --key){hint}"
+    from . import audit_sign
+
+    try:
+        pub = audit_sign.load_public(key)
+    except ValueError as e:
+        problems.append(f"--key: {e}")
+        return ""
+    found, summary = audit_sign.check(log, pub, records)
+    problems += found
+    return summary
 
 
 def _check_statement(run: _Run, path: Path, written: dict[str, dict], promoted: dict[int, str]) -> list[str]:
