@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,25 @@ err = Console(stderr=True)
 def _fail(msg: str, code: int = 2) -> None:
     err.print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)  # one line, never wrapped
     raise typer.Exit(code)
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _existing_run(run_dir: Path) -> None:
+    """One line and exit 2 unless `run_dir` is a directory holding a run (its lineage.db an SQLite file)."""
+    if not run_dir.is_dir():  # a file, a link to one, nothing at all
+        _fail(f"{run_dir} is not a run directory ({'not a directory' if run_dir.exists() else 'not found'})")
+    db = run_dir / "lineage.db"
+    if not db.exists():
+        _fail(f"{run_dir} is not a run directory (no lineage.db)")
+    try:
+        with open(db, "rb") as f:  # a directory raises here; a FIFO is never a regular file
+            head = f.read(len(SQLITE_MAGIC)) if db.is_file() else b""
+    except OSError as e:
+        _fail(f"{run_dir} is not a run directory (lineage.db: {e.strerror})")
+    if head != SQLITE_MAGIC:
+        _fail(f"{run_dir} is not a run directory (lineage.db is not an SQLite database)")
 
 
 class LiveView:
@@ -78,6 +98,9 @@ def run(
     policy: Optional[Path] = typer.Option(None, "--policy", help="policy YAML (isolation, budgets, approval, "
                                           "tripwires); copied into the run directory, where it can be edited"),
     quiet: bool = typer.Option(False, "--quiet", help="no live display"),
+    audit_key: Optional[Path] = typer.Option(None, "--audit-key", envvar="SUCCESSOR_AUDIT_KEY",
+                                             help="private key (successor audit keygen) that signs the audit "
+                                             "log's head after every append; keep it outside the run directory"),
 ) -> None:
     """Run (or resume) the generation loop. Exit 0: finished; 3: paused on a budget or stopped (re-run to go
     on); 2: bad input or the policy's isolation cannot be had."""
@@ -90,6 +113,10 @@ def run(
         cfg = load_config(config, preset)
         pol = load_policy(policy) if policy is not None else None
         rd = RunDir(run_dir, cfg)
+        if audit_key is not None:
+            from .audit_sign import Signer
+
+            rd.audit.signer = Signer(audit_key)  # a ValueError (bad key) is a user error below
         if pol is not None:
             rd.set_policy(pol)
         done_before = len(rd.store.q("SELECT idx FROM generations WHERE status='done'"))
@@ -102,6 +129,10 @@ def run(
             loop = Loop(rd, view)
     except (ConfigError, IsolationError, ValueError) as e:
         _fail(str(e))
+    except OSError as e:
+        _fail(f"run-dir: {run_dir}: {e.strerror or e}" + (f" ({e.filename})" if e.filename else ""))
+    except sqlite3.DatabaseError as e:
+        _fail(f"run-dir: {run_dir}: its lineage.db is not a usable SQLite database ({e})")
     try:
         if quiet or not sys.stderr.isatty():
             state = loop.run_all()
@@ -156,8 +187,7 @@ def status(
     """Each generation: champion, promoted or not, the gate's statistics and the >=99% frontier."""
     from .status import status_dict
 
-    if not (run_dir / "lineage.db").exists():
-        _fail(f"{run_dir} is not a run directory (no lineage.db)")
+    _existing_run(run_dir)
     if as_json:
         print(json.dumps(status_dict(run_dir), indent=2))
     else:
@@ -169,17 +199,18 @@ def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
     """Write DIR/report/: a self-contained report.html, report.md, summary.md (one screen) and the PNG plots."""
     from .report import write_report
 
-    if not (run_dir / "lineage.db").exists():
-        _fail(f"{run_dir} is not a run directory (no lineage.db)")
-    out = write_report(run_dir)
+    _existing_run(run_dir)
+    try:
+        out = write_report(run_dir)
+    except OSError as e:  # DIR/report is a file, a full disk, no permission
+        _fail(f"report: cannot write {e.filename or run_dir / 'report'} ({e.strerror or e})")
     Console().print(f"report written in {out}: report.html (self-contained, shareable), report.md, summary.md")
 
 
 def _run_dir(run_dir: Path):
     from .store import Store
 
-    if not (run_dir / "lineage.db").exists():
-        _fail(f"{run_dir} is not a run directory (no lineage.db)")
+    _existing_run(run_dir)
     return Store(run_dir / "lineage.db")
 
 

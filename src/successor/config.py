@@ -5,10 +5,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from .schema import Strict
+from .yamlfile import ConfigError, read_text_file
+from .yamlfile import read_yaml as _read_yaml
 from .workloads.script.config import ScriptConfig
 from .workloads.tinylm.recipe import Recipe
 
@@ -270,10 +271,6 @@ class RunConfig(Strict):
         return self
 
 
-class ConfigError(ValueError):
-    """A config problem, phrased as one line that names the field."""
-
-
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
@@ -285,16 +282,6 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("successor.presets").iterdir() if p.name.endswith(".yaml"))
 
 
-def _read_yaml(text: str, where: str) -> dict:
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: the top level must be a mapping of fields")
-    return data
-
-
 def load_config(path: Path | None = None, preset: str | None = None) -> RunConfig:
     """Preset (default: `default`) overlaid with the YAML file, then validated."""
     name = preset or "default"
@@ -303,9 +290,7 @@ def load_config(path: Path | None = None, preset: str | None = None) -> RunConfi
     data = _read_yaml(resources.files("successor.presets").joinpath(f"{name}.yaml").read_text(), f"preset {name}")
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config: file not found: {path}")
-        data = _merge(data, _read_yaml(path.read_text(), str(path)))
+        data = _merge(data, _read_yaml(read_text_file(path, "config"), f"config: {path}"))
         script = data.get("script") if isinstance(data.get("script"), dict) else {}
         if isinstance(script.get("program"), str):  # named relative to the config file, wherever one runs it from
             script["program"] = str((path.parent / script["program"]).resolve())
@@ -321,4 +306,5 @@ def validated(model: type[BaseModel], data: dict, prefix: str = "", error: type[
     except ValidationError as e:
         err = e.errors()[0]
         field = prefix + (".".join(str(x) for x in err["loc"]) or "config")
-        raise error(f"{field}: {err['msg']} (got {err.get('input')!r})") from None
+        got = repr(err.get("input"))
+        raise error(f"{field}: {err['msg']} (got {got if len(got) <= 200 else got[:200] + '...'})") from None
