@@ -211,7 +211,7 @@ def test_the_run_finishes_and_the_page_shows_every_generation_and_each_node(live
     g1 = [r["id"] for r in db.execute("SELECT id FROM candidates WHERE generation=1 ORDER BY ordinal")]
     # What a candidate writes is shown as text: a log line that is markup must not become an element.
     g0_exp = db.execute("SELECT id FROM experiments WHERE candidate_id='g0c0'").fetchone()["id"]
-    with open(root / "workspaces" / g0_exp / "log.txt", "a") as f:
+    with open(root / "logs" / f"{g0_exp}.log", "a") as f:
         f.write('\n<img id="injected" src="/x" onerror="document.title=1"><script>document.title=2</script>\n')
     with chromium() as browser:
         page = _page(browser, errors)
@@ -233,7 +233,8 @@ def test_the_run_finishes_and_the_page_shows_every_generation_and_each_node(live
         page.click("#details-body summary:text('log tail')")
         assert '<img id="injected"' in page.inner_text("#details-body")
         assert page.locator("#injected").count() == 0 and page.locator("#details-body script").count() == 0
-        expect(page.locator("#audit-badge")).to_have_text("audit: verified")
+        # the markup appended to the harness's log above is tampering, and the audit says so (logs/<exp>.log)
+        expect(page.locator("#audit-badge")).to_have_text("audit: 1 problem(s)")
         wait_for(lambda: page.locator("img[data-plot]").evaluate_all(
             "imgs => imgs.length === 5 && imgs.every(i => i.complete && i.naturalWidth > 0)"), 60, "the plots")
         page.screenshot(path=str(artifact("dashboard-finished.png")), full_page=True)
@@ -259,17 +260,27 @@ def test_the_dashboard_stops_by_itself_and_refuses_a_busy_port(live):
 def test_what_a_candidate_writes_for_the_dashboard_is_read_as_bounded_data(tmp_path):
     from successor.dashboard.live import PROGRESS_MAX_BYTES, clean_curve, read_progress
 
-    p = tmp_path / "progress.json"
+    ws = tmp_path / "ws"
+    (ws / "out").mkdir(parents=True)
+    p = ws / "out" / "progress.json"
     p.write_text(json.dumps({"step": 5, "total": 10, "loss": 1.5, "curve": [[0, 2.0], [5, 1.5]]}))
-    assert read_progress(p) == {"step": 5.0, "total": 10.0, "loss": 1.5, "curve": [[0.0, 2.0], [5.0, 1.5]]}
+    assert read_progress(ws) == {"step": 5.0, "total": 10.0, "loss": 1.5, "curve": [[0.0, 2.0], [5.0, 1.5]]}
     p.write_text('{"step": "5; rm -rf /", "loss": NaN, "curve": [[0, Infinity], [1, 2.0], "x", [1]]}')
-    assert read_progress(p) == {"step": None, "total": None, "loss": None, "curve": [[1.0, 2.0]]}
+    assert read_progress(ws) == {"step": None, "total": None, "loss": None, "curve": [[1.0, 2.0]]}
     for junk in ("[1, 2]", "not json", ""):
         p.write_text(junk)
-        assert read_progress(p) is None
+        assert read_progress(ws) is None
     p.write_text(json.dumps({"step": 1, "curve": [[0, 1.0]] * (PROGRESS_MAX_BYTES // 8)}))
-    assert read_progress(p) is None, "a file past the cap is not read at all"
-    assert read_progress(tmp_path / "missing.json") is None
+    assert read_progress(ws) is None, "a file past the cap is not read at all"
+    assert read_progress(tmp_path / "missing") is None
+    secret = tmp_path / "secret.json"  # a link to a file the candidate cannot see is not followed
+    secret.write_text(json.dumps({"step": 7, "total": 7}))
+    p.unlink()
+    p.symlink_to(secret)
+    assert read_progress(ws) is None
+    p.unlink()
+    os.mkfifo(p)  # a FIFO nobody writes would block a plain open() forever
+    assert read_progress(ws) is None
     thinned = clean_curve([[i, float(i)] for i in range(10_000)])
     assert len(thinned) <= 2001 and thinned[0] == [0.0, 0.0] and thinned[-1] == [9999.0, 9999.0]
 

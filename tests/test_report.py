@@ -154,7 +154,7 @@ def test_report_on_finished_run(smoke_run: Path, tmp_path: Path):
     assert f"**generations done**: {gens}" in md
     assert f"**promoted**: {promoted}" in md
     assert champ[:12] in md and champ[:12] in page
-    ok = re.compile(r"verified: ok: \d+ events, \d+ artifacts, \d+ provenance statements verified")
+    ok = re.compile(r"verified: ok: \d+ events, \d+ artifacts, \d+ provenance statements, \d+ store rows verified")
     assert ok.search(md) and ok.search(page)
     assert "hidden checker" in md and "hidden checker" in page
     curation = md.split("## Curation", 1)[1]
