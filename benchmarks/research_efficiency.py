@@ -75,7 +75,7 @@ QUICK_BASE = {
     "name": "research-efficiency-quick",
     "task": {"human_per_level": 300, "eval_max_level": 3, "dev_per_level": 20, "validation_per_level": 20,
              "sealed_per_level": 40, "guardrail_per_level": 0},
-    "bootstrap": {"steps": 60, "guardrail_share": 0.0, "guardrail_from": 0},
+    "bootstrap": {"steps": 300, "guardrail_share": 0.0, "guardrail_from": 0},  # 60 was promoted only on some sealed draws
     "successor": {"steps": 40, "guardrail_share": 0.0},
     "researcher": {"candidates": 2},
     "curator": {"problems": 40, "levels_ahead": 1},
