@@ -714,8 +714,6 @@ class Loop:
         new_champion = ctx["train"]["successor"] if promoted else champion
         front = evaluator.frontier(evaluator.accuracy(self.grade(new_champion, "sealed")),
                                    self.cfg.gate.solve_threshold) if new_champion else 0
-        if promoted:
-            self.store.x("UPDATE data_manifests SET accepted=1 WHERE generation=? AND kind='curated'", g)
         return {"promoted": promoted, "champion": new_champion, "frontier": front, "sealed_digest": sealed.digest,
                 "tested_levels": tested,
                 "reasons": {cid: d.reason for cid, d in decisions.items()}}
@@ -751,7 +749,8 @@ class Loop:
                               promoted=False, reason=why, stats_sha256=sha256_text(row["stats"]), amended=True)
             self.store.x("UPDATE gate_decisions SET promoted=0, reason=? WHERE generation=? AND candidate_id=?",
                          why, g, sel)
-            # the gate stage accepted the generation's curated data; the refusal takes it back
+            # data is accepted only below, once promoted; a run whose gate stage an older version ran accepted it
+            # there, and the refusal takes it back
             self.store.x("UPDATE data_manifests SET accepted=0 WHERE generation=? AND kind='curated'", g)
         if not promoted:
             front = self.store.generation(g - 1)["frontier"] if g > 0 and champion else 0
