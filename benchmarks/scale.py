@@ -43,7 +43,7 @@ from successor import integrity  # noqa: E402
 from successor.config import load_config  # noqa: E402
 from successor.data import save_shard  # noqa: E402
 from successor.executor import Experiment, LocalExecutor, usable_cores  # noqa: E402
-from successor.loop import Loop  # noqa: E402
+from successor.driver import Driver  # noqa: E402
 from successor.policy import Policy  # noqa: E402
 from successor.run import RunDir  # noqa: E402
 from successor.sandbox import isolation_mode  # noqa: E402
@@ -59,35 +59,32 @@ QUICK = {"successor_steps": 60, "candidates": 3, "rungs": 2, "eta": 3, "mutation
 
 
 # -- successive halving against full-budget evaluation, and the harness overhead of the full arm ---------------
-class Timed(Loop):
-    """The loop, with the intervals it spends on work: sandboxed training (Popen to reap), grading, curation."""
+def timed(driver: Driver) -> Driver:
+    """The driver, with the intervals it spends on work recorded in `driver.busy`: sandboxed training (Popen to
+    reap), grading, curation."""
+    busy: list[tuple[float, float]] = []
+    wl, run = driver.workload, driver.lab.executor.run
 
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.busy: list[tuple[float, float]] = []
-        run = self.executor.run
+    def timed_run(exp, on_start=None):
+        out = run(exp, on_start)
+        end = time.monotonic()
+        busy.append((end - out.wall_s, end))
+        return out
 
-        def timed_run(exp, on_start=None):
-            out = run(exp, on_start)
-            end = time.monotonic()
-            self.busy.append((end - out.wall_s, end))
-            return out
+    def interval(fn):
+        def wrapped(*a, **kw):
+            t0 = time.monotonic()
+            try:
+                return fn(*a, **kw)
+            finally:
+                busy.append((t0, time.monotonic()))
+        return wrapped
 
-        self.executor.run = timed_run
-
-    def grade(self, digest, tier):
-        t0 = time.monotonic()
-        try:
-            return super().grade(digest, tier)
-        finally:
-            self.busy.append((t0, time.monotonic()))
-
-    def _curate(self, g, ctx):
-        t0 = time.monotonic()
-        try:
-            return super()._curate(g, ctx)
-        finally:
-            self.busy.append((t0, time.monotonic()))
+    driver.lab.executor.run = timed_run
+    wl.grade = wl.grader.grade = interval(wl.grader.grade)
+    wl.curate = interval(wl.curate)
+    driver.busy = busy
+    return driver
 
 
 def covered(intervals: list[tuple[float, float]]) -> float:
@@ -116,10 +113,10 @@ def base_config(p: dict, path: Path) -> Path:
     return path
 
 
-def run_loop(root: Path, conf: Path, policy: dict, cls=Loop):
+def run_loop(root: Path, conf: Path, policy: dict, instrument=lambda d: d):
     run = RunDir(root, load_config(conf))
     run.set_policy(Policy.model_validate(policy))
-    loop = cls(run)
+    loop = instrument(Driver(run))
     t0 = time.monotonic()
     try:
         state = loop.run_all()
@@ -146,7 +143,7 @@ def halving_vs_full(p: dict, work: Path) -> dict:
         for arm, halv in (("full", {"rungs": 1, "eta": p["eta"]}), ("halving", {"rungs": p["rungs"], "eta": p["eta"]})):
             dest = work / f"{arm}{i}"
             conf = fork(base, dest, {"researcher.mutation_rate": m, "loop.halving": halv})
-            loop, state, wall = run_loop(dest, conf, NO_WAIT, Timed)
+            loop, state, wall = run_loop(dest, conf, NO_WAIT, timed)
             arms[arm] = {"loop": loop, "wall": wall, "root": dest, **arm_compute(dest)}
         full = arms["full"]
         with closing(sqlite3.connect(full["root"] / "lineage.db")) as db:
@@ -155,7 +152,7 @@ def halving_vs_full(p: dict, work: Path) -> dict:
                              .fetchone()[0])
         again = RunDir(full["root"], load_config(full["root"] / "config.yaml"))  # the run closed its store
         try:
-            ranking, _, _ = Loop(again).rank(champion, {c: e["model"] for c, e in exp.items() if e["model"]}, "dev")
+            ranking, _, _ = Driver(again).workload.rank(champion, {c: e["model"] for c, e in exp.items() if e["model"]}, "dev")
         finally:
             again.store.close()
         with closing(sqlite3.connect(arms["halving"]["root"] / "lineage.db")) as db:

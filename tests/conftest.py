@@ -20,7 +20,7 @@ os.environ.setdefault("SUCCESSOR_TIER_KEY", str(_KEY_FILE))
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run the smoke preset once (about a minute) and return its run directory. Treat it as read-only."""
     from successor.config import load_config
-    from successor.loop import Loop
+    from successor.driver import Driver
     from successor.run import RunDir
 
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
@@ -30,7 +30,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Not waiting for a human: a violation here must fail the tests that read this run, not hang the session.
     rundir.set_policy(Policy.model_validate({"tripwires": {"integrity_violation": False}}))
     try:
-        Loop(rundir).run_all()
+        Driver(rundir).run_all()
     finally:
         rundir.store.close()
     return run_dir

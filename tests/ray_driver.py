@@ -33,7 +33,7 @@ from conftest import TINY  # noqa: E402
 from successor import ray_executor  # noqa: E402
 from successor.config import RayConfig, load_config  # noqa: E402
 from successor.executor import Experiment, LocalExecutor  # noqa: E402
-from successor.loop import Loop, Stopped  # noqa: E402
+from successor.driver import Driver, Stopped  # noqa: E402
 from successor.policy import Policy  # noqa: E402
 from successor.run import RunDir  # noqa: E402
 
@@ -194,7 +194,7 @@ def run_loop(out: Path, name: str, executor: dict, kill_nth: int | None, cls) ->
     watcher.start()
     t0 = time.monotonic()
     try:
-        loop = Loop(rd)
+        loop = Driver(rd)
         state = loop.run_all()
         loop.executor.close()
     finally:

@@ -22,12 +22,11 @@ from successor.cli import app
 from successor.compare import HEAD, PLOTS, default_labels, write_comparison
 from successor.config import load_config
 from successor.lineage import acceleration, fidelity, guardrail_points, open_ro
-from successor.loop import Loop
+from successor.driver import Driver
 from successor.policy import Policy
 from successor.run import RunDir
 from successor.status import status_dict
 from successor.verify import verify_run
-from successor.workloads.script.loop import ScriptLoop
 
 runner = CliRunner()
 NO_TRIPWIRE = {"tripwires": {"integrity_violation": False}}  # a violation fails the checks, never waits
@@ -40,7 +39,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rd = RunDir(root / "tiny", load_config(tiny_config(root / "tiny.yaml", generations=1), "smoke"))
     rd.set_policy(Policy.model_validate(NO_TRIPWIRE))
     try:
-        assert Loop(rd).run_all() == "finished"
+        assert Driver(rd).run_all() == "finished"
     finally:
         rd.store.close()
     return root / "tiny"
@@ -58,7 +57,7 @@ def script_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         (root / "successor.yaml").write_text(SCRIPT_CONFIG.replace("GENS", str(gens)))
         rd = RunDir(root / "run", load_config(root / "successor.yaml"))
         rd.set_policy(Policy.model_validate(NO_TRIPWIRE))
-        assert ScriptLoop(rd).run_all() == "finished"
+        assert Driver(rd).run_all() == "finished"
         runs.append(root / "run")
     return runs
 

@@ -108,12 +108,12 @@ def test_config_file_overlays_preset(tmp_path):
 
 
 def test_run_dir_with_a_different_config_is_refused(tmp_path, monkeypatch):
-    import successor.loop
+    import successor.driver
 
     def never(self):  # if the refusal were missing, fail instead of training
         raise AssertionError("the loop must not start")
 
-    monkeypatch.setattr(successor.loop.Loop, "run_all", never)
+    monkeypatch.setattr(successor.driver.Driver, "run_all", never)
     run_dir = tmp_path / "existing-run-directory-with-a-long-name-so-the-message-exceeds-eighty-columns"
     run_dir.mkdir()
     held = yaml.safe_dump(load_config(preset="smoke").model_dump(mode="json"), sort_keys=False)

@@ -12,7 +12,7 @@ from successor import curator
 from successor.config import ConfigError, CuratorConfig, load_config
 from successor.curator import (curate_level, inject_noise, schedule_levels, thresholds, vote, well_formed,
                                with_relabel)
-from successor.loop import Loop
+from successor.workloads.tinylm.workload import TinyLMWorkload
 from successor.tasks import Problem, get_task, mark
 from successor.workloads.tinylm.train import Mixture
 
@@ -277,7 +277,7 @@ def test_relabel_labels_every_level_past_the_human_data_again():
 def test_training_data_follows_the_policy(policy, shard, expected):
     loop = SimpleNamespace(accepted_data=lambda: ["g1", "g2"],
                            cfg=SimpleNamespace(curator=CuratorConfig(policy=policy)))
-    assert Loop.training_data(loop, shard) == expected
+    assert TinyLMWorkload.training_data(loop, shard) == expected
 
 
 # -- the training mixture -------------------------------------------------------------------------------------
@@ -310,7 +310,7 @@ def test_an_empty_source_drops_out_and_the_rest_keep_their_ratio():
 
 
 def test_the_gate_tests_up_to_the_highest_curated_and_at_least_one_past_the_frontier():
-    from successor.loop import tested_levels
+    from successor.workloads.tinylm.gating import tested_levels
 
     assert tested_levels([9, 10], frontier=8, last=20) == list(range(1, 11))  # labels past the frontier
     # standard schedule, champion ahead of its training length: labelled 9, solves 1-9, the gain is at 10

@@ -9,14 +9,14 @@ from successor.config import load_config
 from successor.report import write_report
 from successor.run import RunDir
 from successor.verify import verify_run
-from successor.workloads.script.loop import ScriptLoop
+from successor.driver import Driver
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
 def test_evolution_improves_the_digits_example_and_the_gain_is_verified(tmp_path):
     cfg = load_config(EXAMPLES / "digits" / "quick.yaml")
-    loop = ScriptLoop(RunDir(tmp_path / "run", cfg))
+    loop = Driver(RunDir(tmp_path / "run", cfg))
     assert loop.run_all() == "finished"
     rows = loop.store.q("SELECT generation, promoted, reason, stats FROM gate_decisions WHERE role='successor' "
                         "ORDER BY generation")

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from successor.cli import app
 from successor.config import load_config
 from successor.executor import Experiment, LocalExecutor
-from successor.loop import Loop
+from successor.driver import Driver, tripwires
 from successor.policy import Policy
 from successor.researchers.evolution import Proposal
 from successor.run import RunDir
@@ -61,7 +61,7 @@ def test_a_tripwire_pauses_the_run_until_a_human_approves_or_rejects(tmp_path):
     def run_loop():  # the store's connection belongs to the thread that opens it
         run = RunDir(root, cfg)
         try:
-            result["state"] = Loop(run, researcher=HonestPlusOneCheat()).run_all()
+            result["state"] = Driver(run, researcher=HonestPlusOneCheat()).run_all()
         finally:
             run.store.close()
 
@@ -99,15 +99,13 @@ def test_the_capability_tripwire_reads_the_rise_over_every_tested_level():
     """With the gate's effect measured on the unsolved levels only, one level going 0.40 -> 0.97 is +0.57 there:
     an ordinary step, +0.057 over the ten levels tested. The tripwire (a rise in mean sealed accuracy over the
     tested levels, as the policy says) fires on the pooled rise, not on the narrower effect."""
-    from types import SimpleNamespace
-    loop = SimpleNamespace(policy=Policy.model_validate({"tripwires": {"integrity_violation": False,
-                                                                       "capability_jump": 0.5}}))
-    trip = lambda stats: Loop._tripwires(loop, 2, True, stats, False)  # noqa: E731
+    policy = Policy.model_validate({"tripwires": {"integrity_violation": False, "capability_jump": 0.5}})
+    trip = lambda stats: tripwires(policy, [], True, stats, False)  # noqa: E731
     assert trip({"effect": 0.57, "tested_effect": 0.057}) == []
     assert trip({"effect": 0.57, "tested_effect": 0.6}) == [
         "capability jump: sealed accuracy +0.600 over the tested levels in one generation (tripwire 0.5)"]
     assert trip({"effect": 0.6}) != []  # a decision recorded before tested_effect existed reads its effect
-    assert Loop._tripwires(loop, 2, False, {"tested_effect": 0.9}, False) == []  # nothing promoted, nothing to see
+    assert tripwires(policy, [], False, {"tested_effect": 0.9}, False) == []  # nothing promoted, nothing to see
 
 
 def _running(root: Path):

@@ -13,7 +13,7 @@ import pytest
 from conftest import tiny_config
 
 from successor.config import load_config
-from successor.loop import Loop
+from successor.driver import Driver
 from successor.policy import Policy
 from successor.researchers.evolution import Proposal
 from successor.run import RunDir
@@ -209,14 +209,14 @@ def red_run(tmp_path_factory):
                                  "tripwires": {"integrity_violation": False}})
     run.set_policy(pol)
     before = {p: Path(p).read_bytes() for p in (EVALUATOR, CHECKER)}
-    loop = Loop(run, researcher=RedTeam({k: v[0] for k, v in table.items()}))
+    loop = Driver(run, researcher=RedTeam({k: v[0] for k, v in table.items()}))
     audit_before = (tmp / "run" / "audit.jsonl").read_bytes()
     state = loop.run_all()
     time.sleep(5)  # the detached process would have written its marker by now
     run.store.close()
     assert (tmp / "run" / "audit.jsonl").read_bytes().startswith(audit_before)
     rerun = RunDir(tmp / "run", load_config(tiny_config(tmp / "tiny.yaml"), "smoke"))  # the documented re-run
-    resumed = Loop(rerun, researcher=RedTeam({k: v[0] for k, v in table.items()})).run_all()
+    resumed = Driver(rerun, researcher=RedTeam({k: v[0] for k, v in table.items()})).run_all()
     rerun.store.close()
     yield {"root": tmp / "run", "table": table, "outside": outside, "state": state, "before": before,
            "isolation": loop.isolation, "resumed": resumed}

@@ -18,10 +18,10 @@ import torch
 
 from successor import safeio
 from successor.executor import Experiment, LocalExecutor
-from successor.loop import TrainMetrics
+from successor.workloads.tinylm.grading import TrainMetrics
 from successor.policy import Policy
 from successor.sandbox import isolation_mode
-from successor.workloads.script.loop import artifact_digest
+from successor.workloads.script.measure import artifact_digest
 from successor.workloads.tinylm import checkpoint
 from successor.workloads.tinylm.model import ModelConfig, TinyLM
 from successor.tasks.base import VOCAB_SIZE

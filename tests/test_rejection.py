@@ -13,11 +13,11 @@ from pathlib import Path
 
 from conftest import tiny_config, wait_for
 
-import successor.loop as loop_module
+import successor.workloads.tinylm.gating as gating
 from successor.actions import decide as human
 from successor.config import load_config
 from successor.gate import Decision, decide as real_decide
-from successor.loop import Loop
+from successor.driver import Driver
 from successor.policy import Policy
 from successor.run import RunDir
 
@@ -49,7 +49,7 @@ def _shards(job: dict) -> set[str]:
 
 
 def test_a_rejected_generations_curated_shards_are_never_read_by_a_later_job(tmp_path, monkeypatch):
-    monkeypatch.setattr(loop_module, "decide", _always_promote)
+    monkeypatch.setattr(gating, "decide", _always_promote)
     cfg = load_config(tiny_config(tmp_path / "c.yaml", generations=2), "smoke")
     cfg = cfg.model_copy(update={"curator": cfg.curator.model_copy(update={"min_kept": 1, "filter": "verifier"})})
     root, result = tmp_path / "run", {}
@@ -60,7 +60,7 @@ def test_a_rejected_generations_curated_shards_are_never_read_by_a_later_job(tmp
     def drive():
         rundir = RunDir(root, cfg)
         try:
-            result["state"] = Loop(rundir).run_all()
+            result["state"] = Driver(rundir).run_all()
         finally:
             rundir.store.close()
 

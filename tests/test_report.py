@@ -312,7 +312,7 @@ def walk_run(tmp_path_factory) -> Path:
     """One successor generation of the smoke preset whose curator labels two levels ahead with the `none` filter
     (every label kept, so both levels are curated whatever the champion knows), on five evaluated levels."""
     from successor.config import load_config
-    from successor.loop import Loop
+    from successor.driver import Driver
     from successor.run import RunDir
 
     root = tmp_path_factory.mktemp("walk")
@@ -320,7 +320,7 @@ def walk_run(tmp_path_factory) -> Path:
     over.write_text("task: {eval_max_level: 5}\ncurator: {filter: none, levels_ahead: 2}\nloop: {generations: 1}\n")
     rundir = RunDir(root / "run", load_config(over, "smoke"))
     try:
-        Loop(rundir).run_all()
+        Driver(rundir).run_all()
     finally:
         rundir.store.close()
     return root / "run"

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from conftest import TINY
-from successor import halving
+from successor.workloads.tinylm import halving
 from successor.config import load_config
-from successor.loop import Loop
+from successor.driver import Driver
 from successor.policy import Policy
 from successor.run import RunDir
 from successor.workloads.tinylm.flops import job_flops
@@ -38,7 +38,7 @@ def _run(root: Path, cfg_path: Path, policy: dict | None = None, tier_key: bytes
     run = RunDir(root, load_config(cfg_path, "smoke"), tier_key=tier_key)
     run.set_policy(Policy.model_validate(policy or NO_WAIT))
     try:
-        return Loop(run).run_all()
+        return Driver(run).run_all()
     finally:
         run.store.close()
 

@@ -19,7 +19,7 @@ from successor.policy import Policy
 from successor.researchers.base import Proposal, ResearcherPaused
 from successor.run import RunDir
 from successor.verify import verify_run
-from successor.workloads.script.loop import ScriptLoop
+from successor.driver import Driver
 from successor.workloads.script.patch import PatchError, check_diff
 from successor.workloads.script.program import ProgramRepo
 
@@ -101,15 +101,15 @@ class Scripted:
         return [Proposal({**brief.champion_knobs, **k}, why, diff, researcher="scripted") for k, diff, why in step]
 
 
-def _loop(config: Path, run_dir: Path, researcher=None, human_on_violation: bool = False) -> ScriptLoop:
+def _loop(config: Path, run_dir: Path, researcher=None, human_on_violation: bool = False) -> Driver:
     """The loop, with the integrity tripwire off unless asked (with it on, a violation waits for a human)."""
     rd = RunDir(run_dir, load_config(config))
     if not human_on_violation:
         rd.set_policy(Policy.model_validate({"tripwires": {"integrity_violation": False}}))
-    return ScriptLoop(rd, researcher=researcher)
+    return Driver(rd, researcher=researcher)
 
 
-def _decisions(loop: ScriptLoop) -> dict[str, tuple[int, str]]:
+def _decisions(loop: Driver) -> dict[str, tuple[int, str]]:
     return {r["candidate_id"]: (r["promoted"], r["reason"]) for r in loop.store.q("SELECT * FROM gate_decisions")}
 
 
@@ -197,8 +197,8 @@ def test_evolution_improves_the_program_and_the_run_verifies(toy, tmp_path):
                       ["stats"])
     assert last["contender_mean"] > first["contender_mean"] + 0.1  # x moved toward 3 from 0 (score 0.1)
     assert ok_run(tmp_path / "run")
-    branch = loop.repo.champion()
-    assert loop.program(gens[-1]["champion_model"])["git_commit"] == branch
+    branch = loop.workload.repo.champion()
+    assert loop.workload.program(gens[-1]["champion_model"])["git_commit"] == branch
 
 
 def ok_run(run_dir: Path) -> bool:
@@ -222,9 +222,9 @@ def test_patches_commit_refusals_and_seed_noise_never_promoted(toy, tmp_path):
     assert "eval.py: not in the editable allow-list" in dec["g1c3"][1]
     assert "does not apply" in dec["g1c4"][1]
     assert dec["g2c0"][0] == 1 and "paired t-test" in dec["g2c0"][1]
-    assert "BONUS = 0.3" in loop.repo.read(loop.repo.champion(), "train.py")
+    assert "BONUS = 0.3" in loop.workload.repo.read(loop.workload.repo.champion(), "train.py")
     # research memory shows the refusals to the next researcher call, with their reasons
-    mem = {t.id: t for t in loop.researcher.briefs[-1].memory}
+    mem = {t.id: t for t in loop.workload.researcher.briefs[-1].memory}
     assert mem["g1c3"].status == "refused" and "eval.py" in mem["g1c3"].error
     from successor.report import write_report
     md = (write_report(tmp_path / "run") / "report.md").read_text()
@@ -346,21 +346,21 @@ def test_an_llm_patch_is_promoted_and_its_cost_cap_pauses_the_run_not_crashes_it
         srv.replies.append(ok("openai", answer(prop({"x": 3.0}, GOOD, "the bonus and the optimum"))))
         rd = RunDir(tmp_path / "run", load_config(path))
         rd.set_policy(Policy.model_validate({"budgets": {"llm_cost_usd": 0.005}}))  # one call costs $0.0081
-        loop = ScriptLoop(rd)
+        loop = Driver(rd)
         state = loop.run_all()
         assert state.startswith("paused: the researcher paused: llm cost cap reached")
         assert len(srv.requests) == 1  # the cap stopped the second call before it was made
         prompt = json.dumps(srv.requests[0]["body"]["messages"])
         assert "BONUS = 0.0" in prompt and "salt" in prompt  # the source and the knob space
         dec = _decisions(loop)
-        assert dec["g1c0"][0] == 1 and "BONUS = 0.3" in loop.repo.read(loop.repo.champion(), "train.py")
+        assert dec["g1c0"][0] == 1 and "BONUS = 0.3" in loop.workload.repo.read(loop.workload.repo.champion(), "train.py")
         calls = loop.store.q("SELECT * FROM llm_calls")
         assert [c["status"] for c in calls] == ["ok"] and calls[0]["cost_usd"] == pytest.approx(0.0081)
         assert Path(calls[0]["transcript"]).is_file()
         # a human raises the cap; the same command resumes where it paused
         rd.set_policy(Policy.model_validate({"budgets": {"llm_cost_usd": 1.0}}))
         srv.replies.append(ok("openai", answer(prop({"salt": 3}, None, "another seed stream"))))
-        loop = ScriptLoop(RunDir(tmp_path / "run", load_config(path)))
+        loop = Driver(RunDir(tmp_path / "run", load_config(path)))
         assert loop.run_all() == "finished"
         assert len(srv.requests) == 2 and loop.store.generation(2)["status"] == "done"
         second = json.dumps(srv.requests[1]["body"]["messages"])

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from successor.config import load_config
-from successor.loop import Loop
+from successor.driver import Driver
+from successor.workloads.tinylm.workload import TinyLMWorkload
 from successor.run import RunDir
 
 SOLVED = [1] * 60  # the champion solves level 1 on validation
@@ -20,23 +21,23 @@ def probe(level1: int, level2: int) -> dict[int, list[int]]:
 
 
 @pytest.fixture
-def loop(tmp_path: Path) -> Loop:
-    loop = Loop(RunDir(tmp_path / "run", load_config(preset="smoke")))
+def loop(tmp_path: Path) -> TinyLMWorkload:
+    loop = Driver(RunDir(tmp_path / "run", load_config(preset="smoke"))).workload
     incumbent = loop.cfg.successor
     challenger = incumbent.model_copy(update={"lr": incumbent.lr * 2})
-    loop._incumbent = lambda champion: incumbent  # the recipe that produced the champion
-    loop._recipe = lambda cid: incumbent if cid == "g1c0" else challenger
+    loop.incumbent = lambda champion: incumbent  # the recipe that produced the champion
+    loop.recipe = lambda cid: incumbent if cid == "g1c0" else challenger
     return loop
 
 
-def select(loop: Loop, probes: dict[str, dict[int, list[int]]]) -> dict:
+def select(loop: TinyLMWorkload, probes: dict[str, dict[int, list[int]]]) -> dict:
     items = {"champion": {1: SOLVED, 2: [1] * 30 + [0] * 30}} | {f"model-{c}": v for c, v in probes.items()}
-    loop.grade = lambda digest, tier: items[digest]
+    loop.grade = loop.grader.grade = lambda digest, tier: items[digest]
     interpret = {c: {"acc": {str(k): sum(v) / len(v) for k, v in p.items()}, "score": sum(sum(v) / len(v)
                      for v in p.values())} for c, p in probes.items()}
     ctx = {"champion": "champion", "interpret": interpret,
            "experiment": {c: {"model": f"model-{c}"} for c in probes}}
-    return loop._select(1, ctx)
+    return loop.select(1, ctx)
 
 
 def test_a_lead_of_one_item_does_not_displace_the_incumbent(loop):

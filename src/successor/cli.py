@@ -103,49 +103,39 @@ def run(
                                              "log's head after every append; keep it outside the run directory"),
 ) -> None:
     """Run (or resume) the generation loop. Exit 0: finished; 3: paused on a budget or stopped (re-run to go
-    on); 2: bad input or the policy's isolation cannot be had."""
-    from .loop import Loop, Stopped
+    on); 2: bad input or the policy's isolation cannot be had. On a terminal a live view; elsewhere (a log file,
+    CI, nohup) one plain line per stage and per finished generation; --quiet: nothing until the summary."""
+    from .api import drive, open_run
     from .policy import load_policy
-    from .run import RunDir
+    from .progress import PlainProgress, Progress
     from .sandbox import IsolationError
 
+    live = not quiet and sys.stderr.isatty()
     try:
         cfg = load_config(config, preset)
         pol = load_policy(policy) if policy is not None else None
-        rd = RunDir(run_dir, cfg)
-        if audit_key is not None:
-            from .audit_sign import Signer
-
-            rd.audit.signer = Signer(audit_key)  # a ValueError (bad key) is a user error below
-        if pol is not None:
-            rd.set_policy(pol)
-        done_before = len(rd.store.q("SELECT idx FROM generations WHERE status='done'"))
-        view = LiveView(cfg.loop.generations + 1, done_before)
-        if cfg.workload == "script":
-            from .workloads.script.loop import ScriptLoop
-
-            loop = ScriptLoop(rd, view)
-        else:
-            loop = Loop(rd, view)
+        total = cfg.loop.generations + 1
+        view = LiveView(total, 0) if live else Progress() if quiet else PlainProgress(sys.stderr, total)
+        driver = open_run(cfg, run_dir, policy=pol, progress=view, audit_key=audit_key)
     except (ConfigError, IsolationError, ValueError) as e:
         _fail(str(e))
     except OSError as e:
         _fail(f"run-dir: {run_dir}: {e.strerror or e}" + (f" ({e.filename})" if e.filename else ""))
     except sqlite3.DatabaseError as e:
         _fail(f"run-dir: {run_dir}: its lineage.db is not a usable SQLite database ({e})")
-    try:
-        if quiet or not sys.stderr.isatty():
-            state = loop.run_all()
-        else:
-            with Live(view.render(), console=err, refresh_per_second=2) as live:
-                view.live = live
-                state = loop.run_all()
-    except Stopped:
+    if live:
+        view.done = len(driver.store.q("SELECT idx FROM generations WHERE status='done'"))
+        with Live(view.render(), console=err, refresh_per_second=2) as screen:
+            view.live = screen
+            result = drive(driver)
+    else:
+        result = drive(driver)
+    if result.state == "stopped":
         err.print(f"stopped by `successor stop`; re-run the same command to resume {run_dir}")
         raise typer.Exit(3)
     _print_summary(run_dir)
-    if state != "finished":
-        err.print(f"{state}")
+    if not result.finished:
+        err.print(f"{result.state}: {result.reason}")
         raise typer.Exit(3)
 
 

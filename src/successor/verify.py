@@ -124,7 +124,7 @@ class _Run:
         """A script run: its artifacts (named by digest), its programs (a commit and knobs, named by their
         digest, the commit present in program.git), and each generation's gate seeds (named by their digest)."""
         from .workloads.script import memory
-        from .workloads.script.loop import artifact_digest
+        from .workloads.script.measure import artifact_digest
         from .workloads.script.program import ProgramRepo
 
         arts = self.root / "artifacts" / "script"

@@ -7,18 +7,21 @@ it, nothing of the candidate's runs.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ... import safeio
+from ...data import file_digest
 from ...policy import Policy
 from ...sandbox import preexec, wrap
 from .config import EvaluateConfig, MetricConfig
@@ -99,3 +102,46 @@ def evaluate_artifact(cfg: EvaluateConfig, pristine: Path, artifact: Path, scrat
         return Evaluation(read_metric(cfg.metric, text, work), None, seconds)
     except MetricError as e:
         return Evaluation(None, f"the evaluation printed no metric: {e}", seconds)
+
+
+def program_command(sc, knobs: dict, seed: int) -> tuple[list[str], dict, dict]:
+    """One run's argv, environment and config-file contents: each knob and the seed passed as the config says."""
+    argv, env, files = python_argv(sc.command), {}, {}
+    passed = [(k.via, k.name or (f"--{n}" if k.via == "flag" else n.upper() if k.via == "env" else n), knobs[n])
+              for n, k in sc.knobs.items()]
+    passed += [(sc.seed.via, sc.seed.name, seed)] if sc.seed is not None else []
+    for via, name, value in passed:
+        if via == "flag":
+            argv += [name, str(value)]
+        elif via == "env":
+            env[name] = str(value)
+        else:
+            files[name] = value
+    return argv, env, files
+
+
+def artifact_digest(path: Path) -> str:
+    """An artifact's digest (safeio.copy_tree computes the same while it copies); a link or special file in it
+    raises safeio.LinkInOutput."""
+    path = Path(path)
+    if path.is_file() and not path.is_symlink():
+        return file_digest(path)
+    if path.is_symlink() or not path.is_dir():
+        raise safeio.LinkInOutput(f"{path.name}: not a regular file or folder")
+    digests = []
+    for rel, st in safeio.entries(path):
+        if stat.S_ISDIR(st.st_mode):
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            raise safeio.LinkInOutput(f"{path.name}/{rel}: {safeio._kind(st.st_mode)}, not a regular file")
+        digests.append((PurePosixPath(rel).parts, rel, hashlib.sha256(safeio.read_bytes(path, rel, 1 << 40)).hexdigest()))
+    h = hashlib.sha256()
+    for _, rel, digest in sorted(digests):
+        h.update(rel.encode() + b"\0" + digest.encode())
+    return h.hexdigest()
+
+
+def metric_name(sc) -> str:
+    m = (sc.evaluate.metric if sc.evaluate else sc.metric)
+    word = re.match(r"\^?([A-Za-z_][\w.-]*)", m.regex or "")
+    return m.key or (word.group(1) if word else "metric")

@@ -1,6 +1,6 @@
-"""The generation loop for the `script` workload: the user's own program, improved a generation at a time.
+"""The `script` workload: the user's own program, improved a generation at a time.
 
-The ten stages keep their names and their order (DESIGN.md); what each means here:
+The driver's stages keep their names and their order (docs/ARCHITECTURE.md); what each means here:
 - assess: the champion's metric over its gate seeds, and its weaknesses (seed spread, recent failures);
 - propose: the researcher's candidates (knobs and/or a diff), from research memory;
 - implement: each candidate becomes a commit in the run's git repository, or is refused with its reason;
@@ -11,41 +11,42 @@ The ten stages keep their names and their order (DESIGN.md); what each means her
 - curate: nothing (a program reads its own data);
 - train: the selected candidate and the champion both run on fresh seeds the harness drew for the gate;
 - evaluate: the harness's numbers for those runs;
-- gate and promote: a paired (or Welch) t-test on those seeds with a minimum effect; then tripwires and
-  approval, as for tinylm, and the run's branch moves to the successor's commit.
+- gate: a paired (or Welch) t-test on those seeds with a minimum effect;
+- promote (the driver's): tripwires and approval, as for tinylm; then the run's branch moves to the successor's
+  commit (`promoted`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import re
-import stat
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
-from ... import integrity, provenance, safeio
-from ...data import file_digest, write_text_atomic
+from ... import integrity, safeio
+from ...budgets import Paused
+from ...data import write_text_atomic
 from ...executor import Experiment, log_path
 from ...gate import seed_test
-from ...loop import Loop, Paused, hostile_output
+from ...lab import hostile_output
 from ...sandbox import IsolationError
 from ...researchers.base import Brief, ResearcherPaused, proposal_key
 from .memory import brief_sources, draw_seeds, gate_values, memory, program_digest, seeds_digest, weaknesses
-from .measure import MetricError, evaluate_artifact, python_argv, read_metric
+from .measure import MetricError, evaluate_artifact, metric_name, program_command, read_metric
 from .patch import PatchError, allowed
 from .program import ProgramRepo
 
 MAX_LOG_READ = 8 << 20  # the part of a run's output its metric is read from: the last 8 MiB
 
 
-class ScriptLoop(Loop):
-    def __init__(self, run, progress=None, researcher=None):
-        super().__init__(run, progress, researcher=researcher)
+class ScriptWorkload:
+    def __init__(self, lab, researcher=None):
+        self.lab, self.run, self.cfg, self.store, self.audit = lab, lab.run, lab.cfg, lab.store, lab.audit
+        self.policy, self.isolation = lab.policy, lab.isolation
         self.sc = self.cfg.script
-        self.repo = ProgramRepo(run.root / "program.git", self.cfg.name)
-        self.pristine = run.root / "harness" / "program"
+        self.repo = ProgramRepo(self.run.root / "program.git", self.cfg.name)
+        self.pristine = self.run.root / "harness" / "program"
         missing = [h for h in self.sc.hidden if not Path(h).exists()]
         if missing:
             raise ValueError(f"script.hidden: {missing[0]} does not exist")
@@ -56,10 +57,11 @@ class ScriptLoop(Loop):
         if not self.pristine.exists():  # the evaluation's copy: the program as given, where no candidate writes
             self.repo.export(first, self.pristine.with_suffix(".tmp"))
             self.pristine.with_suffix(".tmp").rename(self.pristine)
+        self.researcher = researcher
         if researcher is None:
             from ...researchers.factory import build
 
-            self.researcher = build(self.cfg.researcher, store=self.store, run_root=run.root,
+            self.researcher = build(self.cfg.researcher, store=self.store, run_root=self.run.root,
                                     budgets=self.policy.budgets, seed=self.cfg.seed)
 
     # -- seeds the harness draws -----------------------------------------------------------------------------
@@ -83,37 +85,34 @@ class ScriptLoop(Loop):
         job = {"commit": commit, "knobs": knobs, "seed": seed, "argv": argv, "env": env, "config_file": files,
                "parent_artifact": parent}
         exp_id = "x" + hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:15]
-        if not self.job_path(exp_id).exists():
-            self.save_job(exp_id, job | {"candidate": cid, "generation": g})
+        if not self.lab.job_path(exp_id).exists():
+            self.lab.save_job(exp_id, job | {"candidate": cid, "generation": g})
         return exp_id
 
-    def prepare(self, g: int, cid: str, exp_id: str, kind: str):
-        done = self.claim(exp_id)
-        if done is not None:
-            return done
-        job = self.job(exp_id)
-        ws = self.fresh_workspace(exp_id, {"job.json": json.dumps(job, indent=2).encode()})
+    def prepare_experiment(self, g: int, cid: str, exp_id: str) -> tuple[Experiment, dict]:
+        job = self.lab.job(exp_id)
+        ws = self.lab.fresh_workspace(exp_id, {"job.json": json.dumps(job, indent=2).encode()})
         program = ws / "program"  # every attempt starts from the commit, not a killed run's files
         self.repo.export(job["commit"], program)
         if job["config_file"]:
             write_text_atomic(program / self.sc.config_file, json.dumps(job["config_file"], indent=2))
         frozen = [program / f for f in self.repo.files(job["commit"]) if not allowed(f, self.sc.editable)]
-        self.start(g, cid, exp_id, kind, seed=job["seed"])
         return Experiment(job=ws / "job.json", run_root=self.run.root,
                           readable=[Path(job["parent_artifact"])] if job["parent_artifact"] else [],
                           protected=integrity.harness_sources() + [self.run.root / "config.yaml",
                                                                    self.run.policy_path, self.pristine],
                           command=job["argv"], cwd=program, env=job["env"], read_only=frozen,
-                          honeypots=integrity.plant_script_honeypots(ws), hidden=[Path(h) for h in self.sc.hidden])
+                          honeypots=integrity.plant_script_honeypots(ws),
+                          hidden=[Path(h) for h in self.sc.hidden]), {"seed": job["seed"]}
 
-    def flops(self, exp_id: str) -> None:
+    def flops(self, job: dict) -> None:
         """A user's program has no FLOP estimate; its CPU-seconds and wall time are counted."""
         return None
 
-    def conclude(self, g: int, cid: str, exp_id: str, outcome) -> dict:
+    def collect(self, g: int, cid: str, exp_id: str, outcome) -> tuple[str | None, dict, dict]:
         ws = self.run.workspace(exp_id)
         program = ws / "program"
-        model, metrics = None, {"seed": self.job(exp_id)["seed"]}
+        model, metrics = None, {"seed": self.lab.job(exp_id)["seed"]}
         if outcome.status == "done":
             try:
                 model, metrics = self._measure(g, exp_id, ws, program, metrics)
@@ -121,7 +120,7 @@ class ScriptLoop(Loop):
                 outcome.status, outcome.error = "failed", str(e)
             except Exception as e:  # noqa: BLE001 - whatever a candidate left, never a crash of the harness
                 hostile_output(outcome, e)
-        return self.finish(g, cid, exp_id, outcome, model, metrics, metric=metrics.get("metric"))
+        return model, metrics, {"metric": metrics.get("metric")}
 
     def _measure(self, g: int, exp_id: str, ws: Path, program: Path, metrics: dict) -> tuple[str | None, dict]:
         """The run's number: the harness's evaluation of its artifact where the config names one, else what
@@ -171,7 +170,7 @@ class ScriptLoop(Loop):
         one summary a group: its experiments, their metrics, and the first failure."""
         plans = [(cid, [self.make_run(g, cid, commit, knobs, s) for s in seeds], kind)
                  for cid, commit, knobs, seeds, kind in groups]
-        rows = iter(self.execute_many(g, [(cid, e, kind) for cid, exps, kind in plans for e in exps]))
+        rows = iter(self.lab.execute_many(g, [(cid, e, kind) for cid, exps, kind in plans for e in exps]))
         out = []
         for cid, exps, kind in plans:
             got = [next(rows) for _ in exps]
@@ -182,7 +181,7 @@ class ScriptLoop(Loop):
         return out
 
     # -- the ten stages --------------------------------------------------------------------------------------
-    def _assess(self, g: int, ctx: dict) -> dict:
+    def assess(self, g: int, ctx: dict) -> dict:
         if ctx["champion"] is None:
             return {"metric": None, "weaknesses": []}
         vals = gate_values(self.store.db, ctx["champion"])
@@ -191,7 +190,7 @@ class ScriptLoop(Loop):
         return {"metric": metric, "commit": self.program(ctx["champion"])["git_commit"],
                 "weaknesses": weaknesses(self.store, vals)}
 
-    def _propose(self, g: int, ctx: dict) -> dict:
+    def propose(self, g: int, ctx: dict) -> dict:
         if ctx["champion"] is None:
             props = [("the program as given", self.sc.space().defaults(), None, None, None, None)]
         else:
@@ -219,14 +218,14 @@ class ScriptLoop(Loop):
     def brief(self, g: int, ctx: dict) -> Brief:
         prog = self.program(ctx["champion"])
         return Brief(generation=g, champion_knobs=json.loads(prog["knobs"]),
-                     champion_metric=ctx["assess"]["metric"]["mean"], metric=_metric_name(self.sc),
+                     champion_metric=ctx["assess"]["metric"]["mean"], metric=metric_name(self.sc),
                      direction=self.sc.direction, space=self.sc.space(),
                      sources=brief_sources(self.repo, prog["git_commit"], self.sc.editable) if self.sc.patches else {},
                      editable=self.sc.editable if self.sc.patches else [], memory=memory(self.store),
                      weaknesses=ctx["assess"]["weaknesses"], n=self.cfg.researcher.candidates,
                      rng=np.random.default_rng([self.cfg.seed, 7, g]))
 
-    def _implement(self, g: int, ctx: dict) -> dict:
+    def implement(self, g: int, ctx: dict) -> dict:
         parent = ctx["assess"].get("commit") or self.repo.champion()
         commits, refused = {}, {}
         for cid in ctx["propose"]["candidates"]:
@@ -248,7 +247,7 @@ class ScriptLoop(Loop):
                          commits.get(cid), refused.get(cid), cid)
         return {"commits": commits, "refused": refused}
 
-    def _experiment(self, g: int, ctx: dict) -> dict:
+    def experiment(self, g: int, ctx: dict) -> dict:
         if ctx["champion"] is None:  # the program as given goes straight to its gate runs
             return {}
         commits = ctx["implement"]["commits"]
@@ -257,7 +256,7 @@ class ScriptLoop(Loop):
                                   for cid, commit in commits.items()])
         return dict(zip(commits, runs))
 
-    def _interpret(self, g: int, ctx: dict) -> dict:
+    def interpret(self, g: int, ctx: dict) -> dict:
         out = {}
         for cid, e in ctx["experiment"].items():
             vals = [v for v in e["metrics"] if v is not None]
@@ -268,7 +267,7 @@ class ScriptLoop(Loop):
             out[cid] = {"status": "refused", "error": why, "score": None, "sd": None, "metrics": []}
         return out
 
-    def _select(self, g: int, ctx: dict) -> dict:
+    def select(self, g: int, ctx: dict) -> dict:
         if ctx["champion"] is None:
             first = ctx["propose"]["candidates"][0]
             return {"selected": first if first in ctx["implement"]["commits"] else None, "ranking": [first]}
@@ -283,10 +282,10 @@ class ScriptLoop(Loop):
         return {"selected": best, "ranking": done, "why": "best mean over the experiment seeds" if best else
                 "no candidate finished"}
 
-    def _curate(self, g: int, ctx: dict) -> dict:
+    def curate(self, g: int, ctx: dict) -> dict:
         return {"levels": [], "skipped": "the script workload curates no data: the program reads its own"}
 
-    def _train(self, g: int, ctx: dict) -> dict:
+    def train(self, g: int, ctx: dict) -> dict:
         sel = ctx["select"]["selected"]
         if sel is None:
             return {"successor": None, "experiment": None}
@@ -301,14 +300,14 @@ class ScriptLoop(Loop):
                 "experiment": runs["experiments"][0], "runs": runs, "champion_runs": champ, "seeds": seeds,
                 "status": runs["status"], "error": runs["error"]}
 
-    def _evaluate(self, g: int, ctx: dict) -> dict:
+    def evaluate(self, g: int, ctx: dict) -> dict:
         t = ctx["train"]
         if t["successor"] is None:
             return {}
         return {"successor": t["runs"]["metrics"], "champion": (t["champion_runs"] or {}).get("metrics"),
                 "source": "harness" if self.sc.evaluate else "self-reported"}
 
-    def _gate(self, g: int, ctx: dict) -> dict:
+    def gate(self, g: int, ctx: dict) -> dict:
         sel, t = ctx["select"]["selected"], ctx["train"]
         for cid in ctx["propose"]["candidates"]:
             if cid == sel:
@@ -318,7 +317,7 @@ class ScriptLoop(Loop):
                    f"refused: experiment {info.get('status')}: {info.get('error')}" if info.get("status") != "done"
                    else f"not selected: {ctx['select'].get('why')}" if sel is None else
                    "not selected: another candidate scored better on the experiment seeds")
-            self._decide(g, cid, None, "candidate", False, why, {"metrics": info.get("metrics")})
+            self.lab.decide(g, cid, None, "candidate", False, why, {"metrics": info.get("metrics")})
         if sel is None:
             return {"promoted": False, "champion": ctx["champion"], "frontier": 0, "reasons": {}}
         champ = t["champion_runs"]
@@ -328,36 +327,26 @@ class ScriptLoop(Loop):
         elif champ is None:
             vals = t["runs"]["metrics"]
             ok, stats = True, {"contender": vals, "contender_mean": float(np.mean(vals)), "n": len(vals)}
-            reason = (f"promoted: generation 0, the program as given, is the first champion ({_metric_name(self.sc)} "
+            reason = (f"promoted: generation 0, the program as given, is the first champion ({metric_name(self.sc)} "
                       f"{np.mean(vals):.4g} over {len(vals)} seeds)")
         else:
             gc = self.sc.gate
             d = seed_test(champ["metrics"], t["runs"]["metrics"], gc.test, gc.alpha, gc.min_effect, self.sc.direction)
             ok, reason, stats = d.promoted, d.reason, d.stats
         self._register(g, sel, ctx, t)
-        self._decide(g, sel, t["successor"], "successor", ok, reason, stats | {"seeds": t["seeds"]})
+        self.lab.decide(g, sel, t["successor"], "successor", ok, reason, stats | {"seeds": t["seeds"]})
         return {"promoted": ok, "champion": t["successor"] if ok else ctx["champion"], "frontier": 0,
                 "reasons": {sel: reason}}
 
-    def _promote(self, g: int, ctx: dict) -> dict:
-        out = super()._promote(g, ctx)
-        if out["promoted"]:
-            self.repo.promote(self.program(out["champion"])["git_commit"])
-        out["frontier"] = 0
-        return out
+    def promoted(self, g: int, champion: str) -> None:
+        """The run's branch moves to the successor's commit."""
+        self.repo.promote(self.program(champion)["git_commit"])
 
-    def _provenance(self, g: int, ctx: dict, model: str, stats: dict, approver: dict) -> None:
-        sel = ctx["select"]["selected"]
+    def provenance(self, g: int, ctx: dict, model: str) -> dict:
         prog = self.program(model)
-        patch = self.store.one("SELECT digest FROM patches WHERE candidate_id=?", sel)
-        stmt = provenance.statement(
-            generation=g, model=model, parent=ctx["champion"], data={},
-            recipe={"knobs": json.loads(prog["knobs"]), "git_commit": prog["git_commit"]},
-            code_patch=patch["digest"] if patch else None, gate=stats,
-            approver_mode=approver["mode"], approver_who=approver["who"], approved_at=approver["time"],
-            config_sha256=file_digest(self.run.root / "config.yaml"), policy_sha256=file_digest(self.run.policy_path),
-            sealed_tier_sha256=self.sealed_digest(g))
-        provenance.record(self.run.root, self.audit, g, stmt)
+        patch = self.store.one("SELECT digest FROM patches WHERE candidate_id=?", ctx["select"]["selected"])
+        return {"data": {}, "recipe": {"knobs": json.loads(prog["knobs"]), "git_commit": prog["git_commit"]},
+                "code_patch": patch["digest"] if patch else None, "sealed_tier_sha256": self.sealed_digest(g)}
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _champion_knobs(self, ctx: dict) -> dict:
@@ -377,44 +366,3 @@ class ScriptLoop(Loop):
                      knobs, str(artifact) if artifact else None)
 
 
-def program_command(sc, knobs: dict, seed: int) -> tuple[list[str], dict, dict]:
-    """One run's argv, environment and config-file contents: each knob and the seed passed as the config says."""
-    argv, env, files = python_argv(sc.command), {}, {}
-    passed = [(k.via, k.name or (f"--{n}" if k.via == "flag" else n.upper() if k.via == "env" else n), knobs[n])
-              for n, k in sc.knobs.items()]
-    passed += [(sc.seed.via, sc.seed.name, seed)] if sc.seed is not None else []
-    for via, name, value in passed:
-        if via == "flag":
-            argv += [name, str(value)]
-        elif via == "env":
-            env[name] = str(value)
-        else:
-            files[name] = value
-    return argv, env, files
-
-
-def artifact_digest(path: Path) -> str:
-    """An artifact's digest (safeio.copy_tree computes the same while it copies); a link or special file in it
-    raises safeio.LinkInOutput."""
-    path = Path(path)
-    if path.is_file() and not path.is_symlink():
-        return file_digest(path)
-    if path.is_symlink() or not path.is_dir():
-        raise safeio.LinkInOutput(f"{path.name}: not a regular file or folder")
-    digests = []
-    for rel, st in safeio.entries(path):
-        if stat.S_ISDIR(st.st_mode):
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            raise safeio.LinkInOutput(f"{path.name}/{rel}: {safeio._kind(st.st_mode)}, not a regular file")
-        digests.append((PurePosixPath(rel).parts, rel, hashlib.sha256(safeio.read_bytes(path, rel, 1 << 40)).hexdigest()))
-    h = hashlib.sha256()
-    for _, rel, digest in sorted(digests):
-        h.update(rel.encode() + b"\0" + digest.encode())
-    return h.hexdigest()
-
-
-def _metric_name(sc) -> str:
-    m = (sc.evaluate.metric if sc.evaluate else sc.metric)
-    word = re.match(r"\^?([A-Za-z_][\w.-]*)", m.regex or "")
-    return m.key or (word.group(1) if word else "metric")

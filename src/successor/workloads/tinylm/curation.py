@@ -1,0 +1,60 @@
+"""Stage 7 for tinylm: the champion labels problems past what it was trained on, and the filter keeps the labels
+it trusts. The shard is recorded unaccepted; only a promotion accepts it (the driver's stage 11)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ...curator import curate_levels, inject_noise, schedule_levels, with_relabel
+from ...data import load_shard, save_shard, tier_rng
+from ...tasks import Problem
+
+
+def curate(wl, g: int, ctx: dict) -> dict:
+    cfg = wl.cfg.curator
+    if ctx["champion"] is None:
+        return {"levels": [], "skipped": "bootstrap generation trains on human data only"}
+    if ctx["select"]["selected"] is None:
+        return {"levels": [], "skipped": "no candidate finished"}
+    # Inside the human range human labels are better than any vote (and the mixture keeps training on them), so
+    # every schedule labels past it; which levels past it is the schedule's choice.
+    human_top = wl.cfg.task.human_levels[1]
+    champion_acc = ctx["assess"]["dev_acc"]
+    wanted = schedule_levels(cfg, {int(k): v for k, v in champion_acc.items()},
+                             max(ctx["assess"]["frontier"], human_top), wl.trained_to(), wl.cfg.task.eval_max_level)
+    if not wanted:
+        return {"levels": [], "skipped": f"the {cfg.schedule} schedule's next level is beyond eval_max_level"}
+    wanted = with_relabel(cfg, wanted, human_top)
+    others = [wl.model(ctx["experiment"][c]["model"]) for c in ctx["select"]["ranking"]]
+    curations = curate_levels(
+        wl.task, cfg, wanted, lambda lvl: wl.task.generate(lvl, cfg.problems, tier_rng(wl.cfg.seed, "curate", g, lvl)),
+        load_shard(wl.run.tiers["dev"].path), wl.model(ctx["champion"]), others)
+    corrupt = cfg.noise.rate > 0 and (not cfg.noise.generations or g in cfg.noise.generations)
+    levels, items = [], []
+    for cur in curations:
+        kept, injected = cur.items, 0
+        if corrupt and kept:  # a stream of its own: the level's problems are drawn from (g, level)
+            kept, injected = inject_noise(kept, cfg.noise.rate, tier_rng(wl.cfg.seed, "curate", g, cur.level, 1))
+        levels.append({"level": cur.level, "labelled": cur.labelled, "kept": len(kept), "agreement": cur.agreement,
+                       "threshold": cur.threshold, "dev_passed": cur.dev_passed, "dev_wrong": cur.dev_wrong,
+                       "voters": cur.voters, "skipped": cur.skipped, "injected": injected,
+                       "champion_dev_acc": champion_acc.get(str(cur.level), 0.0),
+                       "true_noise_hidden": true_noise(wl.task, kept)})
+        items += kept
+    curated = [s["level"] for s in levels if not s["skipped"]]
+    stats = {"filter": cfg.filter, "upper_bound": cfg.filter == "verifier", "schedule": cfg.schedule,
+             "wanted": wanted, "levels": levels, "curated": curated, "kept": len(items),
+             "injected": sum(s["injected"] for s in levels), "true_noise_hidden": true_noise(wl.task, items),
+             "skipped": None if curated else levels[-1]["skipped"]}
+    if not curated:
+        return stats | {"shard": None}
+    digest, path = save_shard(items, wl.run.data_dir)
+    wl.store.x("INSERT OR REPLACE INTO data_manifests VALUES(?,?,?,?,?,?,?,0)", digest, g, "curated", str(path),
+               len(items), json.dumps(curated), json.dumps(stats))
+    return stats | {"shard": str(path)}
+
+
+def true_noise(task, items: list[tuple[Problem, str]]) -> float | None:
+    """The true share of wrong labels, by the hidden checker: recorded for the studies, never used to decide."""
+    return float(np.mean([not task.check(p, y) for p, y in items])) if items else None
