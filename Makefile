@@ -25,9 +25,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 setup: system $(VENV)/.installed
 
 demo: setup
-	$(PY) -m successor.cli run --preset default --run-dir $(RUN_DIR)
-	$(PY) -m successor.cli report $(RUN_DIR)
-	$(PY) -m successor.cli status $(RUN_DIR)
+	$(PY) -m successor run --preset default --run-dir $(RUN_DIR)
+	$(PY) -m successor report $(RUN_DIR)
+	$(PY) -m successor status $(RUN_DIR)
 
 # Five workers, a test module each at a time (--dist loadfile keeps a module's fixtures on one worker): most of
 # the suite waits on subprocesses, sandboxes and polls (user CPU was 10.5 min of a 17.4 min run on three workers).

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from overrides import overrides
 
-from successor.data import labelled, tier_rng
-from successor.tasks import get_task
+from successor.workloads.tinylm.data import labelled, tier_rng
+from successor.workloads.tinylm.tasks import get_task
 from successor.workloads.tinylm.recipe import Recipe
 from successor.workloads.tinylm.train import Mixture, accuracy_by_level, train
 
@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--set", nargs="*", default=[], help="recipe overrides, field=value")
     ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--task", default="addition", help="task name (successor.tasks.TASKS)")
+    ap.add_argument("--task", default="addition", help="task name (successor.workloads.tinylm.tasks.TASKS)")
     ap.add_argument("--beyond", type=int, default=3, help="levels past the human data to evaluate")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)

@@ -60,7 +60,7 @@ def run(run_dir: Path, repeats: int) -> dict:
     gens, cands = (db.execute(q).fetchone()[0] for q in ("SELECT COUNT(*) FROM generations",
                                                         "SELECT COUNT(*) FROM candidates"))
     db.close()
-    dash = subprocess.Popen([sys.executable, "-m", "successor.cli", "dashboard", str(run_dir), "--port", "0",
+    dash = subprocess.Popen([sys.executable, "-m", "successor", "dashboard", str(run_dir), "--port", "0",
                              "--exit-after", "1200"], stdout=subprocess.PIPE, text=True)
     try:
         base = re.search(r"(http://127\.0\.0\.1:\d+)/", dash.stdout.readline()).group(1)

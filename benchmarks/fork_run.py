@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 from overrides import overrides
 
-from successor.audit import AuditLog, _write_head
+from successor.oversight.audit import AuditLog, _write_head
 from successor.config import RunConfig
 
 LATER = {"generations": "idx", "stages": "generation", "candidates": "generation", "experiments": "generation",

@@ -32,7 +32,7 @@ import numpy as np
 from statsmodels.stats.proportion import proportion_confint
 
 from successor.config import GateConfig
-from successor.gate import decide
+from successor.oversight.gate import decide
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## The gate under the null: false promotions and power"
@@ -113,9 +113,9 @@ def train_missing(run_dir: Path, generation: int, seeds: int, cache: Path, threa
     from successor_recipes import successor_job
 
     from successor.config import RunConfig
-    from successor.data import load_shard
-    from successor.evaluator import grade
-    from successor.run import RunDir
+    from successor.workloads.tinylm.data import load_shard
+    from successor.workloads.tinylm.evaluator import grade
+    from successor.rundir import RunDir
     from successor.workloads.tinylm import checkpoint
     from successor.workloads.tinylm.recipe import Recipe
     from successor.workloads.tinylm.train import Mixture, job_sources, train

@@ -15,9 +15,9 @@ import time
 import torch
 
 from successor.config import load_config
-from successor.data import labelled, tier_rng
-from successor.tasks import get_task
-from successor.tasks.base import mark
+from successor.workloads.tinylm.data import labelled, tier_rng
+from successor.workloads.tinylm.tasks import get_task
+from successor.workloads.tinylm.tasks.base import mark
 from successor.workloads.tinylm.train import Mixture, accuracy_by_level, train
 
 

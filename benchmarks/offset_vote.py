@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from lineage_models import champion_of
 
-from successor.curator import vote
-from successor.data import labelled, tier_rng
-from successor.tasks import get_task
+from successor.workloads.tinylm.curator import vote
+from successor.workloads.tinylm.data import labelled, tier_rng
+from successor.workloads.tinylm.tasks import get_task
 from successor.workloads.tinylm.decode import greedy
 
 

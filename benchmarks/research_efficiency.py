@@ -38,7 +38,7 @@ import numpy as np
 import yaml
 from fork_run import fork
 
-from successor.policy import Budgets, Policy, Tripwires, save_policy
+from successor.oversight.policy import Budgets, Policy, Tripwires, save_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from markdown import write_section  # noqa: E402
@@ -85,7 +85,7 @@ QUICK_METHODS = [METHODS[0], METHODS[1]]
 
 def successor(*args: str | Path) -> int:
     """The real CLI in a subprocess, as a user runs it (list arguments, no shell)."""
-    return subprocess.run([sys.executable, "-m", "successor.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "successor", *map(str, args)],
                           stdout=subprocess.DEVNULL).returncode
 
 

@@ -70,7 +70,7 @@ def finished(run: Path) -> bool:
 def run_loop(name: str, run: Path) -> None:
     config = REPO / "examples" / name / "successor.yaml"
     print(f"[{name}] running the loop: {config} -> {run}", flush=True)
-    rc = subprocess.run([sys.executable, "-m", "successor.cli", "run", str(config), "--run-dir", str(run),
+    rc = subprocess.run([sys.executable, "-m", "successor", "run", str(config), "--run-dir", str(run),
                          "--quiet"]).returncode
     if rc not in (0, 3) or not finished(run):
         raise SystemExit(f"[{name}] the loop exited {rc} before its last generation; see `successor status {run}`")

@@ -29,8 +29,8 @@ import yaml
 from fork_run import fork
 
 from successor.config import CuratorConfig
-from successor.curator import schedule_levels, with_relabel
-from successor.policy import Budgets, Policy, save_policy
+from successor.workloads.tinylm.curator import schedule_levels, with_relabel
+from successor.oversight.policy import Budgets, Policy, save_policy
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -180,7 +180,7 @@ QUICK = [Condition("none", "addition", {"curator.filter": "none"}),
 
 def successor(*args: str | Path) -> int:
     """The real CLI in a subprocess, as a user runs it (list arguments, no shell)."""
-    return subprocess.run([sys.executable, "-m", "successor.cli", *map(str, args)]).returncode
+    return subprocess.run([sys.executable, "-m", "successor", *map(str, args)]).returncode
 
 
 def generations_done(run: Path) -> int:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from successor.tasks import PAD_ID, VOCAB_SIZE, Problem, Task, encode, get_task
+from successor.workloads.tinylm.tasks import PAD_ID, VOCAB_SIZE, Problem, Task, encode, get_task
 from successor.workloads.tinylm.decode import greedy_same_level
 from successor.workloads.tinylm.flops import train_flops
 from successor.workloads.tinylm.model import ModelConfig, TinyLM

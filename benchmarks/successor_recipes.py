@@ -22,9 +22,9 @@ import yaml
 from overrides import overrides
 
 from successor.config import RunConfig
-from successor.data import load_shard
-from successor.evaluator import frontier
-from successor.run import RunDir
+from successor.workloads.tinylm.data import load_shard
+from successor.workloads.tinylm.evaluator import frontier
+from successor.rundir import RunDir
 from successor.workloads.tinylm import checkpoint
 from successor.workloads.tinylm.recipe import Recipe
 from successor.workloads.tinylm.train import Mixture, accuracy_by_level, job_sources, train

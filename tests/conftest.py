@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-# Every run the tests make (in-process or through the CLI) takes one fixed tier key (successor.run.RunDir): runs
+# Every run the tests make (in-process or through the CLI) takes one fixed tier key (successor.rundir.RunDir): runs
 # share their harness tiers, as runs of one seed did before tier keys, so lineages compare across runs and
 # outcomes do not change from session to session. tests/test_redteam_inputs.py unsets it to test the secret.
 _KEY_FILE = Path(tempfile.mkdtemp(prefix="successor-tests-")) / "tier.key"
@@ -21,10 +21,10 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run the smoke preset once (about a minute) and return its run directory. Treat it as read-only."""
     from successor.config import load_config
     from successor.driver import Driver
-    from successor.run import RunDir
+    from successor.rundir import RunDir
 
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    from successor.policy import Policy
+    from successor.oversight.policy import Policy
 
     rundir = RunDir(run_dir, load_config(None, "smoke"))
     # Not waiting for a human: a violation here must fail the tests that read this run, not hang the session.

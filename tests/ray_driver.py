@@ -12,7 +12,7 @@ it saw to OUT/result.json; the tests read that and the run directories.
    staged run; results over the object-store cap; a node without bubblewrap under `isolation: required`; the
    watchdog alone (no bubblewrap) killing the sandbox of a killed worker, no retries left; a private cluster.
 
-A watcher samples /proc all along: every sandboxed experiment process (a `successor.guard` process whose command
+A watcher samples /proc all along: every sandboxed experiment process (a `successor.oversight.guard` process whose command
 line names a job file), its experiment, its job's path and whether a Ray worker (`ray::...`) is its ancestor.
 """
 from __future__ import annotations
@@ -30,12 +30,13 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TINY  # noqa: E402
 
-from successor import ray_executor  # noqa: E402
 from successor.config import RayConfig, load_config  # noqa: E402
-from successor.executor import Experiment, LocalExecutor  # noqa: E402
+from successor.executors import ray as ray_executor  # noqa: E402
+from successor.executors.base import Experiment  # noqa: E402
+from successor.executors.local import LocalExecutor
 from successor.driver import Driver, Stopped  # noqa: E402
-from successor.policy import Policy  # noqa: E402
-from successor.run import RunDir  # noqa: E402
+from successor.oversight.policy import Policy  # noqa: E402
+from successor.rundir import RunDir  # noqa: E402
 
 
 # -- /proc ---------------------------------------------------------------------------------------------------
@@ -94,7 +95,7 @@ def sandboxes(marker: str) -> list[tuple[int, str]]:
         if not d.isdigit():
             continue
         args = _cmdline(int(d))
-        if "successor.guard" not in args:
+        if "successor.oversight.guard" not in args:
             continue
         jobs = [a for a in args if a.endswith("job.json") and marker in a]
         if jobs and alive(int(d)):

@@ -13,10 +13,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from successor import cli_audit, provenance
-from successor.audit import AuditLog, head_path, verify
+from successor._cli import audit as cli_audit
+from successor.oversight import provenance
+from successor.oversight.audit import AuditLog, head_path, verify
 from successor.store import sha256_text, stage_text
-from successor.verify import verify_run
+from successor.oversight.verify import verify_run
 
 # -- the chain -----------------------------------------------------------------------------------------------
 
@@ -171,9 +172,9 @@ def _stmt(parent: str, child: str, human: str, sealed: str, g: int = 1, patch: s
 
 @pytest.fixture
 def run_dir(tmp_path) -> Path:
-    from successor.data import save_shard
+    from successor.workloads.tinylm.data import save_shard
     from successor.store import Store
-    from successor.tasks.base import Problem
+    from successor.workloads.tinylm.tasks.base import Problem
 
     root = tmp_path / "run"
     (root / "artifacts" / "models").mkdir(parents=True)

@@ -18,15 +18,15 @@ from test_script_workload import CONFIG as SCRIPT_CONFIG
 from test_script_workload import EVAL, TRAIN
 from typer.testing import CliRunner
 
-from successor.cli import app
-from successor.compare import HEAD, PLOTS, default_labels, write_comparison
+from successor._cli import app
+from successor.reporting.compare import HEAD, PLOTS, default_labels, write_comparison
 from successor.config import load_config
-from successor.lineage import acceleration, fidelity, guardrail_points, open_ro
+from successor.reporting.lineage import acceleration, fidelity, guardrail_points, open_ro
 from successor.driver import Driver
-from successor.policy import Policy
-from successor.run import RunDir
-from successor.status import status_dict
-from successor.verify import verify_run
+from successor.oversight.policy import Policy
+from successor.rundir import RunDir
+from successor.reporting.status import status_dict
+from successor.oversight.verify import verify_run
 
 runner = CliRunner()
 NO_TRIPWIRE = {"tripwires": {"integrity_violation": False}}  # a violation fails the checks, never waits
@@ -210,7 +210,7 @@ def test_the_dashboard_reads_a_finished_run_of_each_workload(smoke_run, script_r
     each already): every generation and candidate is there, every plot draws, and a script run reads its metric."""
     from fastapi.testclient import TestClient
 
-    from successor.dashboard import create_app
+    from successor.reporting.dashboard import create_app
 
     for run, script in ((smoke_run, False), (script_runs[1], True)):
         c = TestClient(create_app(run, "t" * 24), base_url="http://127.0.0.1")

@@ -7,9 +7,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from successor import audit as audit_mod
-from successor.audit import AuditLog, verify
-from successor.cli import app
+from successor.oversight import audit as audit_mod
+from successor.oversight.audit import AuditLog, verify
+from successor._cli import app
 from successor.config import ConfigError, RunConfig, load_config, preset_names
 
 runner = CliRunner()
@@ -126,7 +126,7 @@ def test_run_dir_with_a_different_config_is_refused(tmp_path, monkeypatch):
 
 
 def test_rundir_accepts_same_config_and_refuses_another(tmp_path):
-    from successor.run import RunDir
+    from successor.rundir import RunDir
 
     smoke = load_config(preset="smoke")
     first = RunDir(tmp_path / "r", smoke)
@@ -216,7 +216,7 @@ def test_reordering_lines_breaks_verify(tmp_path):
 
 def test_a_run_written_before_a_field_existed_resumes(tmp_path):
     """A config.yaml without a field added later (its default keeps the old behaviour) is the same config."""
-    from successor.run import RunDir
+    from successor.rundir import RunDir
 
     smoke = load_config(preset="smoke")
     RunDir(tmp_path / "r", smoke)

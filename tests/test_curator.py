@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from successor import curator
+from successor.workloads.tinylm import curator
 from successor.config import CuratorConfig
-from successor.curator import curate_ahead, curate_level, label, pruned_vote, thresholds, vote, well_formed
-from successor.tasks import Problem, get_task
+from successor.workloads.tinylm.curator import curate_ahead, curate_level, label, pruned_vote, thresholds, vote, well_formed
+from successor.workloads.tinylm.tasks import Problem, get_task
 
 TASK = get_task("addition")
 

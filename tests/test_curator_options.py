@@ -8,12 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from successor import curator
+from successor.workloads.tinylm import curator
 from successor.config import ConfigError, CuratorConfig, load_config
-from successor.curator import (curate_level, inject_noise, schedule_levels, thresholds, vote, well_formed,
+from successor.workloads.tinylm.curator import (curate_level, inject_noise, schedule_levels, thresholds, vote, well_formed,
                                with_relabel)
 from successor.workloads.tinylm.workload import TinyLMWorkload
-from successor.tasks import Problem, get_task, mark
+from successor.workloads.tinylm.tasks import Problem, get_task, mark
 from successor.workloads.tinylm.train import Mixture
 
 TASK = get_task("addition")

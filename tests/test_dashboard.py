@@ -26,9 +26,9 @@ from conftest import tiny_config, wait_for
 from fastapi.testclient import TestClient
 from playwright.sync_api import expect
 
-from successor.dashboard import create_app
+from successor.reporting.dashboard import create_app
 
-CLI = [sys.executable, "-m", "successor.cli"]
+CLI = [sys.executable, "-m", "successor"]
 
 
 def _db(root: Path) -> sqlite3.Connection:
@@ -258,7 +258,7 @@ def test_the_dashboard_stops_by_itself_and_refuses_a_busy_port(live):
 
 
 def test_what_a_candidate_writes_for_the_dashboard_is_read_as_bounded_data(tmp_path):
-    from successor.dashboard.live import PROGRESS_MAX_BYTES, clean_curve, read_progress
+    from successor.reporting.dashboard.live import PROGRESS_MAX_BYTES, clean_curve, read_progress
 
     ws = tmp_path / "ws"
     (ws / "out").mkdir(parents=True)
@@ -325,8 +325,8 @@ def test_a_running_experiment_shows_its_live_curve(live, tmp_path):
     assert (running[0]["step"], running[0]["total"], running[0]["loss"]) == (101, 300, 0.9)
     assert running[0]["curve"] == [[0, 2.5], [50, 1.4], [100, 0.9]] and running[0]["elapsed_s"] > 0
     # The ETA of a run going at generation 0's pace, 2 s into generation 1 of 2.
-    from successor.dashboard.live import eta_s
-    from successor.lineage import open_ro
+    from successor.reporting.dashboard.live import eta_s
+    from successor.reporting.lineage import open_ro
 
     db = open_ro(root)
     assert eta_s(db, 2, {"state": "running"}) == pytest.approx(max(0.0, g0 - min(2.0, g0)), abs=1.0)

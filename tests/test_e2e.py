@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-CLI = [sys.executable, "-m", "successor.cli"]
+CLI = [sys.executable, "-m", "successor"]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_status_of_a_non_run_dir_is_refused(tmp_path: Path):
 
 def test_same_seed_same_lineage(cli_smoke_run: Path, smoke_run: Path):
     """Two runs of one config (one through the CLI, one in-process) train bit-identical models."""
-    from successor.status import status_dict
+    from successor.reporting.status import status_dict
 
     a, b = status_dict(cli_smoke_run), status_dict(smoke_run)
     assert [g["champion"] for g in a["generations"]] == [g["champion"] for g in b["generations"]]

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from successor.config import load_config
-from successor.report import write_report
-from successor.run import RunDir
-from successor.verify import verify_run
+from successor.reporting.report import write_report
+from successor.rundir import RunDir
+from successor.oversight.verify import verify_run
 from successor.driver import Driver
 
 EXAMPLES = Path(__file__).parents[1] / "examples"

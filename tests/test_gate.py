@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import binomtest
 
 from successor.config import GateConfig
-from successor.gate import decide, paired
+from successor.oversight.gate import decide, paired
 
 CFG = GateConfig()  # alpha 0.05, min_effect 0.005, solve_threshold 0.99, forget_tolerance 0
 
@@ -189,7 +189,7 @@ def test_tested_levels_must_be_sealed_levels():
 
 
 def test_first_to_beat_keeps_the_incumbent_unless_a_challenger_is_significantly_better():
-    from successor.gate import first_to_beat
+    from successor.oversight.gate import first_to_beat
     incumbent = {1: [1] * 60, 9: [1] * 20 + [0] * 40}
     by_one_item = {1: [1] * 60, 9: [1] * 21 + [0] * 39}  # the higher score, but one item is noise
     by_twelve = {1: [1] * 60, 9: [1] * 32 + [0] * 28}  # 12 gained, 0 lost: p = 0.5**12

@@ -17,17 +17,17 @@ from scipy.optimize import minimize_scalar
 from scipy.stats import norm
 
 from successor.config import GateConfig, RunConfig, TaskConfig
-from successor.curator import well_formed
-from successor.data import load_shard
-from successor.evaluator import accuracy, grade
-from successor.gate import Decision, apply_guardrail, noninferior, tango_z
-from successor.report import data_uri, write_report
-from successor.run import RunDir
+from successor.workloads.tinylm.curator import well_formed
+from successor.workloads.tinylm.data import load_shard
+from successor.workloads.tinylm.evaluator import accuracy, grade
+from successor.oversight.gate import Decision, apply_guardrail, noninferior, tango_z
+from successor.reporting.report import data_uri, write_report
+from successor.rundir import RunDir
 from successor.store import Store
-from successor.tasks import MARKER, PAD_ID, REFUSAL, VOCAB_SIZE, Problem, decode, encode, mark
-from successor.tasks.addition import Addition
-from successor.tasks.base import TOKEN_ID, VOCAB
-from successor.tasks.guardrail import guardrail_items
+from successor.workloads.tinylm.tasks import MARKER, PAD_ID, REFUSAL, VOCAB_SIZE, Problem, decode, encode, mark
+from successor.workloads.tinylm.tasks.addition import Addition
+from successor.workloads.tinylm.tasks.base import TOKEN_ID, VOCAB
+from successor.workloads.tinylm.tasks.guardrail import guardrail_items
 from successor.workloads.tinylm.decode import greedy
 from successor.workloads.tinylm.recipe import Recipe
 from successor.workloads.tinylm.sequences import IGNORE, training_batch

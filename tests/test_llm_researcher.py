@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from successor.config import LLMConfig
-from successor.policy import Budgets
+from successor.oversight.policy import Budgets
 from successor.researchers.base import Brief, Dim, Proposal, ResearcherPaused, Space, Trial
 from successor.researchers.llm import LLMResearcher
 from successor.store import Store

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from successor.data import labelled
-from successor.tasks import PAD_ID, encode, get_task
+from successor.workloads.tinylm.data import labelled
+from successor.workloads.tinylm.tasks import PAD_ID, encode, get_task
 from successor.workloads.tinylm import checkpoint
 from successor.workloads.tinylm.decode import greedy, greedy_same_level
 from successor.workloads.tinylm.recipe import Recipe

@@ -17,17 +17,18 @@ import yaml
 from conftest import tiny_config, wait_for as _wait_for
 from typer.testing import CliRunner
 
-from successor.cli import app
+from successor._cli import app
 from successor.config import load_config
-from successor.executor import Experiment, LocalExecutor
+from successor.executors.base import Experiment
+from successor.executors.local import LocalExecutor
 from successor.driver import Driver, tripwires
-from successor.policy import Policy
+from successor.oversight.policy import Policy
 from successor.researchers.evolution import Proposal
-from successor.run import RunDir
-from successor.sandbox import IsolationError, isolation_mode
-from successor.verify import verify_run
+from successor.rundir import RunDir
+from successor.oversight.sandbox import IsolationError, isolation_mode
+from successor.oversight.verify import verify_run
 
-CLI = [sys.executable, "-m", "successor.cli"]
+CLI = [sys.executable, "-m", "successor"]
 NETWORK = "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 80), timeout=1)\nexcept OSError:\n    pass\n"
 
 

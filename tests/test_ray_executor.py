@@ -194,7 +194,7 @@ def test_node_without_bubblewrap_gives_a_failed_outcome(session):
 # -- no cluster needed ---------------------------------------------------------------------------------------
 def test_missing_ray_is_a_config_error_with_the_install_line(monkeypatch):
     from successor.config import ConfigError, RayConfig
-    from successor.ray_executor import INSTALL, RayExecutor
+    from successor.executors.ray import INSTALL, RayExecutor
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ConfigError) as e:
@@ -212,7 +212,7 @@ def test_cli_says_one_line_and_exits_2_without_ray(tmp_path):
     data = yaml.safe_load(cfg.read_text())
     data["loop"]["executor"] = {"name": "ray"}
     cfg.write_text(yaml.safe_dump(data))
-    code = ("import sys; sys.modules['ray'] = None; from successor.cli import app; "
+    code = ("import sys; sys.modules['ray'] = None; from successor._cli import app; "
             "sys.argv = ['successor'] + sys.argv[1:]; app()")
     r = subprocess.run([sys.executable, "-c", code, "run", str(cfg), "--preset", "smoke", "--run-dir",
                         str(tmp_path / "run"), "--quiet"], capture_output=True, text=True, timeout=120)
@@ -238,8 +238,8 @@ def _tar(entries: list[tuple[str, bytes | None, str | None]]) -> bytes:
 
 
 def test_unpacking_results_stays_inside_and_spares_the_inputs(tmp_path):
-    from successor.executor import Experiment
-    from successor.ray_executor import unpack_results
+    from successor.executors.base import Experiment
+    from successor.executors.ray_node import unpack_results
 
     root = tmp_path / "run"
     ws = root / "workspaces" / "x1"

@@ -14,12 +14,12 @@ from conftest import tiny_config
 
 from successor.config import load_config
 from successor.driver import Driver
-from successor.policy import Policy
+from successor.oversight.policy import Policy
 from successor.researchers.evolution import Proposal
-from successor.run import RunDir
+from successor.rundir import RunDir
 
-EVALUATOR = importlib.util.find_spec("successor.evaluator").origin
-CHECKER = importlib.util.find_spec("successor.tasks.addition").origin
+EVALUATOR = importlib.util.find_spec("successor.workloads.tinylm.evaluator").origin
+CHECKER = importlib.util.find_spec("successor.workloads.tinylm.tasks.addition").origin
 
 
 def attacks(outside: Path) -> dict[str, tuple[str, set[str]]]:
@@ -276,7 +276,7 @@ def test_nothing_crossed_the_lines(red_run):
 
 
 def test_the_audit_log_of_the_attacked_run_verifies(red_run):
-    from successor.verify import verify_run
+    from successor.oversight.verify import verify_run
 
     assert red_run["resumed"] == "finished"
     ok, lines = verify_run(red_run["root"])

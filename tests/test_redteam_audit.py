@@ -16,11 +16,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from successor import cli_audit
-from successor.audit import GENESIS, AuditLog, _hash, _line, _write_head
-from successor.audit_sign import Signer, keygen
+from successor._cli import audit as cli_audit
+from successor.oversight.audit import GENESIS, AuditLog, _hash, _line, _write_head
+from successor.oversight.audit_sign import Signer, keygen
 from successor.store import Store
-from successor.verify import _Run, verify_run
+from successor.oversight.verify import _Run, verify_run
 
 
 @pytest.fixture
@@ -149,7 +149,7 @@ def _end_seq(run: Path, g: int) -> int:
 
 
 def test_a_changed_human_decision_is_named(run):
-    from successor.actions import decide
+    from successor.oversight.actions import decide
 
     store = Store(run / "lineage.db")
     store.request_approval(1, ["the policy asks a human to approve every promotion"])

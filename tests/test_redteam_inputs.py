@@ -14,10 +14,11 @@ import pytest
 from conftest import tiny_config
 from typer.testing import CliRunner
 
-from successor.cli import app
+from successor._cli import app
 from successor.config import ConfigError, load_config
-from successor.data import file_digest, labelled, save_shard, shard_bytes, tier_rng
-from successor.run import RunDir
+from successor.safeio import file_digest
+from successor.workloads.tinylm.data import labelled, save_shard, shard_bytes, tier_rng
+from successor.rundir import RunDir
 from successor.workloads.script import program as program_mod
 from successor.workloads.script.patch import PatchError
 from successor.workloads.script.program import ProgramRepo
@@ -212,7 +213,7 @@ def test_a_bad_policy_or_config_file_is_one_line_naming_it(tmp_path, case):
 
 def test_a_fifo_config_never_hangs_the_real_cli(tmp_path):
     fifo = _make(tmp_path / "c.yaml", "fifo")
-    r = subprocess.run([sys.executable, "-m", "successor.cli", "config", "--check", str(fifo)],
+    r = subprocess.run([sys.executable, "-m", "successor", "config", "--check", str(fifo)],
                        capture_output=True, text=True, timeout=60)  # `run` reads it the same way (above)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines() == [f"error: config: {fifo} is not a regular file (a FIFO, socket or "

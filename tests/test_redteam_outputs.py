@@ -17,14 +17,15 @@ import pytest
 import torch
 
 from successor import safeio
-from successor.executor import Experiment, LocalExecutor
+from successor.executors.base import Experiment
+from successor.executors.local import LocalExecutor
 from successor.workloads.tinylm.grading import TrainMetrics
-from successor.policy import Policy
-from successor.sandbox import isolation_mode
+from successor.oversight.policy import Policy
+from successor.oversight.sandbox import isolation_mode
 from successor.workloads.script.measure import artifact_digest
 from successor.workloads.tinylm import checkpoint
 from successor.workloads.tinylm.model import ModelConfig, TinyLM
-from successor.tasks.base import VOCAB_SIZE
+from successor.workloads.tinylm.tasks.base import VOCAB_SIZE
 
 
 def _no_hang(fn, *args, seconds: float = 20.0):
@@ -263,7 +264,7 @@ def test_the_log_is_the_harness_file_not_the_workspace(tmp_path):
 
 def test_a_memory_limit_kill_is_a_violation(tmp_path):
     """Four processes each under RLIMIT_AS but together over the cgroup's memory: the kernel's OOM killer."""
-    from successor.sandbox import Cgroup
+    from successor.oversight.sandbox import Cgroup
 
     cg = Cgroup.create(Policy().sandbox)
     if cg is None:

@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 import successor
-from successor import guard, sandbox
-from successor.executor import Experiment, LocalExecutor, _drain
-from successor.policy import Policy
+from successor.oversight import guard, sandbox
+from successor.executors.base import Experiment
+from successor.executors.local import LocalExecutor, _drain
+from successor.oversight.policy import Policy
 
 
 def _needs_bwrap() -> None:

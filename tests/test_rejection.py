@@ -14,12 +14,12 @@ from pathlib import Path
 from conftest import tiny_config, wait_for
 
 import successor.workloads.tinylm.gating as gating
-from successor.actions import decide as human
+from successor.oversight.actions import decide as human
 from successor.config import load_config
-from successor.gate import Decision, decide as real_decide
+from successor.oversight.gate import Decision, decide as real_decide
 from successor.driver import Driver
-from successor.policy import Policy
-from successor.run import RunDir
+from successor.oversight.policy import Policy
+from successor.rundir import RunDir
 
 
 def _always_promote(champion, contenders, cfg, levels=None):

@@ -1,4 +1,4 @@
-"""`successor.report.write_report` on a real smoke run: files, plots, tables, escaping, the self-contained HTML,
+"""`successor.reporting.report.write_report` on a real smoke run: files, plots, tables, escaping, the self-contained HTML,
 summary.md, and an unfinished run; `render_plot`, which the dashboard calls on live runs."""
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
-from successor.lineage import acceleration, fidelity, guardrail_points, open_ro
-from successor.report import write_report
-from successor.report_plots import PLOT_NAMES, render_plot
-from successor.status import status_dict
+from successor.reporting.lineage import acceleration, fidelity, guardrail_points, open_ro
+from successor.reporting.report import write_report
+from successor.reporting.plots import PLOT_NAMES, render_plot
+from successor.reporting.status import status_dict
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("accuracy_heatmap", "frontier", "guardrail", "acceleration", "lineage")
@@ -199,7 +199,7 @@ def test_summary_states_what_the_store_holds(smoke_run: Path, tmp_path: Path):
 
 
 def test_selection_reasons():
-    from successor.report import _why_selected
+    from successor.reporting.report import _why_selected
     assert _why_selected({"selected": None}) == "no candidate finished"
     assert _why_selected({"selected": "g1c1", "incumbent": None}).startswith("no incumbent that keeps")
     assert _why_selected({"selected": "g1c0", "incumbent": "g1c0", "p_vs_incumbent": {}}) == "incumbent ranked first"
@@ -313,7 +313,7 @@ def walk_run(tmp_path_factory) -> Path:
     (every label kept, so both levels are curated whatever the champion knows), on five evaluated levels."""
     from successor.config import load_config
     from successor.driver import Driver
-    from successor.run import RunDir
+    from successor.rundir import RunDir
 
     root = tmp_path_factory.mktemp("walk")
     over = root / "walk.yaml"
@@ -331,7 +331,7 @@ def test_curation_walks_levels_ahead_and_the_gate_tests_the_levels_it_curated(wa
     gate decision of the generation measured effect and significance on levels 1-4, not on level 5."""
     import json
 
-    from successor.data import load_shard
+    from successor.workloads.tinylm.data import load_shard
 
     db = sqlite3.connect(walk_run / "lineage.db")
     cur = json.loads(db.execute("SELECT result FROM stages WHERE name='curate' AND generation=1").fetchone()[0])

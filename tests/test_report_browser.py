@@ -7,7 +7,7 @@ from pathlib import Path
 from browser import artifact, chromium
 from test_report import PLOTS, _copy_run
 
-from successor.report import write_report
+from successor.reporting.report import write_report
 
 
 def test_report_html_renders_self_contained_in_chromium(smoke_run: Path, tmp_path: Path):

@@ -13,7 +13,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from successor.config import LLMConfig, ManagerConfig, OptunaConfig, ResearcherConfig, RoleConfig
-from successor.policy import Budgets
+from successor.oversight.policy import Budgets
 from successor.researchers import factory
 from successor.researchers.base import Brief, Dim, Proposal, ResearcherPaused, Space, Trial, proposal_key
 from successor.researchers.evolution import EvolutionSearch, knob_grid

@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from successor.audit import AuditLog, verify
-from successor.status import status_dict
+from successor.oversight.audit import AuditLog, verify
+from successor.reporting.status import status_dict
 
-CLI = [sys.executable, "-m", "successor.cli"]
+CLI = [sys.executable, "-m", "successor"]
 
 
 def _rows(db: Path, sql: str) -> list[tuple]:

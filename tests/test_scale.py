@@ -17,8 +17,8 @@ from conftest import TINY
 from successor.workloads.tinylm import halving
 from successor.config import load_config
 from successor.driver import Driver
-from successor.policy import Policy
-from successor.run import RunDir
+from successor.oversight.policy import Policy
+from successor.rundir import RunDir
 from successor.workloads.tinylm.flops import job_flops
 from successor.workloads.tinylm.recipe import Recipe
 
@@ -132,8 +132,8 @@ def test_successive_halving_in_a_generation_records_every_rung(tmp_path: Path):
     assert {c for c, e in exp.items() if e["status"] == "halted"} == halted
     assert all(len(exp[c]["rungs"]) == (1 if c in halted else 2) for c in exp)
     # status and the report show what each generation used and every rung
-    from successor.report import write_report
-    from successor.status import status_dict
+    from successor.reporting.report import write_report
+    from successor.reporting.status import status_dict
 
     st = status_dict(root)
     n, cpu = db.execute("SELECT COUNT(*), SUM(cpu_s) FROM experiments").fetchone()
@@ -161,7 +161,7 @@ def test_flops_are_the_harness_estimate_and_a_flops_budget_pauses(tmp_path: Path
     job = json.loads((root / "workspaces" / rows[0][0] / "job.json").read_text())
     assert rows[0][1] == pytest.approx(job_flops(job)) and rows[0][1] > 1e9
     # the estimate: 3 forward passes of (2 x matmul weights + attention over the padded length) per padded token
-    from successor.data import load_shard
+    from successor.workloads.tinylm.data import load_shard
     from successor.workloads.tinylm.flops import matmul_params, model_config
 
     r, c = Recipe(**job["recipe"]), model_config(Recipe(**job["recipe"]))

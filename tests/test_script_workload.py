@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from successor.config import ConfigError, load_config
-from successor.gate import seed_test
-from successor.policy import Policy
+from successor.oversight.gate import seed_test
+from successor.oversight.policy import Policy
 from successor.researchers.base import Proposal, ResearcherPaused
-from successor.run import RunDir
-from successor.verify import verify_run
+from successor.rundir import RunDir
+from successor.oversight.verify import verify_run
 from successor.driver import Driver
 from successor.workloads.script.patch import PatchError, check_diff
 from successor.workloads.script.program import ProgramRepo
@@ -144,7 +144,7 @@ def test_bad_script_configs_are_one_clear_line(toy, over, needle):
 
 def test_a_script_run_without_its_section_is_refused_by_the_cli(tmp_path):
     (tmp_path / "c.yaml").write_text("workload: script\n")
-    r = subprocess.run([sys.executable, "-m", "successor.cli", "run", str(tmp_path / "c.yaml"), "--run-dir",
+    r = subprocess.run([sys.executable, "-m", "successor", "run", str(tmp_path / "c.yaml"), "--run-dir",
                         str(tmp_path / "run"), "--quiet"], capture_output=True, text=True)
     assert r.returncode == 2 and "needs a script section" in r.stderr
 
@@ -226,7 +226,7 @@ def test_patches_commit_refusals_and_seed_noise_never_promoted(toy, tmp_path):
     # research memory shows the refusals to the next researcher call, with their reasons
     mem = {t.id: t for t in loop.workload.researcher.briefs[-1].memory}
     assert mem["g1c3"].status == "refused" and "eval.py" in mem["g1c3"].error
-    from successor.report import write_report
+    from successor.reporting.report import write_report
     md = (write_report(tmp_path / "run") / "report.md").read_text()
     assert "### g2c0" in md and "+BONUS = 0.3" in md and "### g1c3" in md
     assert ok_run(tmp_path / "run")
@@ -238,7 +238,7 @@ def _check_script_report(run_dir: Path, md: str) -> None:
     store's numbers; every dashboard plot draws for a script run."""
     from test_report import check_acceleration, check_self_contained, read_summary, render_all
 
-    from successor.status import status_dict
+    from successor.reporting.status import status_dict
 
     out = run_dir / "report"
     pngs = check_self_contained((out / "report.html").read_text())
@@ -365,7 +365,7 @@ def test_an_llm_patch_is_promoted_and_its_cost_cap_pauses_the_run_not_crashes_it
         assert len(srv.requests) == 2 and loop.store.generation(2)["status"] == "done"
         second = json.dumps(srv.requests[1]["body"]["messages"])
         assert "g1c0" in second and "promoted" in second  # research memory reached the prompt
-        from successor.report import write_report
+        from successor.reporting.report import write_report
         md = (write_report(tmp_path / "run") / "report.md").read_text()
         assert "## LLM calls" in md and "0.0081" in md and "+BONUS = 0.3" in md
     finally:
@@ -403,10 +403,10 @@ def test_tinylm_refuses_a_script_researcher(tmp_path):
 def test_the_cli_runs_a_script_config_and_shows_its_metric(toy, tmp_path):
     cfg = toy(generations=1, seeds=1, gate={"seeds": 2, "min_effect": 0.01})
     Path(cfg).write_text(Path(cfg).read_text().replace("candidates: 3", "candidates: 1"))
-    r = subprocess.run([sys.executable, "-m", "successor.cli", "run", str(cfg), "--run-dir", str(tmp_path / "run"),
+    r = subprocess.run([sys.executable, "-m", "successor", "run", str(cfg), "--run-dir", str(tmp_path / "run"),
                         "--quiet"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    s = subprocess.run([sys.executable, "-m", "successor.cli", "status", str(tmp_path / "run"), "--json"],
+    s = subprocess.run([sys.executable, "-m", "successor", "status", str(tmp_path / "run"), "--json"],
                        capture_output=True, text=True)
     gens = json.loads(s.stdout)["generations"]
     assert len(gens) == 2 and 0.05 < gens[0]["metric"] < 0.2  # x = 0: score 0.1 plus seed noise

@@ -9,7 +9,7 @@ import pytest
 from successor.config import load_config
 from successor.driver import Driver
 from successor.workloads.tinylm.workload import TinyLMWorkload
-from successor.run import RunDir
+from successor.rundir import RunDir
 
 SOLVED = [1] * 60  # the champion solves level 1 on validation
 LEVEL2 = 60

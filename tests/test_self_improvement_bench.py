@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from successor.report import write_report
-from successor.status import status_dict
-from successor.verify import verify_run
+from successor.reporting.report import write_report
+from successor.reporting.status import status_dict
+from successor.oversight.verify import verify_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,7 +135,7 @@ def test_a_verifier_run_says_upper_bound_in_its_report_and_status_and_others_do_
         for text in (md, html):
             assert ("UPPER BOUND" in text) is marked, (name, text[:500])
         assert ("corrupted on purpose" in md) is marked  # the report names the injected labels
-    st = subprocess.run([sys.executable, "-m", "successor.cli", "status", str(root / "verifier-noise")],
+    st = subprocess.run([sys.executable, "-m", "successor", "status", str(root / "verifier-noise")],
                         capture_output=True, text=True)
     assert st.returncode == 0 and "UPPER BOUND" in st.stdout
 

@@ -6,8 +6,8 @@ import pytest
 
 from conftest import operands as split_operands
 
-from successor.tasks import Problem, decode, encode, get_task
-from successor.tasks.addition import Addition
+from successor.workloads.tinylm.tasks import Problem, decode, encode, get_task
+from successor.workloads.tinylm.tasks.addition import Addition
 
 TASK = Addition()
 

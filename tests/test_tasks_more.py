@@ -9,11 +9,11 @@ import torch
 
 from conftest import operands
 
-from successor.tasks import REFUSAL, VOCAB_SIZE, Problem, decode, encode, get_task, mark
-from successor.tasks.base import MARKER, VOCAB
-from successor.tasks.copy import Copy
-from successor.tasks.forward_addition import ForwardAddition
-from successor.tasks.multiplication import Multiplication
+from successor.workloads.tinylm.tasks import REFUSAL, VOCAB_SIZE, Problem, decode, encode, get_task, mark
+from successor.workloads.tinylm.tasks.base import MARKER, VOCAB
+from successor.workloads.tinylm.tasks.copy import Copy
+from successor.workloads.tinylm.tasks.forward_addition import ForwardAddition
+from successor.workloads.tinylm.tasks.multiplication import Multiplication
 from successor.workloads.tinylm.decode import greedy, greedy_same_level
 from successor.workloads.tinylm.model import ModelConfig, TinyLM
 from successor.workloads.tinylm.sequences import IGNORE, training_batch

@@ -16,10 +16,10 @@ from importlib import import_module
 _EXPORTS = {
     "run": "api", "open_run": "api", "RunResult": "api",
     "load_config": "config", "RunConfig": "config", "ConfigError": "config",
-    "Policy": "policy", "load_policy": "policy",
+    "Policy": "oversight.policy", "load_policy": "oversight.policy",
     "Progress": "progress", "PlainProgress": "progress",
-    "Driver": "driver", "Stopped": "driver", "Workload": "workloads.base", "RunDir": "run",
-    "status": ("status", "status_dict"), "verify": ("verify", "verify_run"),
+    "Driver": "driver", "Stopped": "driver", "Workload": "workloads.base", "RunDir": "rundir",
+    "status": ("reporting.status", "status_dict"), "verify": ("oversight.verify", "verify_run"),
 }
 __all__ = sorted(_EXPORTS)
 

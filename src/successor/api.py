@@ -1,8 +1,8 @@
-"""The library API: `successor.run(config, run_dir)` runs (or resumes) a run to its end and says how it ended.
+"""The library API: `successor.rundir(config, run_dir)` runs (or resumes) a run to its end and says how it ended.
 
     import successor
     cfg = successor.load_config("successor.yaml")          # or load_config(preset="smoke")
-    result = successor.run(cfg, "runs/mine", policy=successor.Policy(approval="manual"))
+    result = successor.rundir(cfg, "runs/mine", policy=successor.Policy(approval="manual"))
     print(result.state, result.champion, result.status()["generations"])
 
 The CLI's `successor run` is a thin shell over `open_run` and `run`; tests and benchmarks call them in-process.
@@ -14,9 +14,9 @@ from pathlib import Path
 
 from .config import RunConfig, load_config
 from .driver import Driver, Stopped
-from .policy import Policy, load_policy
+from .oversight.policy import Policy, load_policy
 from .progress import Progress
-from .run import RunDir
+from .rundir import RunDir
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class RunResult:
 
     def status(self) -> dict:
         """The run's whole status, as `successor status --json` prints it."""
-        from .status import status_dict
+        from .reporting.status import status_dict
 
         return status_dict(self.run_dir)
 
@@ -54,7 +54,7 @@ def open_run(config: RunConfig | str | Path | None, run_dir: str | Path, *, poli
     rd = RunDir(Path(run_dir), cfg)
     try:
         if audit_key is not None:
-            from .audit_sign import Signer
+            from .oversight.audit_sign import Signer
 
             rd.audit.signer = Signer(Path(audit_key))
         if pol is not None:
@@ -86,7 +86,7 @@ def drive(driver: Driver) -> RunResult:
 
 
 def result(run_dir: Path, state: str) -> RunResult:
-    from .status import status_dict
+    from .reporting.status import status_dict
 
     st = status_dict(run_dir)
     kind, _, why = state.partition(": ")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .policy import Policy
+from .oversight.policy import Policy
 from .store import Store
 
 

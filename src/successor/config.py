@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from .schema import Strict
 from .yamlfile import ConfigError, read_text_file
 from .yamlfile import read_yaml as _read_yaml
+from .workloads import NAMES, spec
 from .workloads.script.config import ScriptConfig
 from .workloads.tinylm.recipe import Recipe
 
@@ -241,7 +242,7 @@ class LoopConfig(Strict):
 class RunConfig(Strict):
     name: str = "successor"
     seed: int = 0
-    workload: Literal["tinylm", "script"] = "tinylm"
+    workload: Literal[NAMES] = "tinylm"
     script: ScriptConfig | None = Field(None, description="the script workload: the user's own program")
     task: TaskConfig = TaskConfig()
     bootstrap: Recipe = Recipe(init="scratch", steps=3000, mix_newest=0.0, mix_human=1.0)
@@ -253,21 +254,7 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _workload(self) -> "RunConfig":
-        if self.workload == "script" and self.script is None:
-            raise ValueError("workload script needs a script section (program, command, editable, metric)")
-        if self.workload == "tinylm" and self.script is not None:
-            raise ValueError("a script section needs workload: script")
-        if self.workload == "tinylm" and self.researcher.name not in ("evolution", "random", "optuna"):
-            raise ValueError(f"researcher {self.researcher.name} drives the script workload only; tinylm uses "
-                             "evolution, random or optuna")
-        if self.workload == "tinylm" and self.researcher.name == "optuna" and self.researcher.optuna.sampler != "tpe":
-            raise ValueError(f"optuna sampler {self.researcher.optuna.sampler} is not offered for tinylm: its recipe "
-                             "space is categorical; use sampler tpe")
-        if self.workload == "script" and self.researcher.name == "random":
-            raise ValueError("researcher random is for tinylm; the script workload uses evolution, optuna, llm or "
-                             "manager")
-        if self.workload == "script" and self.researcher.seed is not None:
-            raise ValueError("researcher.seed is for tinylm; the script workload's researcher draws from the run seed")
+        spec(self.workload).check_config(self)  # each workload says what fits it
         return self
 
 

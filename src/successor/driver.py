@@ -15,17 +15,18 @@ import signal
 import threading
 import time
 
-from . import provenance
+from .oversight import provenance
 from .budgets import Budgets, Paused
-from .data import file_digest
-from .executor import make_executor, process_start_time
+from .safeio import file_digest
+from .executors import make_executor
+from .executors.base import process_start_time
 from .lab import Lab
-from .policy import Policy
+from .oversight.policy import Policy
 from .progress import Progress
-from .run import RunDir
-from .sandbox import isolation_mode
+from .rundir import RunDir
+from .oversight.sandbox import isolation_mode
 from .store import sha256_text, stage_text
-from .workloads import make_workload
+from .workloads import spec
 
 STAGES = ["assess", "propose", "implement", "experiment", "interpret", "select", "curate", "train", "evaluate",
           "gate", "promote"]
@@ -44,7 +45,7 @@ class Driver:
         self.budgets = Budgets(self.store, self.policy, run.policy_path)
         self.lab = Lab(run, self.policy, self.isolation, make_executor(self.cfg, self.policy, self.isolation),
                        self.budgets, self.progress)
-        self.workload = make_workload(self.lab, researcher)
+        self.workload = spec(self.cfg.workload).make(self.lab, researcher)
         self.lab.workload = self.workload
 
     def run_all(self) -> str:

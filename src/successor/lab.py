@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 from . import safeio
 from .budgets import Budgets, Paused
-from .data import file_digest, write_text_atomic
-from .executor import Experiment, Outcome, kill_orphan, log_path
+from .safeio import file_digest, write_text_atomic
+from .executors.base import Experiment, Outcome, kill_orphan, log_path
 from .progress import Progress
 from .store import sha256_text
 
 if TYPE_CHECKING:
-    from .policy import Policy
-    from .run import RunDir
+    from .oversight.policy import Policy
+    from .rundir import RunDir
     from .workloads.base import Workload
 
 FINISHED = ("done", "failed", "timeout", "violation")  # an experiment in one of these is never run again

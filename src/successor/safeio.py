@@ -317,3 +317,14 @@ def fresh_dir(path: Path, trash: Path) -> None:
 
 def json_bytes(obj) -> bytes:
     return json.dumps(obj, indent=2).encode()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename, so a reader (or a kill -9) never sees half a file."""
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

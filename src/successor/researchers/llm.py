@@ -22,7 +22,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from ..config import LLMConfig
-from ..policy import Budgets
+from ..oversight.policy import Budgets
 from ..store import Store
 from .base import Brief, Proposal, ResearcherPaused, proposal_key
 from .llm_prompt import check_proposals, check_reviews, propose_prompt, review_prompt, system_prompt

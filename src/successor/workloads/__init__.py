@@ -1,21 +1,16 @@
-"""The workloads, side by side: `tinylm` and `script`. `make_workload` builds the one a run's config names."""
+"""The workloads, side by side: `tinylm` and `script`. Each package's __init__ is its registry entry (`spec`):
+what the config, the run directory, the driver and the reports ask of it, with no branch on its name anywhere
+else. An entry stays light (no torch, no driver): the heavy parts are imported by its `make`."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ..lab import Lab
-    from .base import Workload
+from importlib import import_module
+from types import ModuleType
 
 NAMES = ("tinylm", "script")
 
 
-def make_workload(lab: Lab, researcher=None) -> Workload:
-    """The config's workload on this lab; `researcher` replaces the one the config names (tests, studies)."""
-    if lab.cfg.workload == "script":
-        from .script.workload import ScriptWorkload
-
-        return ScriptWorkload(lab, researcher)
-    from .tinylm.workload import TinyLMWorkload
-
-    return TinyLMWorkload(lab, researcher)
+def spec(name: str) -> ModuleType:
+    """A workload's registry entry: `make(lab, researcher)`, `check_config(cfg)`, `HAS_TIERS`, `RESEARCHERS`."""
+    if name not in NAMES:
+        raise ValueError(f"workload: unknown workload {name!r}; known: {', '.join(NAMES)}")
+    return import_module(f"{__name__}.{name}")

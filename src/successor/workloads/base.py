@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..executor import Experiment
+from ..executors.base import Experiment
 
 
 class Workload(Protocol):

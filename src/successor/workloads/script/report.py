@@ -10,14 +10,14 @@ from pathlib import Path
 import yaml
 from matplotlib.figure import Figure
 
-from ...lineage import acceleration, open_ro, tree
-from ...report import (ACCEL_HEAD, COMPUTE_HEAD, acceleration_rows, acceleration_verdicts, compute_rows, html_img,
+from ...reporting.lineage import acceleration, open_ro, tree
+from ...reporting.report import (ACCEL_HEAD, COMPUTE_HEAD, acceleration_rows, acceleration_verdicts, compute_rows, html_img,
                        html_nav, planned_line, promoted_line, summary_tail, write_summary,
                        _html_table as html_table, _md_table as md_table)
-from ...report_plots import NOT_SCRIPT, plot_acceleration, plot_lineage
-from ...status import status_dict
-from ...oversight_report import APPROVAL_HEAD, VIOLATION_HEAD, approval_rows, isolation_line, violation_rows
-from ...verify import verify_run
+from ...reporting.plots import NOT_SCRIPT, plot_acceleration, plot_lineage
+from ...reporting.status import status_dict
+from ...reporting.oversight import APPROVAL_HEAD, VIOLATION_HEAD, approval_rows, isolation_line, violation_rows
+from ...oversight.verify import verify_run
 
 GEN_HEAD = ["gen", "champion", "champion mean", "successor mean", "gain", "p", "decision"]
 CAND_HEAD = ["candidate", "researcher", "knobs changed", "patch", "experiment mean ± sd", "status", "gate"]

@@ -24,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import integrity, safeio
+from ...oversight import integrity
+from ... import safeio
 from ...budgets import Paused
-from ...data import write_text_atomic
-from ...executor import Experiment, log_path
-from ...gate import seed_test
+from ...safeio import write_text_atomic
+from ...executors.base import Experiment, log_path
+from ...oversight.gate import seed_test
 from ...lab import hostile_output
-from ...sandbox import IsolationError
+from ...oversight.sandbox import IsolationError
 from ...researchers.base import Brief, ResearcherPaused, proposal_key
 from .memory import brief_sources, draw_seeds, gate_values, memory, program_digest, seeds_digest, weaknesses
 from .measure import MetricError, evaluate_artifact, metric_name, program_command, read_metric

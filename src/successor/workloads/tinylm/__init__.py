@@ -1,0 +1,26 @@
+"""The `tinylm` workload: a small transformer on a generated task (workload.py), its successors trained on data
+the champion curated. This file is its entry in the workload registry (successor.workloads.spec): light, so the
+config, the run directory and the reports can ask it what they need without importing torch."""
+from __future__ import annotations
+
+HAS_TIERS = True  # the run directory draws human, dev, validation, sealed and guardrail tiers for it
+RESEARCHERS = ("evolution", "random", "optuna")
+
+
+def make(lab, researcher=None):
+    """The workload on a lab; `researcher` replaces the one the config names (tests, studies)."""
+    from .workload import TinyLMWorkload
+
+    return TinyLMWorkload(lab, researcher)
+
+
+def check_config(cfg) -> None:
+    """Raise ValueError where a run config does not fit this workload."""
+    if cfg.script is not None:
+        raise ValueError("a script section needs workload: script")
+    if cfg.researcher.name not in RESEARCHERS:
+        raise ValueError(f"researcher {cfg.researcher.name} drives the script workload only; tinylm uses "
+                         "evolution, random or optuna")
+    if cfg.researcher.name == "optuna" and cfg.researcher.optuna.sampler != "tpe":
+        raise ValueError(f"optuna sampler {cfg.researcher.optuna.sampler} is not offered for tinylm: its recipe "
+                         "space is categorical; use sampler tpe")

@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from safetensors.torch import load as load_bytes, load_file, save_file
 
-from ...tasks.base import VOCAB_SIZE
+from .tasks.base import VOCAB_SIZE
 from .model import ModelConfig, TinyLM
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 
-from ...curator import curate_levels, inject_noise, schedule_levels, with_relabel
-from ...data import load_shard, save_shard, tier_rng
-from ...tasks import Problem
+from .curator import curate_levels, inject_noise, schedule_levels, with_relabel
+from .data import load_shard, save_shard, tier_rng
+from .tasks import Problem
 
 
 def curate(wl, g: int, ctx: dict) -> dict:

@@ -5,7 +5,7 @@ from collections import defaultdict
 
 import torch
 
-from ...tasks import Problem, Task, decode, encode
+from .tasks import Problem, Task, decode, encode
 from .model import TinyLM
 from .sequences import position_ids
 

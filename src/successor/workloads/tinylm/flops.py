@@ -35,7 +35,7 @@ def model_config(recipe, parent: ModelConfig | None = None, vocab_size: int | No
     """The architecture a job trains: the parent's when it fine-tunes one, else the recipe's."""
     if parent is not None and recipe.init == "parent":
         return parent
-    from ...tasks import VOCAB_SIZE
+    from .tasks import VOCAB_SIZE
 
     return ModelConfig(vocab_size=vocab_size or VOCAB_SIZE, n_layer=recipe.n_layer, n_embd=recipe.n_embd,
                        n_head=recipe.n_head, ffn_mult=recipe.ffn_mult, dropout=recipe.dropout,
@@ -48,7 +48,7 @@ _LONGEST: dict[str, int] = {}  # shard path -> its longest input sequence; shard
 def longest_input(path: str) -> int:
     """Tokens in the longest training input of a shard (prompt plus label, less the last token)."""
     if path not in _LONGEST:
-        from ...data import load_shard
+        from .data import load_shard
 
         _LONGEST[path] = max((len(p.prompt) + len(y) - 1 for p, y in load_shard(Path(path))), default=0)
     return _LONGEST[path]

@@ -7,10 +7,11 @@ import stat
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ... import evaluator, safeio
-from ...data import load_shard
+from . import evaluator
+from ... import safeio
+from .data import load_shard
 from ...store import evaluation_sha256
-from ...tasks import Problem
+from .tasks import Problem
 from . import checkpoint
 
 

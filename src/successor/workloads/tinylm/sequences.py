@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...tasks import PAD_ID, Problem, Task, encode
+from .tasks import PAD_ID, Problem, Task, encode
 
 IGNORE = -100
 

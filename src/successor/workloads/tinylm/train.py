@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ...data import load_shard
-from ...tasks import PAD_ID, VOCAB_SIZE, Problem, Task, get_task
-from ...tasks.base import mark
+from .data import load_shard
+from .tasks import PAD_ID, VOCAB_SIZE, Problem, Task, get_task
+from .tasks.base import mark
 from . import checkpoint
 from .decode import greedy
 from .model import ModelConfig, TinyLM

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import evaluator, integrity
-from ...executor import Experiment
-from ...gate import first_to_beat
+from . import evaluator
+from ...oversight import integrity
+from ...executors.base import Experiment
+from ...oversight.gate import first_to_beat
 from ...lab import hostile_output
 from ...researchers.evolution import recipe_key
 from ...researchers.tinylm_search import tinylm_researcher

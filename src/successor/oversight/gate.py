@@ -32,8 +32,8 @@ import numpy as np
 from scipy.stats import binomtest, norm
 from statsmodels.stats.multitest import multipletests
 
-from .config import GateConfig
-from .evaluator import frontier
+from ..config import GateConfig
+from ..workloads.tinylm.evaluator import frontier
 
 
 @dataclass

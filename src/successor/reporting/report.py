@@ -13,12 +13,12 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from .oversight_report import APPROVAL_HEAD, VIOLATION_HEAD, approval_rows, isolation_line, violation_rows
-from .config import CuratorConfig
+from .oversight import APPROVAL_HEAD, VIOLATION_HEAD, approval_rows, isolation_line, violation_rows
+from ..config import CuratorConfig
 from .lineage import acceleration, candidates, fidelity, guardrail_points, open_ro, sealed_grid, stage_result, tree
-from .report_plots import (GUIDES, HORIZON, plot_acceleration, plot_frontier, plot_guardrail, plot_heatmap,
+from .plots import (GUIDES, HORIZON, plot_acceleration, plot_frontier, plot_guardrail, plot_heatmap,
                            plot_lineage, projection_label, run_config)
-from .verify import verify_run
+from ..oversight.verify import verify_run
 from .status import UPPER_BOUND, status_dict
 
 DASH = "—"
@@ -262,7 +262,7 @@ def write_report(run_dir: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     cfg = run_config(run_dir)
     if cfg.get("workload") == "script":
-        from .workloads.script.report import write_script_report
+        from ..workloads.script.report import write_script_report
 
         return write_script_report(run_dir, out, CSS)
     human = cfg.get("task", {}).get("human_levels")

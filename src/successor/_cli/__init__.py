@@ -15,8 +15,8 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_audit import app as audit_app
-from .config import ConfigError, RunConfig, load_config
+from .audit import app as audit_app
+from ..config import ConfigError, RunConfig, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Successor: verified successor models.")
 app.add_typer(audit_app, name="audit")
@@ -105,10 +105,10 @@ def run(
     """Run (or resume) the generation loop. Exit 0: finished; 3: paused on a budget or stopped (re-run to go
     on); 2: bad input or the policy's isolation cannot be had. On a terminal a live view; elsewhere (a log file,
     CI, nohup) one plain line per stage and per finished generation; --quiet: nothing until the summary."""
-    from .api import drive, open_run
-    from .policy import load_policy
-    from .progress import PlainProgress, Progress
-    from .sandbox import IsolationError
+    from ..api import drive, open_run
+    from ..oversight.policy import load_policy
+    from ..progress import PlainProgress, Progress
+    from ..oversight.sandbox import IsolationError
 
     live = not quiet and sys.stderr.isatty()
     try:
@@ -140,7 +140,7 @@ def run(
 
 
 def _print_summary(run_dir: Path) -> None:
-    from .status import UPPER_BOUND, status_dict
+    from ..reporting.status import UPPER_BOUND, status_dict
 
     s = status_dict(run_dir)
     script = any(g["metric"] is not None for g in s["generations"])  # a script run: a metric, not a frontier
@@ -175,7 +175,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Each generation: champion, promoted or not, the gate's statistics and the >=99% frontier."""
-    from .status import status_dict
+    from ..reporting.status import status_dict
 
     _existing_run(run_dir)
     if as_json:
@@ -187,7 +187,7 @@ def status(
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
     """Write DIR/report/: a self-contained report.html, report.md, summary.md (one screen) and the PNG plots."""
-    from .report import write_report
+    from ..reporting.report import write_report
 
     _existing_run(run_dir)
     try:
@@ -198,14 +198,14 @@ def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
 
 
 def _run_dir(run_dir: Path):
-    from .store import Store
+    from ..store import Store
 
     _existing_run(run_dir)
     return Store(run_dir / "lineage.db")
 
 
 def _decide(run_dir: Path, generation: int, decision: str, who: str, note: Optional[str]) -> None:
-    from .actions import decide
+    from ..oversight.actions import decide
 
     _run_dir(run_dir).close()
     try:
@@ -239,7 +239,7 @@ def reject(
 @app.command()
 def stop(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
     """The kill switch: the run stops at once, its experiments are killed, and re-running resumes it."""
-    from .stop import stop_run
+    from ..oversight.stop import stop_run
 
     _run_dir(run_dir)
     Console().print(stop_run(run_dir))
@@ -253,7 +253,7 @@ def dashboard(
 ) -> None:
     """Serve the live dashboard on 127.0.0.1. Reading is open; approve, reject and stop need the token it
     prints (the URL it prints carries it)."""
-    from .dashboard import serve
+    from ..reporting.dashboard import serve
 
     if not run_dir.is_dir():
         _fail(f"{run_dir} is not a directory")
@@ -289,7 +289,7 @@ def compare(
     label: Optional[list[str]] = typer.Option(None, "--label", help="a name per run, in order (default: dir names)"),
 ) -> None:
     """Overlay several runs (frontier, verified gain per CPU-hour, guardrail) on one self-contained page."""
-    from .compare import write_comparison
+    from ..reporting.compare import write_comparison
 
     try:
         folder = write_comparison(run_dirs, out, label or None)
@@ -302,5 +302,6 @@ def main() -> None:  # pragma: no cover
     app()
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m successor.cli`
+def main() -> None:
+    """`python -m successor` and the `successor` command."""
     app()

@@ -12,11 +12,11 @@ import sqlite3
 import time
 from pathlib import Path
 
-from .. import safeio
-from ..executor import log_path
+from ... import safeio
+from ...executors.base import log_path
 from ..lineage import stage_result
-from ..policy import PolicyError, load_policy
-from ..stop import runner_alive
+from ...oversight.policy import PolicyError, load_policy
+from ...oversight.stop import runner_alive
 
 PROGRESS_MAX_BYTES = 256 * 1024  # a candidate's progress.json past this is ignored
 CURVE_MAX_POINTS = 2000

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .store import evaluation_rows_sha256, sha256_text
+from ..store import evaluation_rows_sha256, sha256_text
 
 MISSING = object()  # an event written before this binding existed: that value cannot be compared
 FINISHED = ("done", "failed", "timeout", "violation")

@@ -22,13 +22,15 @@ from pathlib import Path
 
 import yaml
 
-from .audit import AuditLog
+from .oversight.audit import AuditLog
 from .config import ConfigError, RunConfig, _read_yaml, read_text_file
-from .data import file_digest, labelled, save_shard, secret_rng, tier_rng, write_text_atomic
-from .policy import Policy, load_policy, save_policy
+from .safeio import file_digest, write_text_atomic
+from .workloads import spec
+from .workloads.tinylm.data import labelled, save_shard, secret_rng, tier_rng
+from .oversight.policy import Policy, load_policy, save_policy
 from .store import Store
-from .tasks import Task, get_task
-from .tasks.guardrail import guardrail_items
+from .workloads.tinylm.tasks import Task, get_task
+from .workloads.tinylm.tasks.guardrail import guardrail_items
 
 
 TIER_KEY = "tier.key"
@@ -73,7 +75,7 @@ class RunDir:
         self.given = Path(root)  # as named, for messages
         self.root = Path(root).resolve()
         self.cfg = cfg
-        self.task: Task | None = get_task(cfg.task.name) if cfg.workload == "tinylm" else None
+        self.task: Task | None = get_task(cfg.task.name) if spec(cfg.workload).HAS_TIERS else None
         self._claim()
         self.store = Store(self.root / "lineage.db")
         self.audit = AuditLog(self.root / "audit.jsonl")

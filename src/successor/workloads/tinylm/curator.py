@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 
-from .config import CuratorConfig
+from ...config import CuratorConfig
 from .tasks import Problem, Task
-from .workloads.tinylm.decode import greedy
-from .workloads.tinylm.model import TinyLM
+from .decode import greedy
+from .model import TinyLM
 
 
 @dataclass

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .policy import Policy, SandboxLimits
 
-GUARD = [sys.executable, "-P", "-m", "successor.guard"]
+GUARD = [sys.executable, "-P", "-m", "successor.oversight.guard"]
 
 
 class IsolationError(RuntimeError):

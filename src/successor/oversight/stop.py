@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from .audit import AuditLog
-from .executor import kill_orphan, process_start_time as _start_time, zombie
-from .store import Store
+from ..executors.base import kill_orphan, process_start_time as _start_time, zombie
+from ..store import Store
 
 
 def runner_alive(runner: dict) -> bool:

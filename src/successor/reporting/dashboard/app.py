@@ -2,7 +2,7 @@
 
 GET endpoints read the store (read-only connections, so a live loop goes on undisturbed). The three POST
 actions (approve, reject, stop) need the token printed at start and call the same code as the CLI
-(`successor.actions`). The page loads nothing from elsewhere; a Content-Security-Policy says so to the
+(`successor.oversight.actions`). The page loads nothing from elsewhere; a Content-Security-Policy says so to the
 browser, and a Host check keeps other sites' pages (DNS rebinding) from reading the API.
 """
 from __future__ import annotations
@@ -23,13 +23,13 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from .. import actions
+from ...oversight import actions
 from ..lineage import acceleration, fidelity, guardrail_points, open_ro, sealed_grid, tree
 from ..status import status_dict
-from ..verify import verify_run
+from ...oversight.verify import verify_run
 from . import live
 
-STATIC = Path(str(resources.files("successor") / "dashboard" / "static"))
+STATIC = Path(str(resources.files("successor") / "reporting" / "dashboard" / "static"))
 PAGES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -187,7 +187,7 @@ def create_app(run_dir: Path, token: str) -> FastAPI:
 
     @app.get("/plots/{name}.png")
     def plot(name: str, conn: sqlite3.Connection = Depends(db)) -> Response:
-        from ..report_plots import PLOT_NAMES, render_plot
+        from ..plots import PLOT_NAMES, render_plot
 
         if name not in PLOT_NAMES:
             raise HTTPException(404, f"no plot {name!r}; there are {', '.join(PLOT_NAMES)}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from .lineage import open_ro
-from .store import compute
+from ..store import compute
 
 UPPER_BOUND = ("UPPER BOUND: this run's curator kept labels with the verifier filter, which reads the hidden checker; "
                "a study setting that no real loop has, not a result.")
@@ -23,7 +23,7 @@ def upper_bound(run_dir: Path) -> bool:
 
 def _champion_metric(db: sqlite3.Connection, champion: str | None) -> float | None:
     """A script run's champion's mean metric over its gate seeds (None for tinylm, or before a champion)."""
-    from .workloads.script.memory import gate_values
+    from ..workloads.script.memory import gate_values
 
     vals = gate_values(db, champion)
     return sum(vals) / len(vals) if vals else None

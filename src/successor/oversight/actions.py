@@ -7,7 +7,7 @@ from typing import Literal
 
 from .audit import AuditLog
 from .stop import stop_run
-from .store import Store
+from ..store import Store
 
 __all__ = ["decide", "stop_run"]
 

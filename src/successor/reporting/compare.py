@@ -21,9 +21,9 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .lineage import acceleration, fidelity, guardrail_points, open_ro  # noqa: E402
 from .report import CSS, DASH, _html_table, _md_cell, _md_table, data_uri  # noqa: E402
-from .report_plots import no_data  # noqa: E402
+from .plots import no_data  # noqa: E402
 from .status import status_dict  # noqa: E402
-from .verify import verify_run  # noqa: E402
+from ..oversight.verify import verify_run  # noqa: E402
 
 HEAD = ["label", "run dir", "workload / task", "generations done (of planned)", "promoted",
         "final frontier / metric", "CPU-hours", "total verified gain", "gain per successor CPU-hour",

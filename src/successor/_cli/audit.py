@@ -21,7 +21,7 @@ def _error(msg: str) -> None:
 
 
 def _run_dir(run_dir: Path) -> None:
-    from .verify import is_run_dir
+    from ..oversight.verify import is_run_dir
 
     if not is_run_dir(run_dir):
         _error(f"{run_dir} is not a run directory (no lineage.db)")
@@ -33,11 +33,11 @@ def verify_cmd(run_dir: Path = typer.Argument(..., help="run directory"),
                                                   "run's head must be signed with")) -> None:
     """Recompute the audit chain, every artifact's digest, every provenance statement and the store against the
     chain; with --key, the signed head too. Exit 1 on any problem."""
-    from .verify import verify_run
+    from ..oversight.verify import verify_run
 
     _run_dir(run_dir)
     if key is not None:
-        from .audit_sign import load_public
+        from ..oversight.audit_sign import load_public
 
         try:
             load_public(key)
@@ -55,7 +55,7 @@ def verify_cmd(run_dir: Path = typer.Argument(..., help="run directory"),
 def keygen_cmd(out: Path = typer.Option(..., "--out", help="private key file to write (PATH.pub gets the public "
                                         "key); keep it outside the run directory")) -> None:
     """Make an Ed25519 key pair for `successor run --audit-key` (or SUCCESSOR_AUDIT_KEY)."""
-    from .audit_sign import keygen
+    from ..oversight.audit_sign import keygen
 
     try:
         private, public = keygen(out)
@@ -68,7 +68,7 @@ def keygen_cmd(out: Path = typer.Option(..., "--out", help="private key file to 
 def _signer(key: Optional[Path]):
     if key is None:
         return None
-    from .audit_sign import Signer
+    from ..oversight.audit_sign import Signer
 
     try:
         return Signer(key)
@@ -85,7 +85,7 @@ def ack_cmd(run_dir: Path = typer.Argument(..., help="run directory"),
             key: Optional[Path] = typer.Option(None, "--key", help="private key: sign the new head")) -> None:
     """Acknowledge a loss the audit log recorded (a torn last line cut, or the log cut / its head lost), after
     looking at it: `verify` fails on such a record until it is acknowledged."""
-    from .audit import ACK, NOTES, AuditLog, read_records
+    from ..oversight.audit import ACK, NOTES, AuditLog, read_records
 
     _run_dir(run_dir)
     if not who.strip():
@@ -106,7 +106,7 @@ def sign_cmd(run_dir: Path = typer.Argument(..., help="run directory"),
              key: Path = typer.Option(..., "--key", help="private key")) -> None:
     """Anchor the log as it is now (after checking it): records appended without the key, e.g. by `successor
     approve`, become covered by the signature. Appends an `audit.signed` record and signs it."""
-    from .audit import AuditLog, verify
+    from ..oversight.audit import AuditLog, verify
 
     _run_dir(run_dir)
     signer = _signer(key)

@@ -15,9 +15,9 @@ from typing import Literal
 import yaml
 from pydantic import Field, field_validator
 
-from .config import ConfigError, _read_yaml, read_text_file, validated
-from .data import write_text_atomic
-from .schema import Strict
+from ..config import ConfigError, _read_yaml, read_text_file, validated
+from ..safeio import write_text_atomic
+from ..schema import Strict
 
 
 class SandboxLimits(Strict):

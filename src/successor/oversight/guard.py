@@ -4,11 +4,11 @@ The sandbox (bubblewrap, rlimits, cgroups) is what *blocks* a candidate; the gua
 so a blocked attempt still disqualifies and is logged. It reports on a pipe the harness holds the other end of,
 so a candidate cannot rewrite what was already reported.
 
-    python -P -m successor.guard reap OWN_FD FD [JOB] -- CMD...  run CMD (handing it FD); afterwards report on
+    python -P -m successor.oversight.guard reap OWN_FD FD [JOB] -- CMD...  run CMD (handing it FD); afterwards report on
                                                          OWN_FD and kill what it left in the pid namespace
-    python -P -m successor.guard run FD MODULE JOB [PATCH] install the audit hook, run the candidate's code
+    python -P -m successor.oversight.guard run FD MODULE JOB [PATCH] install the audit hook, run the candidate's code
                                                          patch (if any), then MODULE as __main__ with JOB
-    python -P -m successor.guard script FD FILE ARGS...   install the audit hook, run a user's FILE as __main__
+    python -P -m successor.oversight.guard script FD FILE ARGS...   install the audit hook, run a user's FILE as __main__
 
 The audit hook (PEP 578) sees the candidate's Python: opening or listing run data it was not given (the
 validation and sealed tiers are not even mounted), writing outside its workspace, editing its own job file,

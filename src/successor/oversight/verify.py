@@ -21,8 +21,8 @@ import yaml
 
 from . import provenance, verify_store
 from .audit import losses, read_records, verify
-from .data import file_digest
-from .workloads.tinylm import checkpoint
+from ..safeio import file_digest
+from ..workloads.tinylm import checkpoint
 
 MODEL_KEYS = frozenset({"model", "champion", "successor", "parent", "parent_model"})
 SHARD_KEYS = frozenset({"sealed_digest"})  # plus every value of a "tiers" mapping
@@ -123,9 +123,9 @@ class _Run:
     def _script(self) -> None:
         """A script run: its artifacts (named by digest), its programs (a commit and knobs, named by their
         digest, the commit present in program.git), and each generation's gate seeds (named by their digest)."""
-        from .workloads.script import memory
-        from .workloads.script.measure import artifact_digest
-        from .workloads.script.program import ProgramRepo
+        from ..workloads.script import memory
+        from ..workloads.script.measure import artifact_digest
+        from ..workloads.script.program import ProgramRepo
 
         arts = self.root / "artifacts" / "script"
         for d in sorted(arts.iterdir()) if arts.is_dir() else []:

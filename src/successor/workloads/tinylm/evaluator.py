@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from .tasks import Problem, Task
-from .workloads.tinylm.decode import greedy
-from .workloads.tinylm.model import TinyLM
+from .decode import greedy
+from .model import TinyLM
 
 
 def grade(model: TinyLM, task: Task, problems: list[Problem]) -> dict[int, list[int]]:

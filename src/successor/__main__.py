@@ -1,0 +1,4 @@
+"""`python -m successor`: the CLI."""
+from ._cli import main
+
+main()
