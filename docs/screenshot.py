@@ -22,7 +22,7 @@ def main(run_dir: str, out: str, node: str | None = None) -> None:
         row = db.execute("SELECT candidate_id FROM gate_decisions WHERE promoted=1 ORDER BY generation DESC "
                          "LIMIT 1").fetchone()
         node = row[0] if row else "g0c0"
-    dash = subprocess.Popen([sys.executable, "-m", "successor._cli", "dashboard", run_dir, "--port", "0",
+    dash = subprocess.Popen([sys.executable, "-m", "successor", "dashboard", run_dir, "--port", "0",
                              "--exit-after", "300"], stdout=subprocess.PIPE, text=True)
     try:
         url = re.search(r"(http://\S+)", dash.stdout.readline()).group(1)
