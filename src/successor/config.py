@@ -8,11 +8,11 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from .schema import Strict
-from .yamlfile import ConfigError, read_text_file
-from .yamlfile import read_yaml as _read_yaml
 from .workloads import NAMES, spec
 from .workloads.script.config import ScriptConfig
 from .workloads.tinylm.recipe import Recipe
+from .yamlfile import ConfigError, read_text_file
+from .yamlfile import read_yaml as _read_yaml
 
 
 class TaskConfig(Strict):

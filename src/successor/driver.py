@@ -15,16 +15,16 @@ import signal
 import threading
 import time
 
-from .oversight import provenance
 from .budgets import Budgets, Paused
-from .safeio import file_digest
 from .executors import make_executor
 from .executors.base import process_start_time
 from .lab import Lab
+from .oversight import provenance
 from .oversight.policy import Policy
+from .oversight.sandbox import isolation_mode
 from .progress import Progress
 from .rundir import RunDir
-from .oversight.sandbox import isolation_mode
+from .safeio import file_digest
 from .store import sha256_text, stage_text
 from .workloads import spec
 

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 from . import safeio
 from .budgets import Budgets, Paused
-from .safeio import file_digest, write_text_atomic
 from .executors.base import Experiment, Outcome, kill_orphan, log_path
 from .progress import Progress
+from .safeio import file_digest, write_text_atomic
 from .store import sha256_text
 
 if TYPE_CHECKING:

@@ -22,16 +22,15 @@ from pathlib import Path
 
 import yaml
 
-from .oversight.audit import AuditLog
 from .config import ConfigError, RunConfig, _read_yaml, read_text_file
+from .oversight.audit import AuditLog
+from .oversight.policy import Policy, load_policy, save_policy
 from .safeio import file_digest, write_text_atomic
+from .store import Store
 from .workloads import spec
 from .workloads.tinylm.data import labelled, save_shard, secret_rng, tier_rng
-from .oversight.policy import Policy, load_policy, save_policy
-from .store import Store
 from .workloads.tinylm.tasks import Task, get_task
 from .workloads.tinylm.tasks.guardrail import guardrail_items
-
 
 TIER_KEY = "tier.key"
 TIER_KEY_ENV = "SUCCESSOR_TIER_KEY"  # a key file a new run takes its tier key from (to share harness tiers)

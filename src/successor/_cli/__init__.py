@@ -15,8 +15,8 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from .audit import app as audit_app
 from ..config import ConfigError, RunConfig, load_config
+from .audit import app as audit_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Successor: verified successor models.")
 app.add_typer(audit_app, name="audit")
@@ -107,8 +107,8 @@ def run(
     CI, nohup) one plain line per stage and per finished generation; --quiet: nothing until the summary."""
     from ..api import drive, open_run
     from ..oversight.policy import load_policy
-    from ..progress import PlainProgress, Progress
     from ..oversight.sandbox import IsolationError
+    from ..progress import PlainProgress, Progress
 
     live = not quiet and sys.stderr.isatty()
     try:

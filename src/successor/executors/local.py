@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
-from ..oversight import integrity
 from .. import safeio
+from ..oversight import integrity
 from ..oversight.policy import Policy
 from ..oversight.sandbox import GUARD, Cgroup, preexec, wrap
 from .base import Aborted, Experiment, OnStart, Outcome, _files_at_least, usable_cores

@@ -34,11 +34,19 @@ from typing import Iterator
 
 from .. import safeio
 from ..config import ConfigError, RayConfig
-from .base import Experiment, OnStart, Outcome, usable_cores
 from ..oversight.policy import Policy
-
-from .ray_node import (_inputs, _inside, _pack, _run_on_node, _sha256, _to_plain, _tree_size, _workspace_inputs,
-                       unpack_results)
+from .base import Experiment, OnStart, Outcome, usable_cores
+from .ray_node import (
+    _inputs,
+    _inside,
+    _pack,
+    _run_on_node,
+    _sha256,
+    _to_plain,
+    _tree_size,
+    _workspace_inputs,
+    unpack_results,
+)
 
 INSTALL = "pip install 'successor-lab[ray]'"
 

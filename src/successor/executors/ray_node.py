@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from .. import safeio
+from ..oversight.policy import Policy
 from .base import Experiment, Outcome, process_start_time
 from .local import LocalExecutor
-from ..oversight.policy import Policy
 
 _PATHS = ("job", "run_root", "patch", "cwd")
 _PATH_LISTS = ("readable", "protected", "read_only", "honeypots", "hidden")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from ..store import Store
 from .audit import AuditLog
 from .stop import stop_run
-from ..store import Store
 
 __all__ = ["decide", "stop_run"]
 

@@ -13,9 +13,10 @@ import signal
 import time
 from pathlib import Path
 
-from .audit import AuditLog
-from ..executors.base import kill_orphan, process_start_time as _start_time, zombie
+from ..executors.base import kill_orphan, zombie
+from ..executors.base import process_start_time as _start_time
 from ..store import Store
+from .audit import AuditLog
 
 
 def runner_alive(runner: dict) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import seeds
 from ..config import LLMConfig, OptunaConfig, ResearcherConfig, RoleConfig
 from .base import Researcher
 from .evolution import EvolutionSearch
@@ -43,7 +44,8 @@ def _role(rc: RoleConfig, name: str, crossover: bool, *, store, run_root: Path, 
         return EvolutionSearch(rc.mutation_rate, crossover, role=name)
     if rc.name == "optuna":
         # each role its own seed stream: two optuna roles on one seed would propose the same points
-        return _optuna(rc.optuna, run_root, seed + 1 + ["explorer", "exploiter"].index(name), name)
+        return _optuna(rc.optuna, run_root, seeds.integer(seed, "optuna-role", ["explorer", "exploiter"].index(name)),
+                       name)
     return _llm(rc.llm, store, run_root, budgets, name)
 
 

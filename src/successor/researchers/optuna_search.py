@@ -27,6 +27,7 @@ from optuna.storages import BaseStorage, InMemoryStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
+from .. import seeds
 from ..config import OptunaConfig
 from .base import Brief, Dim, Proposal, Space, Trial
 from .evolution import safe_key
@@ -82,7 +83,8 @@ class OptunaResearcher:
             # fewer than ten: repeated up to ten, so the top 10% is the best trial alone (its centre)
             kw["source_trials"] = source * math.ceil(WARM_START_MIN / len(source))
         return CmaEsSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False,
-                            independent_sampler=TPESampler(seed=seed + 1, n_startup_trials=startup), **kw)
+                            independent_sampler=TPESampler(seed=seeds.integer(seed, "optuna-independent"),
+                                                                           n_startup_trials=startup), **kw)
 
     def propose(self, brief: Brief) -> list[Proposal]:
         """brief.n new knob assignments: asks whose knobs are in memory, the champion's, in
@@ -90,7 +92,7 @@ class OptunaResearcher:
         space = brief.space
         dists = {k: distribution(d) for k, d in space.dims.items()}
         memory = [f for f in (frozen(t, space, dists) for t in brief.memory) if f is not None]
-        seed = int(np.random.SeedSequence([self.seed, brief.generation]).generate_state(1)[0] % (2**31 - 1))
+        seed = seeds.integer(self.seed, "optuna", brief.generation)
         storage = self._storage()
         name = f"gen-{brief.generation}" if self.role is None else f"{self.role}-gen-{brief.generation}"
         optuna.logging.set_verbosity(optuna.logging.WARNING)

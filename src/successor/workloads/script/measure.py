@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ... import safeio
-from ...safeio import file_digest
 from ...oversight.policy import Policy
 from ...oversight.sandbox import preexec, wrap
+from ...safeio import file_digest
 from .config import EvaluateConfig, MetricConfig
 
 

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 
+from ... import seeds
 from ...researchers.base import Trial
 from .patch import allowed
 from .program import ProgramRepo
@@ -21,8 +22,7 @@ def program_digest(knobs: dict, commit: str) -> str:
 
 def draw_seeds(run_seed: int, g: int, kind: str, n: int) -> list[int]:
     """The seeds the harness draws for a generation: the experiments' and, apart, the gate's."""
-    salt = 11 if kind == "experiment" else 13
-    return [int(x) for x in np.random.default_rng([run_seed, salt, g]).integers(2**31 - 1, size=n)]
+    return [int(x) for x in seeds.rng(run_seed, f"script-{kind}", g).integers(2**31 - 1, size=n)]
 
 
 def seeds_digest(seeds: list[int]) -> str:

@@ -24,17 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ...oversight import integrity
-from ... import safeio
+from ... import safeio, seeds
 from ...budgets import Paused
-from ...safeio import write_text_atomic
 from ...executors.base import Experiment, log_path
-from ...oversight.gate import seed_test
 from ...lab import hostile_output
+from ...oversight import integrity
+from ...oversight.gate import seed_test
 from ...oversight.sandbox import IsolationError
 from ...researchers.base import Brief, ResearcherPaused, proposal_key
-from .memory import brief_sources, draw_seeds, gate_values, memory, program_digest, seeds_digest, weaknesses
+from ...safeio import write_text_atomic
 from .measure import MetricError, evaluate_artifact, metric_name, program_command, read_metric
+from .memory import brief_sources, draw_seeds, gate_values, memory, program_digest, seeds_digest, weaknesses
 from .patch import PatchError, allowed
 from .program import ProgramRepo
 
@@ -224,7 +224,7 @@ class ScriptWorkload:
                      sources=brief_sources(self.repo, prog["git_commit"], self.sc.editable) if self.sc.patches else {},
                      editable=self.sc.editable if self.sc.patches else [], memory=memory(self.store),
                      weaknesses=ctx["assess"]["weaknesses"], n=self.cfg.researcher.candidates,
-                     rng=np.random.default_rng([self.cfg.seed, 7, g]))
+                     rng=seeds.rng(self.cfg.seed, "propose", g))
 
     def implement(self, g: int, ctx: dict) -> dict:
         parent = ctx["assess"].get("commit") or self.repo.champion()

@@ -15,10 +15,11 @@ from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from safetensors.torch import load as load_bytes, load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import load_file, save_file
 
-from .tasks.base import VOCAB_SIZE
 from .model import ModelConfig, TinyLM
+from .tasks.base import VOCAB_SIZE
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 MAX_CONFIG_BYTES = 64 << 10

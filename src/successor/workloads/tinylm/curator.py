@@ -18,11 +18,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-
 from ...config import CuratorConfig
-from .tasks import Problem, Task
 from .decode import greedy
 from .model import TinyLM
+from .tasks import Problem, Task
 
 
 @dataclass

@@ -14,21 +14,20 @@ from pathlib import Path
 
 import numpy as np
 
+from ... import seeds
 from .tasks import Problem, Task
-
-TIER_STREAM = {"human": 1, "dev": 2, "validation": 3, "sealed": 4, "curate": 5, "guardrail-train": 6,
-               "guardrail": 7}
 
 
 def tier_rng(seed: int, tier: str, *extra: int) -> np.random.Generator:
-    return np.random.default_rng([seed, TIER_STREAM[tier], *extra])
+    """A public tier's stream (human, dev, curate): from the run seed (successor.seeds)."""
+    return seeds.rng(seed, tier, *extra)
 
 
 def secret_rng(key: bytes, tier: str, *extra: int) -> np.random.Generator:
     """A harness-only tier's stream: from the run's secret key (not the seed), so it cannot be derived."""
     if len(key) < 32:
         raise ValueError("a tier key holds at least 32 bytes")
-    return np.random.default_rng([int.from_bytes(key, "big"), TIER_STREAM[tier], *extra])
+    return seeds.rng(int.from_bytes(key, "big"), tier, *extra)
 
 
 def labelled(task: Task, levels: list[int], per_level: int, rng: np.random.Generator) -> list[tuple[Problem, str]]:

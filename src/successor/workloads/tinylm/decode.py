@@ -5,9 +5,9 @@ from collections import defaultdict
 
 import torch
 
-from .tasks import Problem, Task, decode, encode
 from .model import TinyLM
 from .sequences import position_ids
+from .tasks import Problem, Task, decode, encode
 
 
 @torch.no_grad()

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tasks import Problem, Task
 from .decode import greedy
 from .model import TinyLM
+from .tasks import Problem, Task
 
 
 def grade(model: TinyLM, task: Task, problems: list[Problem]) -> dict[int, list[int]]:

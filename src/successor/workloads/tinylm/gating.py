@@ -3,8 +3,8 @@ guardrail's non-inferiority against the parent and generation 0. Every candidate
 the selected one can be promoted, and only the driver's stage 11 makes the promotion (and accepts data)."""
 from __future__ import annotations
 
-from . import evaluator
 from ...oversight.gate import apply_guardrail, decide
+from . import evaluator
 
 
 def gate(wl, g: int, ctx: dict) -> dict:

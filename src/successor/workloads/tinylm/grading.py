@@ -7,12 +7,11 @@ import stat
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import evaluator
 from ... import safeio
-from .data import load_shard
 from ...store import evaluation_sha256
+from . import checkpoint, evaluator
+from .data import load_shard
 from .tasks import Problem
-from . import checkpoint
 
 
 class TrainMetrics(BaseModel):

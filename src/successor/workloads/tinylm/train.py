@@ -17,14 +17,15 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .data import load_shard
-from .tasks import PAD_ID, VOCAB_SIZE, Problem, Task, get_task
-from .tasks.base import mark
+from ... import seeds
 from . import checkpoint
+from .data import load_shard
 from .decode import greedy
 from .model import ModelConfig, TinyLM
 from .recipe import Recipe
 from .sequences import IGNORE, training_batch
+from .tasks import PAD_ID, VOCAB_SIZE, Problem, Task, get_task
+from .tasks.base import mark
 
 
 class Mixture:
@@ -139,7 +140,7 @@ def train(
     # length 2 in 250 steps, for 3 seeds of 3); the average of its recent weights keeps them (BENCHMARKS.md).
     average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema)) if recipe.ema else None
     curve, tokens, t0 = [], 0, time.time()
-    guard_rng = np.random.default_rng([recipe.seed, 0x6A5D])  # its own stream: the main one draws as without it
+    guard_rng = seeds.rng(recipe.seed, "trainer-guardrail")  # its own stream: the main one draws as without it
     for step in range(recipe.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, recipe)

@@ -7,16 +7,14 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
-
-from . import evaluator
-from ...oversight import integrity
+from ... import seeds
 from ...executors.base import Experiment
-from ...oversight.gate import first_to_beat
 from ...lab import hostile_output
+from ...oversight import integrity
+from ...oversight.gate import first_to_beat
 from ...researchers.evolution import recipe_key
 from ...researchers.tinylm_search import tinylm_researcher
-from . import halving
+from . import evaluator, halving
 from .curation import curate
 from .flops import job_flops
 from .gating import gate
@@ -136,7 +134,7 @@ class TinyLMWorkload:
 
     def propose(self, g: int, ctx: dict) -> dict:
         extra = [] if self.cfg.researcher.seed is None else [self.cfg.researcher.seed]  # None: as before it existed
-        rng = np.random.default_rng([self.cfg.seed, 7, g, *extra])
+        rng = seeds.rng(self.cfg.seed, "propose", g, *extra)
         if ctx["champion"] is None:  # generation 0, or every earlier bootstrap failed
             proposals = [(self.cfg.bootstrap, "bootstrap: train the first champion on human data", None)]
         else:
