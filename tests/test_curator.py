@@ -183,7 +183,8 @@ def dev5():
 
 
 def vote_cfg(**kw) -> CuratorConfig:
-    return CuratorConfig(**{"filter": "offset-vote", "offsets": OFFSETS, "agreement": 0.6, "min_kept": 10, **kw})
+    return CuratorConfig(**{"filter": "offset-vote", "offsets": OFFSETS, "agreement": 0.6, "min_kept": 10, "levels_ahead": 1,
+                            **kw})
 
 
 def test_thresholds_run_from_the_configured_agreement_to_unanimity():

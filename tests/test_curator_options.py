@@ -167,7 +167,7 @@ def test_majority_voters_are_the_champion_and_the_first_candidates():
 
 
 def cfg(schedule: str, **kw) -> CuratorConfig:
-    return CuratorConfig(schedule=schedule, **kw)
+    return CuratorConfig(**{"schedule": schedule, "levels_ahead": 1, **kw})  # one level unless a test says more
 
 
 ACC = {9: 1.0, 10: 0.995, 11: 0.99, 12: 0.97, 13: 1.0, 14: 0.2}  # 13 solved, but past a gap
