@@ -1,6 +1,6 @@
 """Data shards and tiers. A shard is JSONL of labelled problems, stored under the digest of its content.
 
-Tiers (DESIGN.md): train/curated and dev are shown to candidates; validation, sealed and guardrail are
+Tiers (docs/ARCHITECTURE.md): train/curated and dev are shown to candidates; validation, sealed and guardrail are
 harness-only. Candidate-visible tiers come from the (public) run seed, so what a candidate sees is reproducible
 from it; harness-only tiers come from the run's secret tier key (`secret_rng`), so knowing the seed and the config
 is not enough to regenerate them. Each tier has its own random stream, so none shares a generator state.

@@ -173,7 +173,7 @@ class TinyLMWorkload:
                                                    older, len(cands)) for cid in cands}}
 
     def budgeted(self, cid: str, bootstrap: bool) -> Recipe:
-        """An experiment is a probe of its recipe under a budget (DESIGN.md stage 4); the bootstrap is not."""
+        """An experiment is a probe of its recipe under a budget (docs/ARCHITECTURE.md, stage 4); the bootstrap is not."""
         recipe = self.recipe(cid)
         return recipe if bootstrap else self.budgeted_recipe(recipe)
 
