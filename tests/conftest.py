@@ -17,23 +17,25 @@ os.environ.setdefault("SUCCESSOR_TIER_KEY", str(_KEY_FILE))
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Run the smoke preset once (about a minute) and return its run directory. Treat it as read-only."""
-    from successor.config import load_config
-    from successor.driver import Driver
-    from successor.rundir import RunDir
+def smoke_result(tmp_path_factory: pytest.TempPathFactory):
+    """Run the smoke preset once (about a minute) through the library API, in-process, with the plain progress
+    lines written to a file: (RunResult, the progress text). Treat the run as read-only."""
+    import successor
 
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    from successor.oversight.policy import Policy
+    log = run_dir.parent / "progress.log"
+    with open(log, "w") as stream:
+        # Not waiting for a human: a violation here must fail the tests that read this run, not hang the session.
+        result = successor.run(successor.load_config(preset="smoke"), run_dir,
+                               policy=successor.Policy.model_validate({"tripwires": {"integrity_violation": False}}),
+                               progress=successor.PlainProgress(stream, total_generations=3))
+    return result, log.read_text()
 
-    rundir = RunDir(run_dir, load_config(None, "smoke"))
-    # Not waiting for a human: a violation here must fail the tests that read this run, not hang the session.
-    rundir.set_policy(Policy.model_validate({"tripwires": {"integrity_violation": False}}))
-    try:
-        Driver(rundir).run_all()
-    finally:
-        rundir.store.close()
-    return run_dir
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke_result) -> Path:
+    """The smoke run's directory (see smoke_result)."""
+    return smoke_result[0].run_dir
 
 
 TINY = {
