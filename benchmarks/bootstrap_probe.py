@@ -17,8 +17,8 @@ import torch
 from overrides import overrides
 
 from successor.workloads.tinylm.data import labelled, tier_rng
-from successor.workloads.tinylm.tasks import get_task
 from successor.workloads.tinylm.recipe import Recipe
+from successor.workloads.tinylm.tasks import get_task
 from successor.workloads.tinylm.train import Mixture, accuracy_by_level, train
 
 

@@ -19,12 +19,12 @@ import torch
 from overrides import overrides
 
 from successor.config import CuratorConfig
+from successor.workloads.tinylm import checkpoint
 from successor.workloads.tinylm.curator import curate_ahead
 from successor.workloads.tinylm.data import labelled, tier_rng
 from successor.workloads.tinylm.evaluator import frontier
-from successor.workloads.tinylm.tasks import get_task
-from successor.workloads.tinylm import checkpoint
 from successor.workloads.tinylm.recipe import Recipe
+from successor.workloads.tinylm.tasks import get_task
 from successor.workloads.tinylm.train import Mixture, accuracy_by_level, train
 
 

@@ -22,8 +22,9 @@ from pathlib import Path
 import yaml
 from overrides import overrides
 
-from successor.oversight.audit import AuditLog, _write_head
+import successor
 from successor.config import RunConfig
+from successor.oversight.audit import AuditLog, _write_head
 
 LATER = {"generations": "idx", "stages": "generation", "candidates": "generation", "experiments": "generation",
          "models": "generation", "data_manifests": "generation", "gate_decisions": "generation"}
@@ -85,6 +86,13 @@ def main() -> None:
     a = ap.parse_args()
     conf = fork(a.source, a.dest, overrides(a.set))
     print(f"{a.dest}: generation 0 of {a.source}; resume with: successor run {conf} --run-dir {a.dest}")
+
+
+def run_to_end(config: Path, run: Path, preset: str = "default", policy: Path | None = None) -> int:
+    """One run, or its resume, through the library API in-process; returns the exit code `successor run` would
+    give (0: finished; 3: paused on a budget or stopped)."""
+    result = successor.run(successor.load_config(config, preset), run, policy=policy)
+    return 0 if result.finished else 3
 
 
 if __name__ == "__main__":

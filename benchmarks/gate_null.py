@@ -113,10 +113,10 @@ def train_missing(run_dir: Path, generation: int, seeds: int, cache: Path, threa
     from successor_recipes import successor_job
 
     from successor.config import RunConfig
-    from successor.workloads.tinylm.data import load_shard
-    from successor.workloads.tinylm.evaluator import grade
     from successor.rundir import RunDir
     from successor.workloads.tinylm import checkpoint
+    from successor.workloads.tinylm.data import load_shard
+    from successor.workloads.tinylm.evaluator import grade
     from successor.workloads.tinylm.recipe import Recipe
     from successor.workloads.tinylm.train import Mixture, job_sources, train
 

@@ -19,9 +19,9 @@ from lineage_models import champion_of
 
 from successor.workloads.tinylm.curator import vote
 from successor.workloads.tinylm.data import labelled, tier_rng
-from successor.workloads.tinylm.tasks import Problem, encode, get_task
 from successor.workloads.tinylm.decode import greedy
 from successor.workloads.tinylm.sequences import position_ids
+from successor.workloads.tinylm.tasks import Problem, encode, get_task
 
 
 @torch.no_grad()

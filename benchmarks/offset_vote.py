@@ -18,8 +18,8 @@ from lineage_models import champion_of
 
 from successor.workloads.tinylm.curator import vote
 from successor.workloads.tinylm.data import labelled, tier_rng
-from successor.workloads.tinylm.tasks import get_task
 from successor.workloads.tinylm.decode import greedy
+from successor.workloads.tinylm.tasks import get_task
 
 
 def main() -> None:

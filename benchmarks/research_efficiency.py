@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from fork_run import fork
+from fork_run import fork, run_to_end
 
 from successor.oversight.policy import Budgets, Policy, Tripwires, save_policy
 
@@ -83,12 +82,6 @@ QUICK_BASE = {
 QUICK_METHODS = [METHODS[0], METHODS[1]]
 
 
-def successor(*args: str | Path) -> int:
-    """The real CLI in a subprocess, as a user runs it (list arguments, no shell)."""
-    return subprocess.run([sys.executable, "-m", "successor", *map(str, args)],
-                          stdout=subprocess.DEVNULL).returncode
-
-
 def connect(run: Path) -> closing[sqlite3.Connection]:
     db = sqlite3.connect(f"file:{run / 'lineage.db'}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
@@ -111,8 +104,7 @@ def ensure_base(root: Path, preset: str, config: dict) -> Path:
     (root / "base.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     save_policy(Policy(budgets=Budgets(generations=1)), root / "base.policy.yaml")
     print("[base] generation 0 ...", flush=True)
-    successor("run", root / "base.yaml", "--run-dir", run, "--preset", preset, "--policy", root / "base.policy.yaml",
-              "--quiet")
+    run_to_end(root / "base.yaml", run, preset, root / "base.policy.yaml")
     if generations_done(run) < 1:
         raise SystemExit(f"{run}: generation 0 did not finish; see `successor status {run}`")
     return run
@@ -141,7 +133,7 @@ def run_one(root: Path, base: Path, method: Method, seed: int, budget: float) ->
                        tripwires=Tripwires(capability_jump=None, integrity_violation=False)), run / "policy.yaml")
     print(f"[{run.name}] running ...", flush=True)
     t0 = time.monotonic()
-    rc = successor("run", run / "fork.yaml", "--run-dir", run, "--quiet")
+    rc = run_to_end(run / "fork.yaml", run)
     if rc not in (0, 3):
         raise SystemExit(f"[{run.name}] successor run exited {rc}; see `successor status {run}`")
     (run / "ended.json").write_text(json.dumps({"rc": rc, "wall_s": round(time.monotonic() - t0, 1)}))

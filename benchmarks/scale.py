@@ -39,17 +39,17 @@ sys.path.insert(0, str(HERE))
 from fork_run import fork  # noqa: E402
 from markdown import table, write_section  # noqa: E402
 
-from successor.oversight import integrity  # noqa: E402
 from successor.config import load_config  # noqa: E402
-from successor.workloads.tinylm.data import save_shard  # noqa: E402
+from successor.driver import Driver  # noqa: E402
 from successor.executors.base import Experiment, usable_cores  # noqa: E402
 from successor.executors.local import LocalExecutor
-from successor.driver import Driver  # noqa: E402
+from successor.oversight import integrity  # noqa: E402
 from successor.oversight.policy import Policy  # noqa: E402
-from successor.rundir import RunDir  # noqa: E402
 from successor.oversight.sandbox import isolation_mode  # noqa: E402
-from successor.workloads.tinylm.tasks import get_task  # noqa: E402
+from successor.rundir import RunDir  # noqa: E402
+from successor.workloads.tinylm.data import save_shard  # noqa: E402
 from successor.workloads.tinylm.recipe import Recipe  # noqa: E402
+from successor.workloads.tinylm.tasks import get_task  # noqa: E402
 
 REPO = HERE.parent
 NO_WAIT = {"tripwires": {"integrity_violation": False}}

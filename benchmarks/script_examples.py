@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from fork_run import run_to_end
 from scipy import stats
 
 from successor.config import RunConfig, validated
-from successor.workloads.script.loop import program_command
-from successor.workloads.script.measure import python_argv, read_metric
+from successor.workloads.script.measure import program_command, python_argv, read_metric
 from successor.workloads.script.program import ProgramRepo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -70,8 +70,7 @@ def finished(run: Path) -> bool:
 def run_loop(name: str, run: Path) -> None:
     config = REPO / "examples" / name / "successor.yaml"
     print(f"[{name}] running the loop: {config} -> {run}", flush=True)
-    rc = subprocess.run([sys.executable, "-m", "successor", "run", str(config), "--run-dir", str(run),
-                         "--quiet"]).returncode
+    rc = run_to_end(config, run)
     if rc not in (0, 3) or not finished(run):
         raise SystemExit(f"[{name}] the loop exited {rc} before its last generation; see `successor status {run}`")
 

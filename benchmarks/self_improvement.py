@@ -20,17 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from fork_run import fork
+from fork_run import fork, run_to_end
 
 from successor.config import CuratorConfig
-from successor.workloads.tinylm.curator import schedule_levels, with_relabel
 from successor.oversight.policy import Budgets, Policy, save_policy
+from successor.workloads.tinylm.curator import schedule_levels, with_relabel
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -178,11 +176,6 @@ QUICK = [Condition("none", "addition", {"curator.filter": "none"}),
                                                   "curator.noise": {"rate": 0.3, "generations": [1]}})]
 
 
-def successor(*args: str | Path) -> int:
-    """The real CLI in a subprocess, as a user runs it (list arguments, no shell)."""
-    return subprocess.run([sys.executable, "-m", "successor", *map(str, args)]).returncode
-
-
 def generations_done(run: Path) -> int:
     if not (run / "lineage.db").exists():
         return 0
@@ -203,8 +196,7 @@ def ensure_base(root: Path, name: str, bases: dict) -> Path:
     (root / f"base-{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     save_policy(Policy(budgets=Budgets(generations=1)), root / f"base-{name}.policy.yaml")
     print(f"[{name}] generation 0 ...", flush=True)
-    successor("run", root / f"base-{name}.yaml", "--run-dir", run, "--preset", preset,
-              "--policy", root / f"base-{name}.policy.yaml", "--quiet")
+    run_to_end(root / f"base-{name}.yaml", run, preset, root / f"base-{name}.policy.yaml")
     if generations_done(run) < 1:
         raise SystemExit(f"{run}: generation 0 did not finish; see `successor status {run}`")
     return run
@@ -222,7 +214,7 @@ def run_condition(root: Path, cond: Condition, bases: dict, generations: int | N
     # budgets count finished generations, the bootstrap included; none: run to the config's end
     save_policy(Policy(budgets=Budgets(generations=generations + 1 if generations else None)), run / "policy.yaml")
     print(f"[{cond.name}] generations {generations_done(run) - 1} done, running ...", flush=True)
-    rc = successor("run", run / "fork.yaml", "--run-dir", run, "--quiet")
+    rc = run_to_end(run / "fork.yaml", run)
     if rc not in (0, 3):
         raise SystemExit(f"[{cond.name}] successor run exited {rc}")
     return run

@@ -33,12 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from successor.workloads.tinylm.tasks import PAD_ID, VOCAB_SIZE, Problem, Task, encode, get_task
 from successor.workloads.tinylm.decode import greedy_same_level
 from successor.workloads.tinylm.flops import train_flops
 from successor.workloads.tinylm.model import ModelConfig, TinyLM
 from successor.workloads.tinylm.recipe import Recipe
 from successor.workloads.tinylm.sequences import IGNORE, training_batch
+from successor.workloads.tinylm.tasks import PAD_ID, VOCAB_SIZE, Problem, Task, encode, get_task
 from successor.workloads.tinylm.train import Mixture, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

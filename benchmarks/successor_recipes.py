@@ -22,10 +22,10 @@ import yaml
 from overrides import overrides
 
 from successor.config import RunConfig
-from successor.workloads.tinylm.data import load_shard
-from successor.workloads.tinylm.evaluator import frontier
 from successor.rundir import RunDir
 from successor.workloads.tinylm import checkpoint
+from successor.workloads.tinylm.data import load_shard
+from successor.workloads.tinylm.evaluator import frontier
 from successor.workloads.tinylm.recipe import Recipe
 from successor.workloads.tinylm.train import Mixture, accuracy_by_level, job_sources, train
 
