@@ -15,15 +15,16 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers; set before anything imports pyplot
-import yaml  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .lineage import acceleration, fidelity, guardrail_points, open_ro  # noqa: E402
-from .report import CSS, DASH, _html_table, _md_cell, _md_table, data_uri  # noqa: E402
-from .plots import no_data  # noqa: E402
-from .status import status_dict  # noqa: E402
 from ..oversight.verify import verify_run  # noqa: E402
+from ..workloads import spec  # noqa: E402
+from .lineage import acceleration, fidelity, guardrail_points, open_ro  # noqa: E402
+from .plots import no_data  # noqa: E402
+from .report import CSS, DASH, _html_table, _md_cell, _md_table, data_uri  # noqa: E402
+from .runconfig import run_config, workload_key, workload_of  # noqa: E402
+from .status import status_dict  # noqa: E402
 
 HEAD = ["label", "run dir", "workload / task", "generations done (of planned)", "promoted",
         "final frontier / metric", "CPU-hours", "total verified gain", "gain per successor CPU-hour",
@@ -32,12 +33,8 @@ PLOTS = {"frontier": "compare_frontier.png", "gain": "compare_gain_vs_cpu.png",
          "guardrail": "compare_guardrail.png"}
 STYLES = ("-", "--", ":", "-.")  # one per run in turn, so that coinciding lines (forks of one generation 0) show
 FRONTIER_OFFSET = 0.04  # levels between runs' frontier lines in plot (a)
+SCORE_FORMAT = {"frontier": "d", "metric": ".4g"}  # a workload's SCORE, as the table shows it
 DEFAULT_GENERATIONS = 5  # LoopConfig.generations' default, for a config.yaml that leaves it out
-
-
-def _config(run_dir: Path) -> dict:
-    path = run_dir / "config.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 
 
 def default_labels(run_dirs: list[Path]) -> list[str]:
@@ -72,18 +69,20 @@ def _check(run_dirs: list[Path], labels: list[str] | None) -> list[str]:
             raise ValueError(f"duplicate label(s): {', '.join(dupes)}; each run needs its own")
     else:
         labels = default_labels(run_dirs)
-    kinds = {str(d): _config(Path(d)).get("workload", "tinylm") for d in run_dirs}
-    if len(set(kinds.values())) > 1:
-        script = [d for d, k in kinds.items() if k == "script"]
-        other = [d for d, k in kinds.items() if k != "script"]
-        raise ValueError(f"cannot compare script runs ({', '.join(script)}) with tinylm runs ({', '.join(other)}): "
-                         "a script run's metric and a tinylm run's frontier have no common axis")
+    kinds: dict[str, list[str]] = {}  # workload -> its runs
+    for d in run_dirs:
+        kinds.setdefault(workload_key(run_config(d)), []).append(str(d))
+    if len(kinds) > 1:
+        names = sorted(kinds)  # script's runs first, then tinylm's
+        runs = " with ".join(f"{k} runs ({', '.join(kinds[k])})" for k in names)
+        scores = " and ".join(f"a {k} run's {spec(k).SCORE}" for k in names)
+        raise ValueError(f"cannot compare {runs}: {scores} have no common axis")
     return list(labels)
 
 
 def _run(run_dir: Path, label: str) -> dict[str, Any]:
     """One run's readings: its status, acceleration, guardrail, audit verdict and config."""
-    cfg = _config(run_dir)
+    cfg = run_config(run_dir)
     st = status_dict(run_dir)
     db = open_ro(run_dir)
     try:
@@ -91,8 +90,9 @@ def _run(run_dir: Path, label: str) -> dict[str, Any]:
     finally:
         db.close()
     ok, lines = verify_run(run_dir)
+    ws = workload_of(cfg)
     return {"label": label, "dir": run_dir, "cfg": cfg, "status": st, "accel": acceleration(st),
-            "guardrail": points, "verified": (ok, lines), "script": cfg.get("workload") == "script"}
+            "guardrail": points, "verified": (ok, lines), "workload": ws, "score": ws.SCORE}
 
 
 def _fmt(x: float | None, spec: str = ".3f") -> str:
@@ -100,11 +100,7 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
 
 
 def _workload(r: dict) -> str:
-    cfg = r["cfg"]
-    if r["script"]:
-        text = f"script / {cfg.get('name', DASH)} ({(cfg.get('script') or {}).get('direction', 'maximize')})"
-    else:
-        text = f"tinylm / {(cfg.get('task') or {}).get('name', 'addition')}"
+    text = r["workload"].compare_label(r["cfg"])
     return text + (" (UPPER BOUND: verifier filter)" if r["status"]["upper_bound"] else "")
 
 
@@ -130,7 +126,7 @@ def table_rows(runs: list[dict]) -> list[list[str]]:
         st, acc = r["status"], r["accel"]
         done = sum(1 for g in st["generations"] if g["status"] == "done")
         planned = int((r["cfg"].get("loop") or {}).get("generations", DEFAULT_GENERATIONS)) + 1
-        final = _fmt(st["metric"], ".4g") if r["script"] else _fmt(st["frontier"], "d")
+        final = _fmt(st[r["score"]], SCORE_FORMAT[r["score"]])
         rows.append([r["label"], str(r["dir"]), _workload(r), f"{done} of {planned}", str(st["promoted"]), final,
                      _fmt(acc["total_cpu_h"], ".4f"), _fmt(acc["total_gain"], ".4f"),
                      _fmt(acc["mean_gain_per_cpu_h"], ".4g"), acc["per_generation"]["verdict"],
@@ -149,8 +145,8 @@ def _marks(ax, xs: list[int], ys: list[float], promoted: list[bool], colour: str
 def plot_frontier(path: Path, runs: list[dict]) -> None:
     """(a) The frontier (tinylm) or the champion's metric (script) by generation, one line per run."""
     fig = Figure(figsize=(10, 4.5))
-    script = runs[0]["script"]
-    key = "metric" if script else "frontier"
+    key = runs[0]["score"]  # every run's: _check refuses runs of different workloads
+    metric = key == "metric"  # a metric by generation, drawn as is; else integer levels, stepped and offset
     series = []
     for i, r in enumerate(runs):
         done = [g for g in r["status"]["generations"] if g["status"] == "done" and g[key] is not None]
@@ -161,26 +157,26 @@ def plot_frontier(path: Path, runs: list[dict]) -> None:
         ax = fig.add_subplot()
         for i, (label, colour, done) in enumerate(series):
             # integer frontiers of several runs coincide; a small offset per run keeps every line visible
-            shift = 0.0 if script else FRONTIER_OFFSET * (i - (len(series) - 1) / 2)
+            shift = 0.0 if metric else FRONTIER_OFFSET * (i - (len(series) - 1) / 2)
             xs, ys = [g["generation"] for g in done], [g[key] + shift for g in done]
             if not done:
                 ax.plot([], [], color=colour, label=f"{label} (no finished generation)")
                 continue
-            if script:
+            if metric:
                 ax.plot(xs, ys, color=colour, ls=STYLES[i % len(STYLES)], lw=1.5, label=label)
             else:
                 ax.step(xs, ys, where="post", color=colour, ls=STYLES[i % len(STYLES)], lw=1.5, label=label)
             _marks(ax, xs, ys, [bool(g["promoted"]) for g in done], colour)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if not script:
+        if not metric:
             top = max(g[key] for _, _, done in series for g in done)
             ax.set_ylim(-0.5, top + 1)
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.text(0.01, 0.97, f"runs offset by {FRONTIER_OFFSET} levels each so that equal frontiers stay "
                     "visible", transform=ax.transAxes, fontsize=7, color="#555", va="top")
         ax.set_xlabel("generation")
-        ax.set_ylabel("champion metric (mean over gate seeds)" if script else "frontier (levels at >= 99%)")
-        ax.set_title(("Champion metric" if script else "Champion frontier") + " by generation "
+        ax.set_ylabel("champion metric (mean over gate seeds)" if metric else "frontier (levels at >= 99%)")
+        ax.set_title(("Champion metric" if metric else "Champion frontier") + " by generation "
                      "(o promoted, x refused)")
         ax.legend(loc="best", fontsize=8)
     fig.tight_layout()

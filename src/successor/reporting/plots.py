@@ -15,19 +15,18 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on servers; set before anything imports pyplot
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .lineage import acceleration, fidelity, guardrail_points, open_ro, sealed_grid, tree  # noqa: E402
+from .runconfig import run_config, workload_of  # noqa: E402
 from .status import status_dict  # noqa: E402
 
 Out = Union[str, Path, IO[bytes]]
 PLOT_NAMES = ("accuracy_heatmap", "frontier", "guardrail", "acceleration", "lineage")
 HORIZON = 50  # generations the compounding projection looks ahead
 GUIDES = (0.999, 0.99)  # per-generation fidelities drawn for scale ("99.9% per generation is 95.12% after 50")
-NOT_SCRIPT = "not applicable to a script run"
 PROMOTED, REFUSED, OTHER = "tab:green", "tab:red", "tab:gray"
 
 
@@ -261,28 +260,20 @@ def plot_lineage(out: Out, gens: list[dict]) -> None:
     _save(fig, out)
 
 
-def run_config(run_dir: Path) -> dict:
-    """The run's resolved config.yaml, or {} where it is not written yet."""
-    path = Path(run_dir) / "config.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-
-
 def _draw(run_dir: Path, name: str, out: Out, cfg: dict, db: sqlite3.Connection) -> None:
-    script = cfg.get("workload") == "script"
+    ws = workload_of(cfg)
+    if name in ws.PLOT_PANELS:  # a plot the workload has no data for: the panel it says instead
+        return panel(out, ws.PLOT_PANELS[name])
     if name == "accuracy_heatmap":
-        if script:
-            return panel(out, f"sealed accuracy by level: {NOT_SCRIPT} (see the metric by generation)")
         return plot_heatmap(out, *sealed_grid(db))
     if name == "guardrail":
-        if script:
-            return panel(out, f"the guardrail suite: {NOT_SCRIPT}")
         return plot_guardrail(out, guardrail_points(db), (cfg.get("gate") or {}).get("guardrail_margin"))
     if name == "lineage":
         return plot_lineage(out, tree(db))
     st = status_dict(run_dir)
     if name == "acceleration":
         return plot_acceleration(out, acceleration(st))
-    if script:
+    if ws.SCORE == "metric":  # the champion's metric by generation, not a frontier of levels
         return plot_metric(out, st["generations"])
     human = (cfg.get("task") or {}).get("human_levels")
     return plot_frontier(out, st["generations"], int(human[1]) if human else None)

@@ -13,12 +13,21 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from .oversight import APPROVAL_HEAD, VIOLATION_HEAD, approval_rows, isolation_line, violation_rows
 from ..config import CuratorConfig
-from .lineage import acceleration, candidates, fidelity, guardrail_points, open_ro, sealed_grid, stage_result, tree
-from .plots import (GUIDES, HORIZON, plot_acceleration, plot_frontier, plot_guardrail, plot_heatmap,
-                           plot_lineage, projection_label, run_config)
 from ..oversight.verify import verify_run
+from .lineage import acceleration, candidates, fidelity, guardrail_points, open_ro, sealed_grid, stage_result, tree
+from .oversight import APPROVAL_HEAD, VIOLATION_HEAD, approval_rows, isolation_line, violation_rows
+from .plots import (
+    GUIDES,
+    HORIZON,
+    plot_acceleration,
+    plot_frontier,
+    plot_guardrail,
+    plot_heatmap,
+    plot_lineage,
+    projection_label,
+)
+from .runconfig import run_config, workload_of
 from .status import UPPER_BOUND, status_dict
 
 DASH = "—"
@@ -261,10 +270,9 @@ def write_report(run_dir: Path) -> Path:
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     cfg = run_config(run_dir)
-    if cfg.get("workload") == "script":
-        from ..workloads.script.report import write_script_report
-
-        return write_script_report(run_dir, out, CSS)
+    own = workload_of(cfg).write_report(run_dir, out, CSS)  # a workload's own report, where it has one
+    if own is not None:
+        return own
     human = cfg.get("task", {}).get("human_levels")
     st = status_dict(run_dir)
     db = open_ro(run_dir)

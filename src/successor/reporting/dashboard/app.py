@@ -24,9 +24,10 @@ from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ...oversight import actions
-from ..lineage import acceleration, fidelity, guardrail_points, open_ro, sealed_grid, tree
-from ..status import status_dict
 from ...oversight.verify import verify_run
+from ..lineage import acceleration, fidelity, guardrail_points, open_ro, sealed_grid, tree
+from ..runconfig import workload_name, workload_of
+from ..status import status_dict
 from . import live
 
 STATIC = Path(str(resources.files("successor") / "reporting" / "dashboard" / "static"))
@@ -140,7 +141,8 @@ def create_app(run_dir: Path, token: str) -> FastAPI:
         planned = planned + 1 if isinstance(planned, int) else None
         return reply({
             "run": str(cfg.get("name") or run_dir.name), "run_dir": str(run_dir),
-            "workload": cfg.get("workload", "tinylm"), "state": state, "planned_generations": planned,
+            "workload": workload_name(cfg), "score": workload_of(cfg).SCORE,  # score: "frontier" or "metric"
+            "state": state, "planned_generations": planned,
             "generations_done": sum(1 for g in st["generations"] if g["status"] == "done"),
             "in_progress": st["in_progress"], "waiting_for_approval": st["waiting_for_approval"],
             "champion": st["champion"], "frontier": st["frontier"], "metric": st["metric"],

@@ -10,18 +10,31 @@ from pathlib import Path
 import yaml
 from matplotlib.figure import Figure
 
-from ...reporting.lineage import acceleration, open_ro, tree
-from ...reporting.report import (ACCEL_HEAD, COMPUTE_HEAD, acceleration_rows, acceleration_verdicts, compute_rows, html_img,
-                       html_nav, planned_line, promoted_line, summary_tail, write_summary,
-                       _html_table as html_table, _md_table as md_table)
-from ...reporting.plots import NOT_SCRIPT, plot_acceleration, plot_lineage
-from ...reporting.status import status_dict
-from ...reporting.oversight import APPROVAL_HEAD, VIOLATION_HEAD, approval_rows, isolation_line, violation_rows
 from ...oversight.verify import verify_run
+from ...reporting.lineage import acceleration, open_ro, tree
+from ...reporting.oversight import APPROVAL_HEAD, VIOLATION_HEAD, approval_rows, isolation_line, violation_rows
+from ...reporting.plots import plot_acceleration, plot_lineage
+from ...reporting.report import (
+    ACCEL_HEAD,
+    COMPUTE_HEAD,
+    acceleration_rows,
+    acceleration_verdicts,
+    compute_rows,
+    html_img,
+    html_nav,
+    planned_line,
+    promoted_line,
+    summary_tail,
+    write_summary,
+)
+from ...reporting.report import _html_table as html_table
+from ...reporting.report import _md_table as md_table
+from ...reporting.status import status_dict
 
 GEN_HEAD = ["gen", "champion", "champion mean", "successor mean", "gain", "p", "decision"]
 CAND_HEAD = ["candidate", "researcher", "knobs changed", "patch", "experiment mean ± sd", "status", "gate"]
 LLM_HEAD = ["gen", "calls", "ok", "prompt tokens", "completion tokens", "USD"]
+NOT_SCRIPT = "not applicable to a script run"
 
 
 def _f(x, spec=".4g") -> str:

@@ -24,3 +24,21 @@ def check_config(cfg) -> None:
     if cfg.researcher.name == "optuna" and cfg.researcher.optuna.sampler != "tpe":
         raise ValueError(f"optuna sampler {cfg.researcher.optuna.sampler} is not offered for tinylm: its recipe "
                          "space is categorical; use sampler tpe")
+
+
+# What the reports, `compare` and `verify` ask of a workload (successor.reporting, oversight/verify.py):
+SCORE = "frontier"  # a champion's number: the levels it solves on the sealed tier (status_dict's "frontier")
+PLOT_PANELS: dict[str, str] = {}  # the report's plots it has no data for, each with the panel drawn instead
+
+
+def write_report(run_dir, out, css):
+    """Its own report in `out`, or None: tinylm's is the shared one (successor.reporting.report)."""
+
+
+def compare_label(cfg: dict) -> str:
+    """The run in compare's "workload / task" column."""
+    return f"tinylm / {(cfg.get('task') or {}).get('name', 'addition')}"
+
+
+def verify_artifacts(run) -> None:
+    """Nothing beyond verify_run's shared checks (its models and the tiers' shards are what those check)."""

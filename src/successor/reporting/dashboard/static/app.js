@@ -90,7 +90,7 @@ function renderStatus(s) {
     ["generation", prog ? `${prog.generation}, stage ${prog.stage}` : "none under way"],
     ["generations done", `${s.generations_done}${s.planned_generations ? ` of ${s.planned_generations}` : ""}`],
     ["promoted", s.promoted],
-    [s.workload === "script" ? "champion metric" : "frontier", s.workload === "script" ? fmt(s.metric, 4) : fmt(s.frontier)],
+    [s.score === "metric" ? "champion metric" : "frontier", s.score === "metric" ? fmt(s.metric, 4) : fmt(s.frontier)],
     ["champion", s.champion ? s.champion.slice(0, 12) : "—"],
     ["ETA", s.eta_s === null ? "—" : duration(s.eta_s)],
     ["compute", `${s.compute.experiments} experiments, ${fmt(s.compute.cpu_s / 3600)} CPU-h`
