@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from .lineage import open_ro
 from ..store import compute
+from .lineage import open_ro
 
 UPPER_BOUND = ("UPPER BOUND: this run's curator kept labels with the verifier filter, which reads the hidden checker; "
                "a study setting that no real loop has, not a result.")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from ... import safeio
 from ...executors.base import log_path
-from ..lineage import stage_result
 from ...oversight.policy import PolicyError, load_policy
 from ...oversight.stop import runner_alive
+from ..lineage import stage_result
 
 PROGRESS_MAX_BYTES = 256 * 1024  # a candidate's progress.json past this is ignored
 CURVE_MAX_POINTS = 2000
