@@ -88,3 +88,15 @@ def wait_for(pred, timeout: float = 300.0, what: str = "condition"):
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def recipe_proposals(researcher, incumbent, history, tried, n, rng) -> list:
+    """A tinylm researcher's proposals through the one researcher protocol (propose(Brief)), each as a record of
+    (recipe, rationale, patch) for the tests to read."""
+    from types import SimpleNamespace
+
+    from successor.researchers.tinylm_search import recipe_brief
+    from successor.workloads.tinylm.recipe import Recipe
+
+    return [SimpleNamespace(recipe=Recipe(**p.knobs), rationale=p.rationale, patch=p.diff)
+            for p in researcher.propose(recipe_brief(0, incumbent, history, tried, n, rng))]

@@ -23,7 +23,7 @@ from successor.executors.base import Experiment
 from successor.executors.local import LocalExecutor
 from successor.driver import Driver, tripwires
 from successor.oversight.policy import Policy
-from successor.researchers.evolution import Proposal
+from successor.researchers.base import Proposal
 from successor.rundir import RunDir
 from successor.oversight.sandbox import IsolationError, isolation_mode
 from successor.oversight.verify import verify_run
@@ -41,8 +41,10 @@ def _db(root: Path) -> sqlite3.Connection:
 class HonestPlusOneCheat:
     """Each generation: the incumbent, and a cheap candidate that tries the network (an integrity violation)."""
 
-    def propose(self, incumbent, history, tried, n, rng):
-        return [Proposal(incumbent, "honest"), Proposal(incumbent.model_copy(update={"steps": 5}), "cheat", NETWORK)]
+    def propose(self, brief):
+        incumbent = brief.extra["incumbent"]
+        return [Proposal(incumbent.model_dump(), "honest"),
+                Proposal(incumbent.model_copy(update={"steps": 5}).model_dump(), "cheat", NETWORK)]
 
 
 def _pending(root: Path, g: int):

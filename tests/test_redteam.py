@@ -15,7 +15,7 @@ from conftest import tiny_config
 from successor.config import load_config
 from successor.driver import Driver
 from successor.oversight.policy import Policy
-from successor.researchers.evolution import Proposal
+from successor.researchers.base import Proposal
 from successor.rundir import RunDir
 
 EVALUATOR = importlib.util.find_spec("successor.workloads.tinylm.evaluator").origin
@@ -191,10 +191,11 @@ class RedTeam:
     def __init__(self, patches: dict[str, str]):
         self.patches = patches | {k: v[0] for k, v in failures().items()}
 
-    def propose(self, incumbent, history, tried, n, rng):
+    def propose(self, brief):
+        incumbent = brief.extra["incumbent"]
         cheap = incumbent.model_copy(update={"steps": 5})
-        return [Proposal(incumbent, "honest control")] + [
-            Proposal(cheap if name != "fake_metric" else incumbent, f"attack: {name}", src)
+        return [Proposal(incumbent.model_dump(), "honest control")] + [
+            Proposal((cheap if name != "fake_metric" else incumbent).model_dump(), f"attack: {name}", src)
             for name, src in self.patches.items()]
 
 

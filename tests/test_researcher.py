@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 
 from successor.config import ResearcherConfig
-from successor.researchers.evolution import Evolution, crossover, mutate, recipe_key
+from conftest import recipe_proposals
+
+from successor.researchers.evolution import crossover, mutate, recipe_key
+from successor.researchers.tinylm_search import Evolution
 from successor.workloads.tinylm.recipe import SEARCH_SPACE, Recipe
 
 INCUMBENT = Recipe(steps=300, lr=5e-4, warmup=0, batch_size=64, n_layer=2, n_embd=64, n_head=2)
@@ -25,7 +28,7 @@ def assert_in_space(proposal: Recipe, base: Recipe = INCUMBENT) -> None:
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_proposals_valid_distinct_first_is_incumbent(seed):
     evo = Evolution(ResearcherConfig(candidates=6))
-    props = evo.propose(INCUMBENT, [], set(), 6, np.random.default_rng(seed))
+    props = recipe_proposals(evo, INCUMBENT, [], set(), 6, np.random.default_rng(seed))
     assert len(props) == 6
     assert props[0].recipe == INCUMBENT and "incumbent" in props[0].rationale
     keys = [recipe_key(p.recipe) for p in props]
@@ -45,10 +48,10 @@ def test_proposals_valid_distinct_first_is_incumbent(seed):
 
 def test_tried_challengers_are_never_proposed_again_the_incumbent_always_is():
     evo = Evolution(ResearcherConfig())
-    first = evo.propose(INCUMBENT, [], set(), 5, np.random.default_rng(7))
+    first = recipe_proposals(evo, INCUMBENT, [], set(), 5, np.random.default_rng(7))
     tried = {recipe_key(p.recipe) for p in first}
     assert recipe_key(INCUMBENT) in tried
-    second = evo.propose(INCUMBENT, [], tried, 5, np.random.default_rng(7))  # same rng: would repeat
+    second = recipe_proposals(evo, INCUMBENT, [], tried, 5, np.random.default_rng(7))  # same rng: would repeat
     assert len(second) == 5
     assert second[0].recipe == INCUMBENT  # the control arm, every generation
     keys = [recipe_key(p.recipe) for p in second[1:]]
@@ -63,7 +66,7 @@ def test_seed_is_not_part_of_the_key():
     assert recipe_key(INCUMBENT) != recipe_key(INCUMBENT.model_copy(update={"lr": 1e-3}))
     evo = Evolution(ResearcherConfig())
     tried_lr = INCUMBENT.model_copy(update={"lr": 1e-3, "seed": 5})  # a challenger tried under another seed
-    props = evo.propose(INCUMBENT, [(tried_lr, 9.0)], {recipe_key(tried_lr)}, 3, np.random.default_rng(0))
+    props = recipe_proposals(evo, INCUMBENT, [(tried_lr, 9.0)], {recipe_key(tried_lr)}, 3, np.random.default_rng(0))
     assert all(recipe_key(p.recipe) != recipe_key(tried_lr) for p in props)
 
 
@@ -72,9 +75,9 @@ def test_deterministic_for_a_seed():
     history = [(INCUMBENT, 3.0), (INCUMBENT.model_copy(update={"lr": 1e-3}), 3.5),
                (INCUMBENT.model_copy(update={"steps": 600, "schedule": "linear"}), 2.0),
                (INCUMBENT.model_copy(update={"weight_decay": 0.2}), float("nan"))]
-    a = evo.propose(INCUMBENT, history, set(), 6, np.random.default_rng(42))
-    b = evo.propose(INCUMBENT, history, set(), 6, np.random.default_rng(42))
-    c = evo.propose(INCUMBENT, history, set(), 6, np.random.default_rng(43))
+    a = recipe_proposals(evo, INCUMBENT, history, set(), 6, np.random.default_rng(42))
+    b = recipe_proposals(evo, INCUMBENT, history, set(), 6, np.random.default_rng(42))
+    c = recipe_proposals(evo, INCUMBENT, history, set(), 6, np.random.default_rng(43))
     assert [(p.recipe, p.rationale) for p in a] == [(p.recipe, p.rationale) for p in b]
     assert [p.recipe for p in a] != [p.recipe for p in c]
 
@@ -83,7 +86,7 @@ def test_with_history_and_crossover_values_stay_in_space():
     evo = Evolution(ResearcherConfig(mutation_rate=0.5, crossover=True))
     history = [(INCUMBENT.model_copy(update={"lr": lr, "batch_size": bs}), s)
                for lr, bs, s in [(1e-3, 32, 4.0), (2e-3, 96, 3.9), (3e-4, 128, 3.0), (1e-4, 48, 1.0)]]
-    props = evo.propose(INCUMBENT, history, set(), 12, np.random.default_rng(1))
+    props = recipe_proposals(evo, INCUMBENT, history, set(), 12, np.random.default_rng(1))
     assert len(props) == 12
     assert len({recipe_key(p.recipe) for p in props}) == 12
     assert any("crossover" in p.rationale for p in props)

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from successor.config import ConfigError, ResearcherConfig, RunConfig, load_config, validated
-from successor.researchers.evolution import Evolution, recipe_key
-from successor.researchers.tinylm_search import RandomRecipes, TPERecipes, choices, tinylm_researcher
+from conftest import recipe_proposals
+
+from successor.researchers.evolution import recipe_key
+from successor.researchers.tinylm_search import Evolution, RandomRecipes, TPERecipes, choices, tinylm_researcher
 from successor.workloads.tinylm.recipe import SEARCH_SPACE, Recipe
 
 # steps 250 is not a SEARCH_SPACE value: the configured successor recipe's own (smoke preset)
@@ -33,7 +35,7 @@ def test_random_covers_the_space_keeps_the_rest_and_is_valid():
     seen = {k: set() for k in SEARCH_SPACE}
     rng = np.random.default_rng(0)
     for _ in range(60):
-        props = res.propose(INCUMBENT, [], set(), 8, rng)
+        props = recipe_proposals(res, INCUMBENT, [], set(), 8, rng)
         assert len(props) == 8
         assert props[0].recipe == INCUMBENT and "incumbent" in props[0].rationale  # the control arm
         keys = [recipe_key(p.recipe) for p in props]
@@ -56,11 +58,11 @@ def test_random_is_uniform_over_a_field():
 
 def test_random_respects_tried_and_is_deterministic_by_rng():
     res = RandomRecipes()
-    first = res.propose(INCUMBENT, [], set(), 5, np.random.default_rng(3))
-    again = res.propose(INCUMBENT, [], set(), 5, np.random.default_rng(3))
+    first = recipe_proposals(res, INCUMBENT, [], set(), 5, np.random.default_rng(3))
+    again = recipe_proposals(res, INCUMBENT, [], set(), 5, np.random.default_rng(3))
     assert [p.recipe for p in first] == [p.recipe for p in again]
     tried = {recipe_key(p.recipe) for p in first}
-    second = res.propose(INCUMBENT, [], tried, 5, np.random.default_rng(3))  # the same draws come first
+    second = recipe_proposals(res, INCUMBENT, [], tried, 5, np.random.default_rng(3))  # the same draws come first
     assert second[0].recipe == INCUMBENT
     assert not {recipe_key(p.recipe) for p in second[1:]} & tried
 
@@ -85,7 +87,7 @@ def test_tpe_learns_from_history_more_than_random_search():
         hist = history(np.random.default_rng(100 + seed), 40, best)
         assert sum(r.lr == best for r, _ in hist) >= 1
         for name, res in (("tpe", tpe), ("random", rnd)):
-            props = res.propose(INCUMBENT, hist, set(), 6, np.random.default_rng(seed))
+            props = recipe_proposals(res, INCUMBENT, hist, set(), 6, np.random.default_rng(seed))
             assert len(props) == 6 and props[0].recipe == INCUMBENT
             for p in props[1:]:
                 assert_challenger(p.recipe, incumbent_values=name == "tpe")
@@ -101,17 +103,17 @@ def test_tpe_is_deterministic_by_rng_respects_tried_and_handles_off_space_values
     off = INCUMBENT.model_copy(update={"steps": 250, "lr": 2.5e-3})  # neither value is in SEARCH_SPACE
     hist = history(np.random.default_rng(5), 12, 1e-3) + [(off, 0.95), (INCUMBENT, 0.9)]
     assert 250 in choices(INCUMBENT, hist)["steps"] and 2.5e-3 in choices(INCUMBENT, hist)["lr"]
-    a = tpe.propose(INCUMBENT, hist, set(), 5, np.random.default_rng(9))
-    b = tpe.propose(INCUMBENT, hist, set(), 5, np.random.default_rng(9))
+    a = recipe_proposals(tpe, INCUMBENT, hist, set(), 5, np.random.default_rng(9))
+    b = recipe_proposals(tpe, INCUMBENT, hist, set(), 5, np.random.default_rng(9))
     assert [p.recipe for p in a] == [p.recipe for p in b]
     assert "modelled" in a[1].rationale
     tried = {recipe_key(p.recipe) for p in a}
-    c = tpe.propose(INCUMBENT, hist, tried, 5, np.random.default_rng(9))
+    c = recipe_proposals(tpe, INCUMBENT, hist, tried, 5, np.random.default_rng(9))
     assert len(c) == 5 and not {recipe_key(p.recipe) for p in c[1:]} & tried
     for p in a[1:] + c[1:]:
         Recipe.model_validate(p.recipe.model_dump())
         assert valid(p.recipe)
-    empty = tpe.propose(INCUMBENT, [], set(), 4, np.random.default_rng(0))  # no history: its random start
+    empty = recipe_proposals(tpe, INCUMBENT, [], set(), 4, np.random.default_rng(0))  # no history: its random start
     assert len(empty) == 4 and "random start" in empty[1].rationale
 
 

@@ -1,8 +1,8 @@
 """The `evolution` researcher (no LLM): mutation and crossover over the workload's typed recipe space.
 
-Two front ends share `mutate_values` / `crossover_values`: `Evolution` (tinylm: a `Recipe` and SEARCH_SPACE,
-called by the loop with its own history) and `EvolutionSearch` (script: the protocol of `base`, a `Brief` with
-the knob space, whose grids are `Dim.grid()`).
+Two front ends share `mutate_values` / `crossover_values`, both speaking the one protocol of `base`
+(`propose(Brief)`): `EvolutionSearch` (script: the knob space, whose grids are `Dim.grid()`) and
+`tinylm_search.Evolution` (tinylm: a `Recipe` and SEARCH_SPACE).
 
 It is informed by history: parents are drawn from the best-scoring recipes so far, and research memory (the
 keys of recipes already tried from the same parent model) keeps it from proposing an identical challenger.
@@ -14,21 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import ResearcherConfig
 from ..workloads.tinylm.recipe import SEARCH_SPACE, Recipe
-from .base import Brief, Dim, Space, proposal_key
-from .base import Proposal as BriefProposal
-
-
-@dataclass
-class Proposal:
-    recipe: Recipe
-    rationale: str
-    patch: str | None = None  # Python source run before training in the candidate's sandbox (a code change)
+from .base import Brief, Dim, Proposal, Space, proposal_key
 
 
 def recipe_key(recipe: Recipe) -> str:
@@ -83,43 +73,6 @@ def crossover(a: Recipe, b: Recipe, rng: np.random.Generator) -> Recipe:
         return a
 
 
-class Evolution:
-    def __init__(self, cfg: ResearcherConfig):
-        self.cfg = cfg
-
-    def propose(
-        self,
-        incumbent: Recipe,
-        history: list[tuple[Recipe, float]],
-        tried: set[str],
-        n: int,
-        rng: np.random.Generator,
-    ) -> list[Proposal]:
-        """`history` is (recipe, validation score) of past candidates; `tried` are keys already run from the
-        current parent. The first proposal is always the incumbent recipe (the control arm); the challengers
-        are new for this parent."""
-        ranked = [r for r, s in sorted(history, key=lambda t: -t[1]) if np.isfinite(s)] or [incumbent]
-        out: list[Proposal] = []
-        seen = set(tried) | {recipe_key(incumbent)}
-        out.append(Proposal(incumbent, "incumbent recipe: the one that produced the current champion"))
-        attempts = 0
-        while len(out) < n and attempts < 200:
-            attempts += 1
-            top = ranked[: max(2, len(ranked) // 3)]
-            parent = top[rng.integers(len(top))]
-            note = f"mutation of a top-{len(top)} recipe"
-            if self.cfg.crossover and len(top) > 1 and rng.random() < 0.3:
-                other = top[rng.integers(len(top))]
-                parent = crossover(parent, other, rng)
-                note = "crossover of two top recipes, then mutation"
-            child, changed = mutate(parent, self.cfg.mutation_rate, rng)
-            if not changed or recipe_key(child) in seen:
-                continue
-            seen.add(recipe_key(child))
-            out.append(Proposal(child, f"{note}: {', '.join(changed)}"))
-        return out
-
-
 def knob_grid(dim: Dim) -> list:
     """`dim.grid()` less any point its rounding pushed out of bounds (grid() rounds to 4 significant digits)."""
     out = []
@@ -168,7 +121,7 @@ class EvolutionSearch:
                  role: str | None = None):
         self.rate, self.crossover, self.name, self.role = cfg_mutation_rate, crossover, name, role
 
-    def propose(self, brief: Brief) -> list[BriefProposal]:
+    def propose(self, brief: Brief) -> list[Proposal]:
         space, rng = brief.space, brief.rng
         grids = {k: knob_grid(d) for k, d in space.dims.items()}
         grids = {k: g for k, g in grids.items() if len(g) > 1}
@@ -181,7 +134,7 @@ class EvolutionSearch:
         seen |= {safe_key(space, brief.champion_knobs)} | set(brief.extra.get("exclude", ()))
         role = self.role or brief.extra.get("role")
         top = ranked[: max(2, len(ranked) // 3)]
-        out: list[BriefProposal] = []
+        out: list[Proposal] = []
         attempts = 0
         while len(out) < brief.n and attempts < 50 * brief.n + 100:
             attempts += 1
@@ -203,6 +156,6 @@ class EvolutionSearch:
             if key in seen:
                 continue
             seen.add(key)
-            out.append(BriefProposal(knobs=child, rationale=f"{note}: {', '.join(changed)}", role=role,
+            out.append(Proposal(knobs=child, rationale=f"{note}: {', '.join(changed)}", role=role,
                                      researcher=self.name))
         return out

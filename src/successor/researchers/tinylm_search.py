@@ -1,5 +1,10 @@
-"""Baseline researchers for the tinylm workload, with `Evolution`'s interface
-(`propose(incumbent, history, tried, n, rng) -> list[Proposal]`), for measuring research efficiency against it.
+"""The tinylm workload's researchers: search over its `Recipe`, speaking the one protocol every researcher speaks
+(`propose(Brief) -> list[Proposal]`, researchers/base.py). `recipe_brief` is the brief the tinylm workload gives:
+its `extra` carries the incumbent recipe, the history of (recipe, validation score) and the keys already tried from
+this parent; a proposal's knobs are a whole recipe, and its `diff` is Python source run before training (a code
+change), where a researcher has one.
+
+- `Evolution` (`researcher.name: evolution`, the default): mutation and crossover of the best recipes so far.
 
 - `RandomRecipes` (`researcher.name: random`): every challenger draws every SEARCH_SPACE field uniformly from its
   values, on top of the incumbent recipe (fields outside the space, e.g. the architecture, stay the incumbent's).
@@ -22,9 +27,70 @@ import numpy as np
 
 from ..config import ResearcherConfig
 from ..workloads.tinylm.recipe import SEARCH_SPACE, Recipe
-from .evolution import Evolution, Proposal, recipe_key
+from .base import Brief, Proposal, Space
+from .evolution import crossover, mutate, recipe_key
 
 CONTROL = "incumbent recipe: the one that produced the current champion"
+
+
+def recipe_brief(generation: int, incumbent: Recipe, history: list[tuple[Recipe, float]], tried: set[str], n: int,
+                 rng: np.random.Generator) -> Brief:
+    """The brief of a tinylm generation: ranked on validation score (higher is better)."""
+    return Brief(generation=generation, champion_knobs=incumbent.model_dump(), champion_metric=None,
+                 metric="validation score", direction="maximize", space=Space({}), sources={}, editable=[],
+                 memory=[], weaknesses=[], n=n, rng=rng,
+                 extra={"incumbent": incumbent, "history": history, "tried": tried})
+
+
+class RecipeSearch:
+    """What every tinylm researcher shares: the protocol's `propose(Brief)`, over its own `recipes(...)`, which
+    returns (recipe, rationale) pairs, the incumbent first (the control arm)."""
+
+    name = "recipes"
+
+    def propose(self, brief: Brief) -> list[Proposal]:
+        x = brief.extra
+        return [Proposal(knobs=recipe.model_dump(), rationale=why, researcher=self.name)
+                for recipe, why in self.recipes(x["incumbent"], x["history"], x["tried"], brief.n, brief.rng)]
+
+    def recipes(self, incumbent: Recipe, history: list[tuple[Recipe, float]], tried: set[str], n: int,
+                rng: np.random.Generator) -> list[tuple[Recipe, str]]:
+        raise NotImplementedError
+
+
+class Evolution(RecipeSearch):
+    """Mutation and crossover of the best recipes so far (evolution.mutate / crossover)."""
+
+    name = "evolution"
+
+    def __init__(self, cfg: ResearcherConfig):
+        self.cfg = cfg
+
+    def recipes(self, incumbent: Recipe, history: list[tuple[Recipe, float]], tried: set[str], n: int,
+                rng: np.random.Generator) -> list[tuple[Recipe, str]]:
+        """`history` is (recipe, validation score) of past candidates; `tried` are keys already run from the
+        current parent. The first proposal is always the incumbent recipe (the control arm); the challengers
+        are new for this parent."""
+        ranked = [r for r, s in sorted(history, key=lambda t: -t[1]) if np.isfinite(s)] or [incumbent]
+        out: list[tuple[Recipe, str]] = []
+        seen = set(tried) | {recipe_key(incumbent)}
+        out.append((incumbent, CONTROL))
+        attempts = 0
+        while len(out) < n and attempts < 200:
+            attempts += 1
+            top = ranked[: max(2, len(ranked) // 3)]
+            parent = top[rng.integers(len(top))]
+            note = f"mutation of a top-{len(top)} recipe"
+            if self.cfg.crossover and len(top) > 1 and rng.random() < 0.3:
+                other = top[rng.integers(len(top))]
+                parent = crossover(parent, other, rng)
+                note = "crossover of two top recipes, then mutation"
+            child, changed = mutate(parent, self.cfg.mutation_rate, rng)
+            if not changed or recipe_key(child) in seen:
+                continue
+            seen.add(recipe_key(child))
+            out.append((child, f"{note}: {', '.join(changed)}"))
+        return out
 
 
 def _valid(base: Recipe, values: dict) -> Recipe | None:
@@ -39,7 +105,7 @@ def _changes(base: Recipe, recipe: Recipe) -> str:
     return ", ".join(f"{k} {a[k]} -> {b[k]}" for k in SEARCH_SPACE if a[k] != b[k]) or "no change"
 
 
-class RandomRecipes:
+class RandomRecipes(RecipeSearch):
     """Random search over SEARCH_SPACE: the control arm, then uniform draws new to this parent."""
 
     name = "random"
@@ -55,9 +121,9 @@ class RandomRecipes:
                 return recipe
         raise RuntimeError("no valid recipe in SEARCH_SPACE after many draws")  # pragma: no cover
 
-    def propose(self, incumbent: Recipe, history: list[tuple[Recipe, float]], tried: set[str], n: int,
-                rng: np.random.Generator) -> list[Proposal]:
-        out = [Proposal(incumbent, CONTROL)]
+    def recipes(self, incumbent: Recipe, history: list[tuple[Recipe, float]], tried: set[str], n: int,
+                rng: np.random.Generator) -> list[tuple[Recipe, str]]:
+        out = [(incumbent, CONTROL)]
         seen = set(tried) | {recipe_key(incumbent)}
         for _ in range(self.attempts):
             if len(out) >= n:
@@ -66,7 +132,7 @@ class RandomRecipes:
             if recipe_key(recipe) in seen:
                 continue
             seen.add(recipe_key(recipe))
-            out.append(Proposal(recipe, f"random search: {_changes(incumbent, recipe)}"))
+            out.append((recipe, f"random search: {_changes(incumbent, recipe)}"))
         return out
 
 
@@ -80,7 +146,7 @@ def choices(incumbent: Recipe, history: list[tuple[Recipe, float]]) -> dict[str,
     return out
 
 
-class TPERecipes:
+class TPERecipes(RecipeSearch):
     """Optuna's TPE over SEARCH_SPACE, rebuilt from `history` each generation; its seed is drawn from the rng the
     loop passes (the run seed, the generation and researcher.seed), so a generation's asks are reproducible."""
 
@@ -114,8 +180,8 @@ class TPERecipes:
         study.add_trials(trials)
         return study, dists
 
-    def propose(self, incumbent: Recipe, history: list[tuple[Recipe, float]], tried: set[str], n: int,
-                rng: np.random.Generator) -> list[Proposal]:
+    def recipes(self, incumbent: Recipe, history: list[tuple[Recipe, float]], tried: set[str], n: int,
+                rng: np.random.Generator) -> list[tuple[Recipe, str]]:
         import optuna
         from optuna.trial import TrialState
 
@@ -123,7 +189,7 @@ class TPERecipes:
         study, dists = self.study(incumbent, history, seed)
         measured = sum(s is not None and np.isfinite(s) for _, s in history)
         phase = "random start" if measured < self.cfg.optuna.startup_trials else "modelled"
-        out = [Proposal(incumbent, CONTROL)]
+        out = [(incumbent, CONTROL)]
         seen = set(tried) | {recipe_key(incumbent)}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -136,7 +202,7 @@ class TPERecipes:
                     study.tell(trial, state=TrialState.FAIL)
                     continue
                 seen.add(recipe_key(recipe))
-                out.append(Proposal(recipe, f"TPE sample ({phase}: {measured} measured recipe(s)): "
+                out.append((recipe, f"TPE sample ({phase}: {measured} measured recipe(s)): "
                                             f"{_changes(incumbent, recipe)}"))
         return out
 

@@ -13,7 +13,7 @@ from ...lab import hostile_output
 from ...oversight import integrity
 from ...oversight.gate import first_to_beat
 from ...researchers.evolution import recipe_key
-from ...researchers.tinylm_search import tinylm_researcher
+from ...researchers.tinylm_search import recipe_brief, tinylm_researcher
 from . import evaluator, halving
 from .curation import curate
 from .flops import job_flops
@@ -146,9 +146,9 @@ class TinyLMWorkload:
             history = [(Recipe(**json.loads(r["recipe"])), scores[r["id"]]) for r in rows if r["id"] in scores
                        and r["id"] != "g0c0"]
             tried = {r["recipe_key"] for r in rows if r["parent_model"] == ctx["champion"]}
-            props = self.researcher.propose(self.incumbent(ctx["champion"]), history, tried,
-                                            self.cfg.researcher.candidates, rng)
-            proposals = [(p.recipe, p.rationale, p.patch) for p in props]
+            brief = recipe_brief(g, self.incumbent(ctx["champion"]), history, tried, self.cfg.researcher.candidates,
+                                 rng)
+            proposals = [(Recipe(**p.knobs), p.rationale, p.diff) for p in self.researcher.propose(brief)]
         ids = []
         for i, (recipe, why, patch) in enumerate(proposals):
             if ctx["champion"] is not None:  # the bootstrap trains exactly as configured, seed included
