@@ -29,7 +29,10 @@ GIT_FILES = {".gitattributes", ".gitmodules", ".git"}  # they change what git do
 MAX_PROGRAM_MB = 64
 _ENV = {"GIT_AUTHOR_NAME": "successor", "GIT_AUTHOR_EMAIL": "successor@localhost",
         "GIT_COMMITTER_NAME": "successor", "GIT_COMMITTER_EMAIL": "successor@localhost",
-        "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0"}
+        "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0",
+        # one date for every commit: a commit is then named by its tree and parents alone, so a run repeats its
+        # lineage (program digests, experiment ids) under the same seed; the store keeps when things happened
+        "GIT_AUTHOR_DATE": "2000-01-01T00:00:00+0000", "GIT_COMMITTER_DATE": "2000-01-01T00:00:00+0000"}
 
 
 def copy_program(src: Path, dest: Path, skip: set[str] = SKIP) -> list[str]:
