@@ -18,15 +18,14 @@ from test_script_workload import CONFIG as SCRIPT_CONFIG
 from test_script_workload import EVAL, TRAIN
 from typer.testing import CliRunner
 
+import successor
 from successor._cli import app
-from successor.reporting.compare import HEAD, PLOTS, default_labels, write_comparison
 from successor.config import load_config
-from successor.reporting.lineage import acceleration, fidelity, guardrail_points, open_ro
-from successor.driver import Driver
 from successor.oversight.policy import Policy
-from successor.rundir import RunDir
-from successor.reporting.status import status_dict
 from successor.oversight.verify import verify_run
+from successor.reporting.compare import HEAD, PLOTS, default_labels, write_comparison
+from successor.reporting.lineage import acceleration, fidelity, guardrail_points, open_ro
+from successor.reporting.status import status_dict
 
 runner = CliRunner()
 NO_TRIPWIRE = {"tripwires": {"integrity_violation": False}}  # a violation fails the checks, never waits
@@ -36,12 +35,8 @@ NO_TRIPWIRE = {"tripwires": {"integrity_violation": False}}  # a violation fails
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The second condition: the smallest real run, one successor generation (about half a minute)."""
     root = tmp_path_factory.mktemp("compare")
-    rd = RunDir(root / "tiny", load_config(tiny_config(root / "tiny.yaml", generations=1), "smoke"))
-    rd.set_policy(Policy.model_validate(NO_TRIPWIRE))
-    try:
-        assert Driver(rd).run_all() == "finished"
-    finally:
-        rd.store.close()
+    cfg = load_config(tiny_config(root / "tiny.yaml", generations=1), "smoke")
+    assert successor.run(cfg, root / "tiny", policy=Policy.model_validate(NO_TRIPWIRE)).finished
     return root / "tiny"
 
 
@@ -55,9 +50,7 @@ def script_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         (root / "prog" / "train.py").write_text(TRAIN)
         (root / "prog" / "eval.py").write_text(EVAL)
         (root / "successor.yaml").write_text(SCRIPT_CONFIG.replace("GENS", str(gens)))
-        rd = RunDir(root / "run", load_config(root / "successor.yaml"))
-        rd.set_policy(Policy.model_validate(NO_TRIPWIRE))
-        assert Driver(rd).run_all() == "finished"
+        assert successor.run(root / "successor.yaml", root / "run", policy=Policy.model_validate(NO_TRIPWIRE)).finished
         runs.append(root / "run")
     return runs
 
