@@ -298,10 +298,6 @@ def compare(
     Console().print(f"wrote {folder / 'compare.html'} and {folder / 'compare.md'}", highlight=False, soft_wrap=True)
 
 
-def main() -> None:  # pragma: no cover
-    app()
-
-
 def main() -> None:
     """`python -m successor` and the `successor` command."""
     app()
