@@ -197,7 +197,7 @@ def run_loop(out: Path, name: str, executor: dict, kill_nth: int | None, cls) ->
     try:
         loop = Driver(rd)
         state = loop.run_all()
-        loop.executor.close()
+        loop.lab.executor.close()
     finally:
         cls.map = real
         watcher.stop.set()
