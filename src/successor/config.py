@@ -27,6 +27,13 @@ class TaskConfig(Strict):
     # non-inferiority test at p < 0.001, and one that loses 2% cannot
     guardrail_per_level: int = Field(50, ge=0, description="marked problems per level in the harness-only "
                                      "guardrail suite, levels 1..eval_max_level (0: no guardrail measured)")
+    ladder_step: int = Field(4, ge=0, le=32, description="the open-ended ladder: when the schedule would label, or "
+                             "the champion's frontier come within ladder_margin of, the last level the tiers hold, "
+                             "every tier grows by this many levels, each new level drawn from its own stream and "
+                             "recorded under its own digest (0: the tiers end at eval_max_level)")
+    ladder_margin: int = Field(2, ge=0, le=32, description="how near the tiers' last level the frontier or the "
+                               "schedule may come before the ladder grows")
+    max_level: int = Field(60, ge=2, le=60, description="the ladder never grows past this level")
 
     @model_validator(mode="after")
     def _levels(self) -> "TaskConfig":
@@ -145,6 +152,11 @@ class CuratorConfig(Strict):
                           "level past the human data below the scheduled ones; the fresh labels replace the old "
                           "(needs policy: replace). A champion that learned from noisy labels at a length votes "
                           "cleaner ones there than its parent did, so the lineage cleans up its own data")
+    compose: bool = Field(False, description="where the task offers compositions (addition: a long sum from two "
+                          "shorter sums; copy: two shorter copies), a level whose parts are all within the champion's "
+                          "certified frontier is labelled by the champion's direct answer, kept only where it equals "
+                          "the answer composed from the certified parts (no vote there); longer levels are voted as "
+                          "configured")
     noise: NoiseConfig = NoiseConfig()
 
     @model_validator(mode="after")
@@ -247,6 +259,13 @@ class LoopConfig(Strict):
                                      "candidate experiment trains; the successor trains them all")
     executor: ExecutorConfig = ExecutorConfig()
     halving: HalvingConfig = HalvingConfig()
+    bootstrap_attempts: int = Field(3, ge=1, le=10, description="generation 0 trains the bootstrap again, under the "
+                                    "next seed, while the model it made has not learned the human range "
+                                    "(bootstrap_bar on validation at every human level), up to this many attempts; "
+                                    "each attempt is a candidate of its own in the lineage")
+    bootstrap_bar: float = Field(0.95, gt=0.0, le=1.0, description="validation accuracy a bootstrap model needs "
+                                 "at every human level to be kept; below it the bootstrap is taken to have stayed "
+                                 "on its loss plateau")
 
 
 class RunConfig(Strict):
