@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from . import evaluator
 from .curator import curate_levels, inject_noise, schedule_levels, with_relabel
 from .data import load_shard, save_shard, tier_rng
 from .tasks import Problem
@@ -27,9 +28,10 @@ def curate(wl, g: int, ctx: dict) -> dict:
         return {"levels": [], "skipped": f"the {cfg.schedule} schedule's next level is beyond eval_max_level"}
     wanted = with_relabel(cfg, wanted, human_top)
     others = [wl.model(ctx["experiment"][c]["model"]) for c in ctx["select"]["ranking"]]
+    certified = certified_frontier(wl, ctx["champion"]) if cfg.compose else 0
     curations = curate_levels(
         wl.task, cfg, wanted, lambda lvl: wl.task.generate(lvl, cfg.problems, tier_rng(wl.cfg.seed, "curate", g, lvl)),
-        load_shard(wl.run.tiers["dev"].path), wl.model(ctx["champion"]), others)
+        load_shard(wl.run.tiers["dev"].path), wl.model(ctx["champion"]), others, certified)
     corrupt = cfg.noise.rate > 0 and (not cfg.noise.generations or g in cfg.noise.generations)
     levels, items = [], []
     for cur in curations:
@@ -38,12 +40,13 @@ def curate(wl, g: int, ctx: dict) -> dict:
             kept, injected = inject_noise(kept, cfg.noise.rate, tier_rng(wl.cfg.seed, "curate", g, cur.level, 1))
         levels.append({"level": cur.level, "labelled": cur.labelled, "kept": len(kept), "agreement": cur.agreement,
                        "threshold": cur.threshold, "dev_passed": cur.dev_passed, "dev_wrong": cur.dev_wrong,
-                       "voters": cur.voters, "skipped": cur.skipped, "injected": injected,
+                       "voters": cur.voters, "method": cur.method, "skipped": cur.skipped, "injected": injected,
                        "champion_dev_acc": champion_acc.get(str(cur.level), 0.0),
                        "true_noise_hidden": true_noise(wl.task, kept)})
         items += kept
     curated = [s["level"] for s in levels if not s["skipped"]]
     stats = {"filter": cfg.filter, "upper_bound": cfg.filter == "verifier", "schedule": cfg.schedule,
+             "certified": certified,
              "wanted": wanted, "levels": levels, "curated": curated, "kept": len(items),
              "injected": sum(s["injected"] for s in levels), "true_noise_hidden": true_noise(wl.task, items),
              "skipped": None if curated else levels[-1]["skipped"]}
@@ -53,6 +56,12 @@ def curate(wl, g: int, ctx: dict) -> dict:
     wl.store.x("INSERT OR REPLACE INTO data_manifests VALUES(?,?,?,?,?,?,?,0)", digest, g, "curated", str(path),
                len(items), json.dumps(curated), json.dumps(stats))
     return stats | {"shard": str(path)}
+
+
+def certified_frontier(wl, champion: str) -> int:
+    """The longest run of levels from 1 the gate's own measure says the champion solves: its sealed frontier
+    (the number the gate reports, not an item). Composed labels use only parts of these lengths."""
+    return evaluator.frontier(evaluator.accuracy(wl.grade(champion, "sealed")), wl.cfg.gate.solve_threshold)
 
 
 def true_noise(task, items: list[tuple[Problem, str]]) -> float | None:

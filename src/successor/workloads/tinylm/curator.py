@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...config import CuratorConfig
+from .composing import checked, composable, composed
 from .decode import greedy
 from .model import TinyLM
 from .tasks import Problem, Task
@@ -35,6 +36,7 @@ class Curation:
     dev_passed: int = 0  # dev items of the level the vote passed at that threshold
     dev_wrong: int = 0  # of those, how many carried a wrong label
     voters: int = 0  # how many voters the vote used (fewer than configured where `voter_floor` dropped weak ones)
+    method: str = "vote"  # "compose": the champion's direct answers, kept where they equal the composed ones
 
 
 def well_formed(task: Task, problem: Problem, label: str) -> bool:
@@ -186,14 +188,19 @@ def curate_level(
     dev: list[tuple[Problem, str]],
     champion: TinyLM,
     others: list[TinyLM] = (),
+    certified: int = 0,
 ) -> Curation:
     """Label one level, holding the vote to the lowest agreement whose labels on the level's dev items do not
     show noise above `max_dev_noise`. Where every agreement does, the vote is confident where the models are
     wrong (the alarm of error accumulation, DESIGN.md) and the level is not curated. Dev is decoded first, so
     a level that raises the alarm costs a tenth of one that is labelled.
 
-    Dev items are the visible tier: their labels calibrate the vote; the hidden checker is never called here.
+    With `compose`, a level the task can compose from parts within the champion's `certified` frontier is not
+    voted on: its labels are the champion's direct answers that equal the composed ones (`composing.py`), and
+    dev raises the same alarm. Dev items are the visible tier; the hidden checker is never called here.
     """
+    if cfg.compose and cfg.filter in ("offset-vote", "majority") and composable(task, level, problems, certified):
+        return _curate_composed(task, cfg, level, problems, dev, champion, certified)
     pool = voters(cfg, champion, list(others))
     chosen, passed, wrong = None, 0, 0
     # 'none' trusts the champion by definition; 'verifier' needs no calibration, it reads the truth
@@ -212,23 +219,58 @@ def curate_level(
             if passed and not noisier_than(wrong, passed, cfg.max_dev_noise):
                 chosen = t
                 break
-    if chosen is None:  # the new problems are not even decoded: nothing the vote says at this level is kept
-        why = (f"the vote passes no dev item of level {level}" if not passed else
-               f"{wrong} of {passed} labels the vote passes on dev are wrong, even when every voter agrees "
-               f"(more than max_dev_noise={cfg.max_dev_noise:g})")
-        return Curation(level, [], len(problems), None, f"alarm: {why}", None, passed, wrong, len(pool))
-    if calibrate and passed * len(problems) < cfg.min_kept * len(dev):
-        return Curation(level, [], len(problems), None, f"only {passed} of {len(dev)} dev items pass the vote: "
-                        f"too few of {len(problems)} problems would (min_kept={cfg.min_kept})", chosen, passed, wrong,
-                        len(pool))
+    stop = _dev_stop(cfg, level, len(problems), len(dev), passed, wrong, chosen is None, calibrate)
+    if stop:  # the new problems are not even decoded: nothing the vote says at this level is kept
+        return Curation(level, [], len(problems), None, stop, chosen, passed, wrong, len(pool))
     labels = agreed([pruned_vote(task, cfg, f, chosen, champion, others, pool) for f in forms(task, cfg, problems)])
     if cfg.filter == "verifier":
         labels = verified(task, problems, labels)
+    return _curation(task, cfg, level, problems, labels, chosen, passed, wrong, len(pool))
+
+
+def composed_labels(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: TinyLM,
+                    certified: int) -> list[str | None]:
+    """The champion's greedy answers (every form must give the same), kept where they equal the composed ones."""
+    direct = agreed([greedy(champion, task, f) for f in forms(task, cfg, problems)])
+    return checked(direct, composed(task, problems, champion, certified))
+
+
+def _curate_composed(task, cfg, level, problems, dev, champion, certified) -> Curation:
+    n_forms, passed, wrong = len(forms(task, cfg, problems[:1])), 0, 0
+    if dev:
+        dev_problems, truth = [p for p, _ in dev], dict(dev)
+        dev_kept, _ = _filtered(task, cfg, dev_problems, composed_labels(task, cfg, dev_problems, champion, certified))
+        passed, wrong = len(dev_kept), sum(truth[p] != y for p, y in dev_kept)
+    bad = bool(dev) and (not passed or noisier_than(wrong, passed, cfg.max_dev_noise))
+    stop = _dev_stop(cfg, level, len(problems), len(dev), passed, wrong, bad, bool(dev), "composition",
+                     "where the direct and the composed answers agree")
+    if stop:
+        return Curation(level, [], len(problems), None, stop, None, passed, wrong, n_forms, "compose")
+    labels = composed_labels(task, cfg, problems, champion, certified)
+    return _curation(task, cfg, level, problems, labels, None, passed, wrong, n_forms, "compose")
+
+
+def _dev_stop(cfg, level: int, n: int, n_dev: int, passed: int, wrong: int, alarm: bool, calibrated: bool,
+              what: str = "the vote", strictest: str = "when every voter agrees") -> str | None:
+    """Why dev says not to label this level (the alarm, or too few labels to expect), or None."""
+    if alarm:
+        why = (f"{what} passes no dev item of level {level}" if not passed else
+               f"{wrong} of {passed} labels {what} passes on dev are wrong, even {strictest} "
+               f"(more than max_dev_noise={cfg.max_dev_noise:g})")
+        return f"alarm: {why}"
+    if calibrated and passed * n < cfg.min_kept * n_dev:
+        return (f"only {passed} of {n_dev} dev items pass {what}: too few of {n} problems would "
+                f"(min_kept={cfg.min_kept})")
+    return None
+
+
+def _curation(task, cfg, level, problems, labels, threshold, passed, wrong, n_voters, method="vote") -> Curation:
     kept, rate = _filtered(task, cfg, problems, labels)
     skipped = None
     if len(kept) < cfg.min_kept:
         skipped = f"only {len(kept)} labels passed the filter (min_kept={cfg.min_kept})"
-    return Curation(level, [] if skipped else kept, len(problems), rate, skipped, chosen, passed, wrong, len(pool))
+    return Curation(level, [] if skipped else kept, len(problems), rate, skipped, threshold, passed, wrong, n_voters,
+                    method)
 
 
 def curate_ahead(
@@ -240,10 +282,11 @@ def curate_ahead(
     dev: list[tuple[Problem, str]],
     champion: TinyLM,
     others: list[TinyLM] = (),
+    certified: int = 0,
 ) -> list[Curation]:
     """Curate up to `cfg.levels_ahead` levels from `first` (never past `last`); see `curate_levels`."""
     return curate_levels(task, cfg, list(range(first, min(first + cfg.levels_ahead, last + 1))), problems, dev,
-                         champion, others)
+                         champion, others, certified)
 
 
 def curate_levels(
@@ -254,13 +297,14 @@ def curate_levels(
     dev: list[tuple[Problem, str]],
     champion: TinyLM,
     others: list[TinyLM] = (),
+    certified: int = 0,
 ) -> list[Curation]:
     """Curate the levels in order, stopping after the first that is not curated: past a length the vote cannot
-    label cleanly, it would label worse."""
+    label cleanly, it would label worse. `certified`: the champion's gate-certified frontier (for `compose`)."""
     out: list[Curation] = []
     for level in levels:
         held = [(p, y) for p, y in dev if p.level == level]
-        out.append(curate_level(task, cfg, level, problems(level), held, champion, others))
+        out.append(curate_level(task, cfg, level, problems(level), held, champion, others, certified))
         if out[-1].skipped:
             break
     return out

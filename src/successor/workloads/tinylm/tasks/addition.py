@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ExactAnswer, Problem, commuted, digit_rows
+from .base import Composition, ExactAnswer, Problem, commuted, digit_rows, splits
 
 
 class Addition(ExactAnswer):
@@ -24,6 +24,16 @@ class Addition(ExactAnswer):
 
     def rewrites(self, problem: Problem) -> list[Problem]:
         return commuted(problem)
+
+    def compositions(self, problem: Problem, longest: int) -> list[Composition]:
+        """a+b from its low k digits and its high n-k digits: where the low sum has no carry out (its last
+        answer digit, the carry, is 0), the whole sum is the low sum's k digits followed by the high sum."""
+        if problem.marked:
+            return []
+        a, b = problem.prompt.removesuffix("=").split("+")
+        n = problem.level
+        return [Composition((Problem(f"{a[:k]}+{b[:k]}=", k), Problem(f"{a[k:]}+{b[k:]}=", n - k)),
+                            _no_carry_join(k, n)) for k in splits(n, longest)]
 
     def solve(self, problem: Problem) -> str:
         a_rev, b_rev = problem.prompt.rstrip("=").split("+")
@@ -43,3 +53,12 @@ class Addition(ExactAnswer):
         if marked:
             return prompt + [2 + offset, 3 + offset]
         return prompt + [k + 1 + offset for k in range(1, level + 2)]
+
+
+def _no_carry_join(k: int, n: int):
+    def join(answers: list[str]) -> str | None:
+        low, high = answers
+        if len(low) != k + 1 or len(high) != n - k + 1 or low[-1] != "0":
+            return None
+        return low[:k] + high
+    return join

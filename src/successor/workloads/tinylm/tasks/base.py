@@ -5,6 +5,7 @@ A task turns problems into token sequences for the workload, and knows the *true
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,6 +57,17 @@ def mark(problem: Problem) -> Problem:
     return Problem(problem.prompt + MARKER, problem.level)
 
 
+@dataclass(frozen=True)
+class Composition:
+    """One way to answer a problem from shorter ones: ask a model the `parts`, then `combine` their answers into
+    the whole's answer, or None where this way does not apply to these answers (addition: the low half carries).
+    A consistency check a task may offer: a model certified on the parts' lengths answers them almost always
+    right, so where its direct answer to the whole equals the composed one, both are very likely right."""
+
+    parts: tuple[Problem, ...]
+    combine: Callable[[list[str]], str | None]
+
+
 class Task(Protocol):
     """What a problem family must provide. `answer` and `check` are the hidden checker."""
 
@@ -79,6 +91,11 @@ class Task(Protocol):
         """The problem written other ways with the same answer (addition: b+a for a+b); none for most tasks.
         The curator's vote can ask a model each of them: its errors change with the writing more than with the
         position offset."""
+        ...
+
+    def compositions(self, problem: Problem, longest: int) -> list[Composition]:
+        """Ways to answer `problem` from problems of at most `longest` levels, most trusted first; none for a
+        task without such structure (the curator then votes)."""
         ...
 
 
@@ -109,6 +126,16 @@ class ExactAnswer:
 
     def rewrites(self, problem: Problem) -> list[Problem]:
         return []
+
+    def compositions(self, problem: Problem, longest: int) -> list[Composition]:
+        return []
+
+
+def splits(level: int, longest: int) -> list[int]:
+    """Where a level-n problem can be cut so both pieces have 1..`longest` levels: the cut k (the low piece's
+    length), the most even first (both pieces as far inside what the model is sure of as they can be)."""
+    ks = [k for k in range(max(1, level - longest), min(longest, level - 1) + 1)]
+    return sorted(ks, key=lambda k: (abs(2 * k - level), k))
 
 
 def commuted(problem: Problem) -> list[Problem]:

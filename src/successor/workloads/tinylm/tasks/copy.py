@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ExactAnswer, Problem
+from .base import Composition, ExactAnswer, Problem, splits
 
 
 class Copy(ExactAnswer):
@@ -27,6 +27,14 @@ class Copy(ExactAnswer):
     def answer_length(self, level: int, marked: bool = False) -> int:
         return 1 if marked else level
 
+    def compositions(self, problem: Problem, longest: int) -> list[Composition]:
+        """A copy of n digits is the copy of its first k followed by the copy of the rest."""
+        if problem.marked:
+            return []
+        d, n = problem.prompt.removesuffix("="), problem.level
+        return [Composition((Problem(d[:k] + "=", k), Problem(d[k:] + "=", n - k)), _join(k, n))
+                for k in splits(n, longest)]
+
     def solve(self, problem: Problem) -> str:
         return problem.prompt.rstrip("=")
 
@@ -37,3 +45,10 @@ class Copy(ExactAnswer):
         if marked:
             return prompt + [2 + offset, 3 + offset]
         return prompt + [k + 1 + offset for k in range(1, level + 1)]
+
+
+def _join(k: int, n: int):
+    def join(answers: list[str]) -> str | None:
+        first, rest = answers
+        return first + rest if len(first) == k and len(rest) == n - k else None
+    return join

@@ -1,0 +1,184 @@
+"""Labels checked by composition (`Task.compositions`, `composing.py`, the curator's `compose`): a long label is
+kept only where the champion's direct answer equals the one composed from its answers to certified parts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from successor.config import CuratorConfig
+from successor.workloads.tinylm import composing, curator
+from successor.workloads.tinylm.curator import curate_level
+from successor.workloads.tinylm.tasks import Problem, get_task
+from successor.workloads.tinylm.tasks.base import splits
+
+ADD = get_task("addition")
+
+
+@pytest.fixture(scope="module")
+def smoke_compose_run(tmp_path_factory):
+    """The smoke preset with `compose` on, run through the library API (about a minute)."""
+    import successor
+    from successor.config import validated, RunConfig
+
+    cfg = successor.load_config(preset="smoke").model_dump(mode="json", exclude={"script"})
+    cfg["curator"] |= {"compose": True}
+    cfg["gate"] |= {"solve_threshold": 0.95}  # the smoke models stand at 0.98-1.0 on lengths 1-2: "certified" there
+    cfg["loop"] |= {"bootstrap_attempts": 1}  # this test is about curation: one bootstrap, whatever it learned
+    cfg["task"] |= {"ladder_step": 0}
+    run_dir = tmp_path_factory.mktemp("compose") / "run"
+    successor.run(validated(RunConfig, cfg), run_dir,
+                  policy=successor.Policy.model_validate({"tripwires": {"integrity_violation": False}}))
+    return run_dir
+
+
+@pytest.mark.parametrize("name", ["addition", "forward_addition", "copy"])
+def test_every_composition_of_true_part_answers_is_the_true_answer(name):
+    """The hidden checker as the parts' oracle: a composition that applies gives exactly the whole's answer."""
+    task, rng = get_task(name), np.random.default_rng(7)
+    applied = 0
+    for level in range(2, 15):
+        for p in task.generate(level, 60, rng):
+            comps = task.compositions(p, 8)
+            assert all(max(q.level for q in c.parts) <= 8 and sum(q.level for q in c.parts) == level for c in comps)
+            for c in comps:
+                y = c.combine([task.answer(q) for q in c.parts])
+                if y is not None:
+                    applied += 1
+                    assert y == task.answer(p)
+    assert applied > 500
+
+
+def test_splits_are_inside_the_certified_lengths_most_even_first():
+    assert splits(16, 8) == [8]
+    assert splits(12, 8) == [6, 5, 7, 4, 8]
+    assert splits(17, 8) == []  # past twice the certified length nothing composes
+    assert splits(5, 0) == []
+
+
+def test_addition_composition_needs_no_carry_out_of_the_low_half():
+    p = Problem("95+15=", 2)  # reversed: 59 + 51 = 110, written 011
+    (c,) = ADD.compositions(p, 1)
+    assert [q.prompt for q in c.parts] == ["9+1=", "5+5="]
+    assert c.combine(["01", "01"]) is None  # 9+1 carries: this cut cannot compose
+    q = Problem("12+34=", 2)  # 21 + 43 = 64, written 460
+    (c,) = ADD.compositions(q, 1)
+    assert c.combine(["40", "70"]) == "470"  # 1+3=4 no carry, then 2+4 (a wrong part answer composes wrongly)
+    assert c.combine(["4", "70"]) is None  # a malformed part answer never composes
+    assert ADD.compositions(Problem("12+34=!", 2), 1) == []  # a marked prompt has one answer: the refusal
+
+
+class Oracle:
+    """A stand-in model that answers every problem right except those in `wrong` (prompt -> answer)."""
+
+    def __init__(self, wrong: dict[str, str] | None = None):
+        self.wrong = wrong or {}
+
+
+@pytest.fixture
+def oracle_greedy(monkeypatch):
+    calls: list[tuple[int, int]] = []  # (level, problems) per decode
+
+    def greedy(model, task, problems, offset=0, **kw):
+        calls.append((problems[0].level if problems else 0, len(problems)))
+        return [model.wrong.get(p.prompt, task.answer(p)) for p in problems]
+
+    monkeypatch.setattr(curator, "greedy", greedy)
+    monkeypatch.setattr(composing, "greedy", greedy)
+    return calls
+
+
+def _problems(level: int, n: int, seed: int = 0) -> list[Problem]:
+    return ADD.generate(level, n, np.random.default_rng(seed))
+
+
+def test_a_direct_error_the_composition_does_not_share_is_dropped(oracle_greedy):
+    probs = _problems(6, 200)
+    bad = probs[0]
+    wrong_answer = ("1" if ADD.answer(bad)[0] != "1" else "2") + ADD.answer(bad)[1:]
+    model = Oracle({bad.prompt: wrong_answer})
+    cfg = CuratorConfig(compose=True)
+    cur = curate_level(ADD, cfg, 6, probs, [], model, certified=3)
+    kept = dict(cur.items)
+    assert cur.method == "compose" and cur.skipped is None
+    assert bad not in kept  # the vote would have had to catch it; the composition does
+    assert all(ADD.check(p, y) for p, y in cur.items)
+    carries_everywhere = [p for p in probs if all(c.combine([ADD.answer(q) for q in c.parts]) is None
+                                                  for c in ADD.compositions(p, 3))]
+    assert len(cur.items) == len(probs) - 1 - len([p for p in carries_everywhere if p != bad])
+    # only short parts were decoded besides the direct answers (two forms: a+b and b+a are not asked here)
+    assert {lvl for lvl, _ in oracle_greedy} <= {6, 3}
+
+
+def test_a_wrong_part_makes_the_label_disagree_and_drops_it(oracle_greedy):
+    probs = _problems(4, 50, seed=1)
+    p = next(p for p in probs if ADD.compositions(p, 2)[0].combine([ADD.answer(q) for q in
+                                                                    ADD.compositions(p, 2)[0].parts]))
+    high = ADD.compositions(p, 2)[0].parts[1]
+    model = Oracle({high.prompt: "999"})  # the champion is wrong on a part, right on the whole
+    cur = curate_level(ADD, CuratorConfig(compose=True), 4, probs, [], model, certified=2)
+    assert p not in dict(cur.items)
+
+
+def test_the_alarm_fires_when_composed_dev_labels_are_wrong(oracle_greedy):
+    """A champion that makes the same error both ways (direct and through its parts) on dev raises the alarm."""
+    dev_probs = _problems(4, 20, seed=2)
+    wrong = {}
+    for p in dev_probs[:5]:  # a shared error: the whole and its high part both wrong, consistently
+        c = ADD.compositions(p, 2)[0]
+        low, high = c.parts
+        if c.combine([ADD.answer(low), ADD.answer(high)]) is None:
+            continue
+        bad_high = ("9" if ADD.answer(high)[0] != "9" else "8") + ADD.answer(high)[1:]
+        wrong[high.prompt] = bad_high
+        wrong[p.prompt] = ADD.answer(low)[:2] + bad_high
+    assert len(wrong) >= 4
+    model = Oracle(wrong)
+    dev = [(p, ADD.answer(p)) for p in dev_probs]
+    cur = curate_level(ADD, CuratorConfig(compose=True, max_dev_noise=0.05), 4, _problems(4, 100, seed=3), dev,
+                       model, certified=2)
+    assert cur.skipped.startswith("alarm:") and "composition" in cur.skipped and cur.items == []
+    assert cur.dev_wrong == len(wrong) // 2 and cur.method == "compose"
+
+
+def test_levels_past_twice_the_certified_length_are_voted(oracle_greedy):
+    cfg = CuratorConfig(compose=True, offsets=[0, 1, 2], agreement=1.0)
+    cur = curate_level(ADD, cfg, 7, _problems(7, 40), [], Oracle(), certified=3)
+    assert cur.method == "vote" and len(cur.items) == 40
+    off = curate_level(ADD, CuratorConfig(compose=False), 6, _problems(6, 40), [], Oracle(), certified=3)
+    assert off.method == "vote"  # compose off: the vote as before
+
+
+def test_compose_uses_both_forms_when_rewrites_are_on(oracle_greedy):
+    """With rewrites, the direct answer must be the same on a+b and b+a: an error on one form drops the label."""
+    probs = _problems(5, 60, seed=4)
+    p = probs[3]
+    a, b = p.prompt[:-1].split("+")
+    model = Oracle({f"{b}+{a}=": "000000"})
+    cur = curate_level(ADD, CuratorConfig(compose=True, rewrites=True), 5, probs, [], model, certified=3)
+    assert p not in dict(cur.items) and cur.voters == 2
+
+
+def test_the_loop_labels_by_composition_past_the_certified_frontier(smoke_compose_run):
+    """A real smoke run with `compose`: curation records the certified frontier (the gate's sealed frontier of the
+    champion) and labels the levels it can compose by composition, keeping far fewer wrong labels than the
+    champion gives there."""
+    import json
+    import sqlite3
+    db = sqlite3.connect(smoke_compose_run / "lineage.db")
+    rows = db.execute("SELECT generation, result FROM stages WHERE name='curate' AND status='done' "
+                      "ORDER BY generation").fetchall()
+    frontiers = dict(db.execute("SELECT idx, frontier FROM generations").fetchall())
+    composed = []
+    for g, result in rows:
+        stats = json.loads(result)
+        if g == 0 or "certified" not in stats:
+            continue
+        assert stats["certified"] == frontiers[g - 1]  # the champion of generation g is generation g-1's
+        for lvl in stats["levels"]:
+            if lvl["method"] == "compose":
+                assert lvl["level"] <= 2 * stats["certified"]
+                composed.append(lvl)
+    assert composed, "no level was labelled by composition"
+    kept = [lvl for lvl in composed if lvl["kept"]]
+    # the hidden checker, for the test only: the kept labels are far cleaner than the champion's own answers there
+    assert all(lvl["true_noise_hidden"] < (1 - lvl["champion_dev_acc"]) / 2 for lvl in kept)
