@@ -45,7 +45,21 @@ def fork(source: Path, dest: Path, changes: dict) -> Path:
         RunConfig(**cfg)  # a bad value fails here, before anything is copied
     except ValueError as e:
         raise SystemExit(f"bad setting: {e}") from None
-    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("report"))
+    # Only generation 0's workspaces are copied: a later one may belong to an experiment running in the source right
+    # now, and copying it opens the honeypots it is watched through (measured: that disqualified a candidate).
+    ro = sqlite3.connect(f"file:{source / 'lineage.db'}?mode=ro", uri=True)
+    try:
+        first = {r[0] for r in ro.execute("SELECT id FROM experiments WHERE generation = 0")}
+    finally:
+        ro.close()
+    workspaces = (source / "workspaces").resolve()
+
+    def skipped(folder: str, names: list[str]) -> list[str]:
+        if Path(folder).resolve() == workspaces:
+            return [n for n in names if n not in first]
+        return [n for n in names if n == "report"]
+
+    shutil.copytree(source, dest, ignore=skipped)
     db = sqlite3.connect(dest / "lineage.db")
     for (exp_id,) in db.execute("SELECT id FROM experiments WHERE generation >= 1"):
         shutil.rmtree(dest / "workspaces" / exp_id, ignore_errors=True)
