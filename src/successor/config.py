@@ -260,12 +260,16 @@ class LoopConfig(Strict):
     executor: ExecutorConfig = ExecutorConfig()
     halving: HalvingConfig = HalvingConfig()
     bootstrap_attempts: int = Field(3, ge=1, le=10, description="generation 0 trains the bootstrap again, under the "
-                                    "next seed, while the model it made has not learned the human range "
-                                    "(bootstrap_bar on validation at every human level), up to this many attempts; "
-                                    "each attempt is a candidate of its own in the lineage")
-    bootstrap_bar: float = Field(0.95, gt=0.0, le=1.0, description="validation accuracy a bootstrap model needs "
-                                 "at every human level to be kept; below it the bootstrap is taken to have stayed "
-                                 "on its loss plateau")
+                                    "next seed (seeds stream `bootstrap-restart`), while the model it made has not "
+                                    "learned the human range (bootstrap_bar on validation at every human level), up "
+                                    "to this many attempts; each attempt is a candidate of its own in the lineage, "
+                                    "and the first to pass is kept (none: the best by validation). A later "
+                                    "generation whose champion has not learned the range spends as many again")
+    bootstrap_bar: float = Field(0.95, gt=0.0, le=1.0, description="accuracy a bootstrap model needs at every human "
+                                 "level on validation to be kept; below it the bootstrap is taken to have stayed on "
+                                 "its loss plateau. A champion below it on dev at a human level is assess's named "
+                                 "weakness `human range not learned`: its labels are not curated and its generation "
+                                 "trains the bootstrap again under the next seed instead of a successor")
 
 
 class RunConfig(Strict):

@@ -26,6 +26,9 @@ STREAMS = {
     "optuna": 20, "optuna-role": 21, "optuna-independent": 22,
     # inside the trainer: the guardrail examples it mixes in (a stream apart from its main one)
     "trainer-guardrail": 0x6A5D,
+    # a bootstrap that stayed on its loss plateau trains again under the next seed: attempt k's seed is drawn from
+    # (bootstrap.seed, this id, k); attempt 1 keeps the configured seed (workloads/tinylm/bootstrap.py)
+    "bootstrap-restart": 0xB007,
 }
 
 

@@ -14,7 +14,7 @@ from ...oversight import integrity
 from ...oversight.gate import first_to_beat
 from ...researchers.evolution import recipe_key
 from ...researchers.tinylm_search import recipe_brief, tinylm_researcher
-from . import evaluator, halving
+from . import bootstrap, evaluator, halving
 from .curation import curate
 from .flops import job_flops
 from .gating import gate
@@ -125,41 +125,40 @@ class TinyLMWorkload:
     # -- stages 1-6 -------------------------------------------------------------------------------------------
     def assess(self, g: int, ctx: dict) -> dict:
         if ctx["champion"] is None:
-            return {"dev_acc": {}, "frontier": 0, "weakest": []}
+            return {"dev_acc": {}, "frontier": 0, "weakest": [], "weaknesses": []}
         acc = self.grader.accuracy(ctx["champion"], "dev")
         thr = self.cfg.curator.solve_threshold
         weakest = [lvl for lvl, a in acc.items() if a < thr][:3]
         return {"dev_acc": {str(k): v for k, v in acc.items()}, "frontier": evaluator.frontier(acc, thr),
-                "weakest": weakest}
+                "weakest": weakest, "weaknesses": bootstrap.weaknesses(self.cfg, acc)}
 
     def propose(self, g: int, ctx: dict) -> dict:
+        restart = bootstrap.propose(self, g, ctx)  # generation 0, or no champion that learned the human range
+        if restart is not None:
+            return restart
         extra = [] if self.cfg.researcher.seed is None else [self.cfg.researcher.seed]  # None: as before it existed
         rng = seeds.rng(self.cfg.seed, "propose", g, *extra)
-        if ctx["champion"] is None:  # generation 0, or every earlier bootstrap failed
-            proposals = [(self.cfg.bootstrap, "bootstrap: train the first champion on human data", None)]
-        else:
-            rows = self.store.q("SELECT c.recipe, c.parent_model, c.recipe_key, c.id FROM candidates c")
-            scores = {}
-            for r in self.store.q("SELECT generation, result FROM stages WHERE name='interpret' AND status='done'"):
-                for cid, info in json.loads(r["result"]).items():
-                    scores[cid] = info["score"] if info["score"] is not None else float("-inf")
-            history = [(Recipe(**json.loads(r["recipe"])), scores[r["id"]]) for r in rows if r["id"] in scores
-                       and r["id"] != "g0c0"]
-            tried = {r["recipe_key"] for r in rows if r["parent_model"] == ctx["champion"]}
-            brief = recipe_brief(g, self.incumbent(ctx["champion"]), history, tried, self.cfg.researcher.candidates,
-                                 rng)
-            proposals = [(Recipe(**p.knobs), p.rationale, p.diff) for p in self.researcher.propose(brief)]
+        rows = self.store.q("SELECT c.recipe, c.parent_model, c.recipe_key, c.id FROM candidates c")
+        scores = {}
+        for r in self.store.q("SELECT generation, result FROM stages WHERE name='interpret' AND status='done'"):
+            for cid, info in json.loads(r["result"]).items():
+                scores[cid] = info["score"] if info["score"] is not None else float("-inf")
+        history = [(Recipe(**json.loads(r["recipe"])), scores[r["id"]]) for r in rows if r["id"] in scores
+                   and r["parent_model"] is not None]  # bootstrap attempts are no successor's recipe
+        tried = {r["recipe_key"] for r in rows if r["parent_model"] == ctx["champion"]}
+        brief = recipe_brief(g, self.incumbent(ctx["champion"]), history, tried, self.cfg.researcher.candidates, rng)
+        proposals = [(Recipe(**p.knobs), p.rationale, p.diff) for p in self.researcher.propose(brief)]
         ids = []
         for i, (recipe, why, patch) in enumerate(proposals):
-            if ctx["champion"] is not None:  # the bootstrap trains exactly as configured, seed included
-                recipe = recipe.model_copy(update={"seed": int(rng.integers(2**31))})
+            recipe = recipe.model_copy(update={"seed": int(rng.integers(2**31))})
             ids.append(self.lab.add_candidate(g, i, recipe.model_dump_json(), recipe_key(recipe), why,
                                               ctx["champion"], patch))
         return {"candidates": ids}
 
     def incumbent(self, champion: str) -> Recipe:
         row = self.store.one("SELECT c.recipe FROM gate_decisions d JOIN candidates c ON c.id=d.candidate_id "
-                             "WHERE d.model=? AND d.promoted=1 AND d.generation>0", champion)
+                             "WHERE d.model=? AND d.promoted=1 AND d.generation>0 AND c.parent_model IS NOT NULL",
+                             champion)
         return Recipe(**json.loads(row["recipe"])) if row else self.cfg.successor
 
     def recipe(self, cid: str) -> Recipe:
@@ -167,10 +166,10 @@ class TinyLMWorkload:
 
     def implement(self, g: int, ctx: dict) -> dict:
         newest, older = self.training_data()
-        bootstrap = ctx["champion"] is None
         cands = ctx["propose"]["candidates"]
-        return {"experiments": {cid: self.make_job(g, cid, self.budgeted(cid, bootstrap), ctx["champion"], newest,
-                                                   older, len(cands)) for cid in cands}}
+        return {"experiments": {cid: bootstrap.job(self, g, cid, len(cands)) if bootstrap.is_attempt(self, cid) else
+                                self.make_job(g, cid, self.budgeted(cid, False), ctx["champion"], newest, older,
+                                              len(cands)) for cid in cands}}
 
     def budgeted(self, cid: str, bootstrap: bool) -> Recipe:
         """An experiment is a probe of its recipe under a budget (docs/ARCHITECTURE.md, stage 4); the bootstrap is not."""
@@ -184,6 +183,9 @@ class TinyLMWorkload:
         return recipe.model_copy(update={"steps": scaled(recipe.steps), "schedule_steps": scaled(recipe.schedule_steps)})
 
     def experiment(self, g: int, ctx: dict) -> dict:
+        attempts = bootstrap.experiment(self, g, ctx)  # a generation that trains from scratch: its attempts
+        if attempts is not None:
+            return attempts
         exps = ctx["implement"]["experiments"]
         if self.cfg.loop.halving.rungs > 1 and len(exps) > 1:
             return halving.run_rungs(self, g, ctx)
@@ -211,6 +213,9 @@ class TinyLMWorkload:
         validation items (one-sided paired test at the gate's alpha): a probe of a tenth of the steps barely
         leaves its parent, so a lead of an item or two is noise, and following it once led three generations
         into recipes that forgot."""
+        chosen = bootstrap.select(self, g, ctx)  # among bootstrap attempts: the first to pass the bar
+        if chosen is not None:
+            return chosen
         done, keeps, _ = self.rank(ctx["champion"], {cid: ctx["experiment"][cid]["model"] for cid, info in
                                                      ctx["interpret"].items() if info["score"] is not None},
                                    "validation")
@@ -231,7 +236,7 @@ class TinyLMWorkload:
 
     # -- stages 7-10 ------------------------------------------------------------------------------------------
     def curate(self, g: int, ctx: dict) -> dict:
-        return curate(self, g, ctx)
+        return bootstrap.curation_skipped(ctx) or curate(self, g, ctx)
 
     def trained_to(self) -> int:
         """The longest length in the champion's training data: the human data's, or a promoted curation's."""
@@ -243,7 +248,8 @@ class TinyLMWorkload:
         if sel is None:
             return {"successor": None, "experiment": None}
         newest, older = self.training_data(ctx["curate"].get("shard"))
-        exp_id = self.make_job(g, sel, self.recipe(sel), ctx["champion"], newest, older)
+        exp_id = (bootstrap.job(self, g, sel) if bootstrap.is_attempt(self, sel) else
+                  self.make_job(g, sel, self.recipe(sel), ctx["champion"], newest, older))
         row = self.lab.execute(g, sel, exp_id, "successor")
         return {"successor": row["model"], "experiment": exp_id, "status": row["status"], "error": row["error"]}
 
@@ -259,7 +265,7 @@ class TinyLMWorkload:
                 for name, digest in models.items() if digest is not None}
 
     def gate(self, g: int, ctx: dict) -> dict:
-        return gate(self, g, ctx)
+        return bootstrap.gate(self, g, ctx, gate)
 
     # -- promotion --------------------------------------------------------------------------------------------
     def provenance(self, g: int, ctx: dict, model: str) -> dict:

@@ -1,0 +1,198 @@
+"""Training from scratch until the human range is learned: the bootstrap's restarts on a loss plateau.
+
+Trained from scratch on human data, the bootstrap sometimes never leaves its loss plateau, and which seeds do is
+luck (issue 25: seed 3 ended generation 0 at sealed 0.57 / 0.06 / 0 on lengths 1 / 2 / 3+, and every later
+generation trained a successor on a champion that could not add). So the harness checks each bootstrap model on
+the validation tier at every human level; below `loop.bootstrap_bar` at any of them, it trains the bootstrap again
+under the next seed, as a new candidate of the same generation, until one passes or `loop.bootstrap_attempts` are
+spent. The first passing attempt is kept; if none passes, the best by validation, and the failure is named.
+
+A champion whose dev accuracy is below the bar at a human level is a named weakness in `assess`: its labels are
+not curated, and its generation trains the bootstrap again under the next seeds instead of a successor (a
+successor starts from the plateau and, in issue 25's run, stayed there for three generations of 750 steps).
+
+Attempt k (counted over the whole run) trains the configured bootstrap; attempt 1 exactly as configured, so a run
+whose first attempt passes has the lineage it had before restarts existed, and attempt k > 1 under
+`seeds.integer(bootstrap.seed, "bootstrap-restart", k)`, so a run repeats itself. An attempt is a candidate
+whose parent is None (it starts from no model), trained at full budget on human data only; its experiment is
+named by its job's digest, so a resume reads a finished attempt back instead of training it again.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from ... import seeds
+from ...researchers.evolution import recipe_key
+from .recipe import Recipe
+
+WEAKNESS = "human range not learned"
+
+
+# -- attempts: their seeds, recipes, candidates and jobs ----------------------------------------------------------
+def attempt_seed(cfg, attempt: int) -> int:
+    return cfg.bootstrap.seed if attempt == 1 else seeds.integer(cfg.bootstrap.seed, "bootstrap-restart", attempt)
+
+
+def attempt_recipe(cfg, attempt: int) -> Recipe:
+    return cfg.bootstrap if attempt == 1 else cfg.bootstrap.model_copy(update={"seed": attempt_seed(cfg, attempt)})
+
+
+def attempts_before(wl, g: int) -> int:
+    """Bootstrap attempts of the generations before g (candidates with no parent model)."""
+    return wl.store.one("SELECT COUNT(*) AS n FROM candidates WHERE parent_model IS NULL AND generation < ?", g)["n"]
+
+
+def is_attempt(wl, cid: str) -> bool:
+    row = wl.store.one("SELECT parent_model FROM candidates WHERE id=?", cid)
+    return row is not None and row["parent_model"] is None
+
+
+def add_attempt(wl, g: int, ordinal: int, attempt: int, why: str) -> str:
+    """The attempt's candidate (its restart's audit event first, once: a resume finds the row and adds none)."""
+    recipe = attempt_recipe(wl.cfg, attempt)
+    if attempt > 1 and not wl.store.one("SELECT 1 FROM candidates WHERE id=?", f"g{g}c{ordinal}"):
+        wl.audit.append("bootstrap.restart", generation=g, candidate=f"g{g}c{ordinal}", attempt=attempt,
+                        seed=recipe.seed, reason=why)
+    return wl.lab.add_candidate(g, ordinal, recipe.model_dump_json(), recipe_key(recipe), why, None)
+
+
+def job(wl, g: int, cid: str, parallel: int = 1) -> str:
+    """An attempt's job: its recipe at full budget, on human data only, from no parent (the train stage writes
+    the same job, so it reads the attempt's experiment back)."""
+    return wl.make_job(g, cid, wl.recipe(cid), None, [], [], parallel)
+
+
+# -- the bar --------------------------------------------------------------------------------------------------------
+def human_levels(cfg) -> list[int]:
+    lo, hi = cfg.task.human_levels
+    return list(range(lo, hi + 1))
+
+
+def below_bar(cfg, acc: dict[int, float]) -> dict[int, float]:
+    """The human levels under `loop.bootstrap_bar` (a level the tier lacks counts 0)."""
+    bar = cfg.loop.bootstrap_bar
+    return {lvl: acc.get(lvl, 0.0) for lvl in human_levels(cfg) if acc.get(lvl, 0.0) < bar}
+
+
+def describe(below: dict[int, float], bar: float, tier: str) -> str:
+    """e.g. 'validation 0.57 at length 1, 0.06 at length 2, 0.00 at length 3 and 5 more < bar 0.95'."""
+    shown = [f"{a:.2f} at length {lvl}" for lvl, a in sorted(below.items())[:3]]
+    more = f" and {len(below) - 3} more" if len(below) > 3 else ""
+    return f"{tier} {', '.join(shown)}{more} < bar {bar}"
+
+
+def weaknesses(cfg, dev_acc: dict[int, float]) -> list[dict]:
+    """`assess`'s named weaknesses of a champion: the human range not learned (dev below the bar)."""
+    below = below_bar(cfg, dev_acc)
+    if not below:
+        return []
+    return [{"name": WEAKNESS, "levels": {str(k): v for k, v in below.items()}, "bar": cfg.loop.bootstrap_bar,
+             "tier": "dev", "why": describe(below, cfg.loop.bootstrap_bar, "dev")}]
+
+
+def _weakness(ctx: dict) -> dict | None:
+    return next((w for w in ctx["assess"].get("weaknesses", []) if w["name"] == WEAKNESS), None)
+
+
+# -- the stages -----------------------------------------------------------------------------------------------------
+def propose(wl, g: int, ctx: dict) -> dict | None:
+    """The bootstrap's first attempt of this generation, where it trains from scratch: generation 0, a later one
+    with no champion, or one whose champion has not learned the human range. None: successors, as usual."""
+    weak = _weakness(ctx)
+    if ctx["champion"] is not None and weak is None:
+        return None
+    attempt = attempts_before(wl, g) + 1
+    seed = attempt_seed(wl.cfg, attempt)
+    if attempt == 1:
+        why = "bootstrap: train the first champion on human data"
+    elif ctx["champion"] is None:
+        why = f"restart under seed {seed} (bootstrap attempt {attempt}): no champion after {attempt - 1} attempts"
+    else:
+        why = (f"restart under seed {seed} (bootstrap attempt {attempt}) instead of a successor: the champion has "
+               f"not learned the human range ({weak['why']})")
+    out = {"candidates": [add_attempt(wl, g, 0, attempt, why)]}
+    return out if attempt == 1 else out | {"restart": why}
+
+
+def experiment(wl, g: int, ctx: dict) -> dict | None:
+    """Run this generation's attempts in turn until one passes the bar on validation or the attempts are spent;
+    None where the generation trains successors. Each entry: the experiment's row, its attempt and seed, its
+    validation accuracy at the human levels, whether it passes, and the verdict in words."""
+    cands = ctx["propose"]["candidates"]
+    if len(cands) != 1 or not is_attempt(wl, cands[0]):
+        return None
+    first, limit, bar = attempts_before(wl, g) + 1, wl.cfg.loop.bootstrap_attempts, wl.cfg.loop.bootstrap_bar
+    cid, exp_id, out = cands[0], ctx["implement"]["experiments"][cands[0]], {}
+    for i in range(limit):
+        attempt = first + i
+        if i:
+            seed = attempt_seed(wl.cfg, attempt)
+            where = "" if g == 0 else f" in generation {g} (bootstrap attempt {attempt})"
+            cid = add_attempt(wl, g, i, attempt, f"restart {i + 1} of {limit}{where} under seed {seed}: {cid}'s "
+                                                 f"model {out[cid]['verdict']}")
+            exp_id = job(wl, g, cid)
+        row = wl.lab.execute(g, cid, exp_id, "candidate")
+        entry = {"experiment": exp_id, "status": row["status"], "model": row["model"], "error": row["error"],
+                 "attempt": attempt, "seed": attempt_recipe(wl.cfg, attempt).seed}
+        if row["status"] != "done":  # a failure is not a plateau: another seed would not cure it
+            out[cid] = entry | {"validation": None, "passes": False, "verdict": f"failed ({row['status']})"}
+            break
+        acc = wl.grader.accuracy(row["model"], "validation")
+        below = below_bar(wl.cfg, acc)
+        out[cid] = entry | {"validation": {str(lvl): acc.get(lvl, 0.0) for lvl in human_levels(wl.cfg)},
+                            "passes": not below,
+                            "verdict": (f"stayed on its loss plateau ({describe(below, bar, 'validation')})"
+                                        if below else f"passed the bar ({bar} on validation at every human length)")}
+        if not below:
+            break
+    return out
+
+
+def select(wl, g: int, ctx: dict) -> dict | None:
+    """The first attempt that passed; if none did, the best by validation (most human levels at the bar, then the
+    mean over them), and the failure named. The others are recorded as not used (`gate`)."""
+    exps = ctx["experiment"]
+    if not exps or not all("attempt" in e for e in exps.values()):
+        return None
+    done = {cid: e for cid, e in exps.items() if e["status"] == "done"}
+    passed = [cid for cid, e in done.items() if e["passes"]]
+    bar = wl.cfg.loop.bootstrap_bar
+    if passed:
+        sel = passed[0]
+        why = f"{sel} passed the bar at attempt {exps[sel]['attempt']} (seed {exps[sel]['seed']})"
+    elif done:
+        sel = max(done, key=lambda c: (sum(a >= bar for a in done[c]["validation"].values()),
+                                       sum(done[c]["validation"].values()), -done[c]["attempt"]))
+        why = (f"no attempt passed the bar in {len(exps)}: kept the best by validation, {sel}, whose model "
+               f"{done[sel]['verdict']}")
+    else:
+        sel, why = None, "no attempt finished: " + "; ".join(f"{c} {e['verdict']}" for c, e in exps.items())
+    unused = {cid: f"not used: its model {e['verdict']}" + (f"; {sel} was kept" if sel else "")
+              if e["status"] == "done" else f"not used: experiment {e['status']}: {e['error']}"
+              for cid, e in exps.items() if cid != sel}
+    keeps = wl.rank(ctx["champion"], {sel: exps[sel]["model"]}, "validation")[1] if sel else {}
+    return {"selected": sel, "ranking": [sel] if sel else [], "keeps_solved_levels": keeps, "incumbent": None,
+            "p_vs_incumbent": {}, "bootstrap": {"attempts": len(exps), "passed": bool(passed), "why": why,
+                                                "unused": unused}}
+
+
+def curation_skipped(ctx: dict) -> dict | None:
+    """A champion that has not learned the human range labels nothing: its labels are not trusted."""
+    weak = _weakness(ctx) if ctx["champion"] is not None else None
+    if weak is None:
+        return None
+    return {"levels": [], "skipped": f"{WEAKNESS} ({weak['why']}): its labels are not trusted; the bootstrap "
+                                     f"trains again instead"}
+
+
+def gate(wl, g: int, ctx: dict, inner: Callable[..., dict]) -> dict:
+    """The unused attempts get their decision (why they were not used); the gate decides the rest as usual."""
+    unused = (ctx["select"].get("bootstrap") or {}).get("unused") or {}
+    if not unused:
+        return inner(wl, g, ctx)
+    for cid, reason in unused.items():
+        e = ctx["experiment"][cid]
+        wl.lab.decide(g, cid, e["model"], "candidate", False, reason,
+                      {"attempt": e["attempt"], "seed": e["seed"], "validation": e["validation"]})
+    rest = [c for c in ctx["propose"]["candidates"] if c not in unused]
+    return inner(wl, g, {**ctx, "propose": {**ctx["propose"], "candidates": rest}}) | {"not_used": unused}
