@@ -182,3 +182,33 @@ def test_the_loop_labels_by_composition_past_the_certified_frontier(smoke_compos
     kept = [lvl for lvl in composed if lvl["kept"]]
     # the hidden checker, for the test only: the kept labels are far cleaner than the champion's own answers there
     assert all(lvl["true_noise_hidden"] < (1 - lvl["champion_dev_acc"]) / 2 for lvl in kept)
+
+
+def test_the_profile_and_the_label_study_read_a_real_run(smoke_compose_run):
+    """benchmarks/generation_profile.py adds up each finished generation's stages from the lineage, and
+    benchmarks/composed_labels.py compares the vote and composition on one of the run's champions."""
+    import sqlite3
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        from generation_profile import STAGES, profile
+    finally:
+        sys.path.remove(str(bench))
+    prof = profile(smoke_compose_run)
+    db = sqlite3.connect(smoke_compose_run / "lineage.db")
+    spans = dict((g, b - a) for g, a, b in db.execute("SELECT idx, started, finished FROM generations "
+                                                      "WHERE status='done'"))
+    assert set(prof) == set(spans) and len(spans) == 3
+    for g, p in prof.items():
+        assert set(p["stages"]) == set(STAGES)
+        assert 0 < p["total"] <= spans[g] + 1.0  # the stages run inside their generation
+    r = subprocess.run([sys.executable, str(bench / "composed_labels.py"), str(smoke_compose_run), "--generation",
+                        "1", "--levels", "3-4", "--problems", "60", "--no-write"], capture_output=True, text=True,
+                       timeout=600, cwd=bench)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| 3 ") or line.startswith("| 4 ")]
+    assert len(rows) == 2
