@@ -133,7 +133,7 @@ def experiment(wl, g: int, ctx: dict) -> dict | None:
             exp_id = job(wl, g, cid)
         row = wl.lab.execute(g, cid, exp_id, "candidate")
         entry = {"experiment": exp_id, "status": row["status"], "model": row["model"], "error": row["error"],
-                 "attempt": attempt, "seed": attempt_recipe(wl.cfg, attempt).seed}
+                 "attempt": attempt, "seed": wl.recipe(cid).seed}
         if row["status"] != "done":  # a failure is not a plateau: another seed would not cure it
             out[cid] = entry | {"validation": None, "passes": False, "verdict": f"failed ({row['status']})"}
             break
