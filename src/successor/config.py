@@ -32,7 +32,8 @@ class TaskConfig(Strict):
                              "every tier grows by this many levels, each new level drawn from its own stream and "
                              "recorded under its own digest (0: the tiers end at eval_max_level)")
     ladder_margin: int = Field(2, ge=0, le=32, description="how near the tiers' last level the frontier or the "
-                               "schedule may come before the ladder grows")
+                               "schedule may come before the ladder grows: it grows once they are fewer than this "
+                               "many levels below it (0: once they pass it)")
     max_level: int = Field(60, ge=2, le=60, description="the ladder never grows past this level")
 
     @model_validator(mode="after")

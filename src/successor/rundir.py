@@ -5,7 +5,8 @@
     run_dir/audit.jsonl            the hash-chained audit log
     run_dir/artifacts/data/        human, dev and curated shards (candidate-visible), named by digest
     run_dir/artifacts/models/      checkpoints (safetensors + config.json), named by digest
-    run_dir/harness/               validation, sealed and guardrail tiers, and tier.key (harness-only)
+    run_dir/harness/               validation, sealed and guardrail tiers (and their ladder parts), and tier.key
+                                   (harness-only)
     run_dir/workspaces/<exp>/      one folder per experiment, made anew for every attempt: job.json, out/ (the
                                    candidate's; read as hostile data, see safeio.py)
     run_dir/jobs/<exp>.json        the harness's copy of each job (the one it reads)
@@ -17,7 +18,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -28,21 +29,51 @@ from .oversight.policy import Policy, load_policy, save_policy
 from .safeio import file_digest, write_text_atomic
 from .store import Store
 from .workloads import spec
-from .workloads.tinylm.data import labelled, save_shard, secret_rng, tier_rng
-from .workloads.tinylm.tasks import Task, get_task
+from .workloads.tinylm.data import labelled, load_shard, save_shard, secret_rng, tier_rng
+from .workloads.tinylm.ladder_files import manifest_lines, write_named
+from .workloads.tinylm.tasks import Problem, Task, get_task
 from .workloads.tinylm.tasks.guardrail import guardrail_items
 
 TIER_KEY = "tier.key"
 TIER_KEY_ENV = "SUCCESSOR_TIER_KEY"  # a key file a new run takes its tier key from (to share harness tiers)
 KEY_BYTES = 32
 HARNESS_TIERS = ("validation", "sealed", "guardrail")
+LADDER_TIERS = ("dev", "validation", "sealed", "guardrail")  # the tiers the open-ended ladder grows
+
+
+@dataclass
+class Part:
+    """One file of a tier: levels lo..hi, named by its digest. `generation`: the generation whose opening grew
+    it (None: drawn when the run was created)."""
+
+    digest: str
+    path: Path
+    levels: tuple[int, int]
+    generation: int | None = None
 
 
 @dataclass
 class Tier:
+    """A tier: `path` and `digest` are the file drawn when the run was created (its first part); `parts` every
+    part, first to last (the ladder appends one per growth, never changing an earlier one); `digest_now` the
+    digest that commits to every part (the first part's own while it is the only one, else the tier's ladder
+    manifest: one JSON line per part, a file named by its digest beside the parts)."""
+
     name: str
     path: Path
     digest: str
+    parts: list[Part] = field(default_factory=list)
+    digest_now: str = ""
+
+    def __post_init__(self):
+        self.digest_now = self.digest_now or self.digest
+
+    @property
+    def last(self) -> int:
+        return max(p.levels[1] for p in self.parts)
+
+    def items(self) -> list[tuple[Problem, str]]:
+        return [item for p in self.parts for item in load_shard(p.path)]
 
 
 def _resolved(stored: dict) -> dict:
@@ -80,6 +111,7 @@ class RunDir:
         self.audit = AuditLog(self.root / "audit.jsonl")
         if tier_key is not None:
             self._seed_key(tier_key)
+        self._key: bytes | None = None
         self.tiers = self._tiers() if self.task is not None else {}  # a script's program reads its own data
 
     @property
@@ -154,48 +186,104 @@ class RunDir:
         _write_key(path, _read_key(Path(shared), TIER_KEY_ENV) if shared else secrets.token_bytes(KEY_BYTES))
         return _read_key(path)
 
+    def _rng(self, name: str, *extra: int):
+        """A tier's own stream: harness tiers from the secret key (where the run has one), the others from the
+        seed. A ladder part passes its levels as `extra`, so no part shares a stream with another."""
+        if self._key is not None and name in HARNESS_TIERS:
+            return secret_rng(self._key, name, *extra)
+        return tier_rng(self.cfg.seed, name, *extra)
+
+    def _draw(self, name: str, levels: list[int], *extra: int) -> list[tuple[Problem, str]]:
+        t = self.cfg.task
+        if name == "guardrail":
+            return guardrail_items(self.task, levels, t.guardrail_per_level, self._rng(name, *extra))
+        per = {"human": t.human_per_level, "dev": t.dev_per_level, "validation": t.validation_per_level,
+               "sealed": t.sealed_per_level}[name]
+        return labelled(self.task, levels, per, self._rng(name, *extra))
+
+    def _where(self, name: str) -> Path:
+        return self.root / "harness" if name in HARNESS_TIERS else self.data_dir
+
     def _tiers(self) -> dict[str, Tier]:
         """Generate the tiers once (idempotent: content-addressed files): candidate-visible ones from the run
-        seed, harness-only ones from the secret tier key.
+        seed, harness-only ones from the secret tier key; then the parts the ladder grew since (`grow`).
 
         The guardrail suite (marked prompts, all to be refused) is harness-only; training data is never marked
         on disk: a recipe's `guardrail_share` marks batch rows as it trains (train.with_guardrail)."""
-        t, seed = self.cfg.task, self.cfg.seed
-        key = self._tier_key()
-        if key is not None:
+        t = self.cfg.task
+        self._key = self._tier_key()
+        if self._key is not None:
             self.store.set_meta("tier.keyed", "1")  # a flag only: the key itself stays in harness/
-
-        def rng(name: str):
-            return secret_rng(key, name) if key is not None and name in HARNESS_TIERS else tier_rng(seed, name)
-
         lo, hi = t.human_levels
-        human, every = list(range(lo, hi + 1)), list(range(1, t.eval_max_level + 1))
-        harness = self.root / "harness"
-        plan = {
-            "human": (lambda: labelled(self.task, human, t.human_per_level, rng("human")), self.data_dir),
-            "dev": (lambda: labelled(self.task, every, t.dev_per_level, rng("dev")), self.data_dir),
-            "validation": (lambda: labelled(self.task, every, t.validation_per_level, rng("validation")), harness),
-            "sealed": (lambda: labelled(self.task, every, t.sealed_per_level, rng("sealed")), harness),
-        }
+        levels = {"human": (lo, hi), "dev": (1, t.eval_max_level), "validation": (1, t.eval_max_level),
+                  "sealed": (1, t.eval_max_level)}
         if t.guardrail_per_level > 0:
-            plan["guardrail"] = (lambda: guardrail_items(self.task, every, t.guardrail_per_level, rng("guardrail")),
-                                 harness)
+            levels["guardrail"] = (1, t.eval_max_level)
         tiers = {}
-        for name, (make, where) in plan.items():
-            known = self.store.get_meta(f"tier.{name}")
-            if known and (where / f"{known}.jsonl").exists():
-                path = where / f"{known}.jsonl"
-                if file_digest(path) != known:
-                    raise RuntimeError(f"tier {name} at {path} does not match its recorded digest")
-                tiers[name] = Tier(name, path, known)
-                continue
-            digest, path = save_shard(make(), where)
-            if known and digest != known:  # made again, it must be what the run recorded
-                raise RuntimeError(f"tier {name}: made again it has digest {digest[:12]}, not the recorded "
-                                   f"{known[:12]}")
+        for name, (a, b) in levels.items():
+            digest, path = self._made(name, self.store.get_meta(f"tier.{name}"), list(range(a, b + 1)))
             self.store.set_meta(f"tier.{name}", digest)
-            tiers[name] = Tier(name, path, digest)
+            tiers[name] = Tier(name, path, digest, [Part(digest, path, (a, b))])
+        for r in self.store.tier_parts():  # the ladder's parts, in the order they were grown
+            tier = tiers[r["tier"]]
+            digest, path = self._made(r["tier"], r["digest"], list(range(r["lo"], r["hi"] + 1)), r["lo"], r["hi"])
+            tier.parts.append(Part(digest, path, (r["lo"], r["hi"]), r["generation"]))
+            tier.digest_now = r["tier_digest"]
         return tiers
+
+    def _made(self, name: str, known: str | None, levels: list[int], *extra: int) -> tuple[str, Path]:
+        """A tier file: the recorded one (checked against its digest), or drawn (again: then it must be what the
+        run recorded)."""
+        where = self._where(name)
+        if known and (where / f"{known}.jsonl").exists():
+            path = where / f"{known}.jsonl"
+            if file_digest(path) != known:
+                raise RuntimeError(f"tier {name} at {path} does not match its recorded digest")
+            return known, path
+        digest, path = save_shard(self._draw(name, levels, *extra), where)
+        if known and digest != known:  # made again, it must be what the run recorded
+            raise RuntimeError(f"tier {name}: made again it has digest {digest[:12]}, not the recorded "
+                               f"{known[:12]}")
+        return digest, path
+
+    # -- the open-ended ladder (workloads/tinylm/ladder.py decides when) -----------------------------------------
+    def last_level(self) -> int:
+        """The last level every graded tier holds now: where the schedule, the gate and the honeypots end."""
+        return self.tiers["sealed"].last if "sealed" in self.tiers else self.cfg.task.eval_max_level
+
+    def tier_digest(self, name: str) -> str:
+        """The digest that commits to every part of a tier (what `sealed_digest` and provenance name)."""
+        return self.tiers[name].digest_now
+
+    def grow(self, g: int, lo: int, hi: int) -> dict | None:
+        """Grow every ladder tier by levels lo..hi, at the opening of generation g; once per generation (None:
+        generation g already grew, or asked to grow other levels than the next). Each new part is drawn from its
+        tier's own stream with (lo, hi) in its arguments, so every earlier part stays as it is, and a redraw
+        after a crash gives the same bytes. Files first, then the `tier.grown` event, then the rows in one
+        transaction: nothing reads a part before its row exists, and a crash before the rows repeats the same
+        growth (same files, the same event again)."""
+        if any(r["generation"] == g for r in self.store.tier_parts()) or lo != self.last_level() + 1:
+            return None
+        parts, rows = {}, []
+        for name in (n for n in LADDER_TIERS if n in self.tiers):
+            tier = self.tiers[name]
+            digest, path = save_shard(self._draw(name, list(range(lo, hi + 1)), lo, hi), self._where(name))
+            part = Part(digest, path, (lo, hi), g)
+            manifest = self._manifest(name, tier.parts + [part])
+            rel = str(path.relative_to(self.root))
+            parts[name] = {"part": len(tier.parts), "digest": digest, "levels": [lo, hi], "path": rel,
+                           "tier_digest": manifest}
+            rows.append((name, len(tier.parts), g, lo, hi, digest, rel, manifest))
+        self.audit.append("tier.grown", generation=g, levels=[lo, hi], parts=parts)
+        self.store.add_tier_parts(rows)
+        for name, p in parts.items():
+            self.tiers[name].parts.append(Part(p["digest"], self.root / p["path"], (lo, hi), g))
+            self.tiers[name].digest_now = p["tier_digest"]
+        return parts
+
+    def _manifest(self, name: str, parts: list[Part]) -> str:
+        """Write the tier's ladder manifest (one JSON line per part, in order) beside its parts; its digest."""
+        return write_named(manifest_lines(name, [(p.digest, p.levels) for p in parts]), self._where(name))
 
 
 def _read_key(path: Path, where: str = "tier key") -> bytes:

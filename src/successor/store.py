@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS rungs(
   generation INTEGER, candidate_id TEXT, rung INTEGER, experiment_id TEXT NOT NULL, unit TEXT NOT NULL,
   budget REAL NOT NULL, steps INTEGER NOT NULL, dev_score REAL, rank INTEGER, promoted INTEGER NOT NULL,
   PRIMARY KEY(generation, candidate_id, rung));
+CREATE TABLE IF NOT EXISTS tier_parts(
+  tier TEXT, part INTEGER, generation INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,
+  digest TEXT NOT NULL, path TEXT NOT NULL, tier_digest TEXT NOT NULL, PRIMARY KEY(tier, part));
 CREATE TABLE IF NOT EXISTS approvals(
   generation INTEGER PRIMARY KEY, requested REAL, reasons TEXT NOT NULL, decision TEXT, who TEXT, note TEXT,
   decided REAL);
@@ -208,6 +211,18 @@ class Store:
                     (model, tier, tier_digest, level, len(hits), int(sum(hits)), json.dumps(hits)),
                 )
 
+    # -- the open-ended ladder: tier parts grown after the run was created (rundir.RunDir.grow) ----------------
+    def tier_parts(self) -> list[sqlite3.Row]:
+        """Every grown part, in the order it was grown (part 0 of a tier is its first file, in meta)."""
+        return self.q("SELECT * FROM tier_parts ORDER BY generation, tier, part")
+
+    def add_tier_parts(self, rows: list[tuple]) -> None:
+        """One growth's rows (tier, part, generation, lo, hi, digest, path, tier_digest), all or none."""
+        with self.lock, self.db:
+            self.db.execute("BEGIN")
+            for row in rows:
+                self.db.execute("INSERT OR REPLACE INTO tier_parts VALUES(?,?,?,?,?,?,?,?)", row)
+
     # -- llm researcher accounting ---------------------------------------------------------------------------
     def add_llm_call(self, generation: int, researcher: str, role: str | None, provider: str, model: str,
                      started: float, seconds: float, attempt: int, prompt_tokens: int, completion_tokens: int,
@@ -241,6 +256,20 @@ def evaluation_rows_sha256(rows: list[tuple[int, int, int, str]]) -> str:
 def evaluation_sha256(items: dict[int, list[int]]) -> str:
     """What `evaluation_rows_sha256` gives for the rows `save_evaluation(items)` writes."""
     return evaluation_rows_sha256([(lvl, len(h), int(sum(h)), json.dumps(h)) for lvl, h in items.items()])
+
+
+def tier_part_digests(db: sqlite3.Connection, tier: str, digest: str) -> list[str]:
+    """The part digests a tier digest commits to (the evaluations are kept per part): itself, unless it is a
+    ladder manifest recorded in tier_parts, then the tier's first part and every grown part up to that one."""
+    try:
+        row = db.execute("SELECT part FROM tier_parts WHERE tier=? AND tier_digest=?", (tier, digest)).fetchone()
+    except sqlite3.Error:  # a store made before the ladder
+        return [digest]
+    if row is None:
+        return [digest]
+    first = db.execute("SELECT value FROM meta WHERE key=?", (f"tier.{tier}",)).fetchone()
+    grown = db.execute("SELECT digest FROM tier_parts WHERE tier=? AND part<=? ORDER BY part", (tier, row[0]))
+    return ([first[0]] if first else []) + [r[0] for r in grown]
 
 
 def compute(db: sqlite3.Connection, generation: int | None = None) -> dict:

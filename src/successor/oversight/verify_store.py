@@ -160,7 +160,8 @@ def check(db: sqlite3.Connection, records: list[dict], root: Path) -> tuple[list
         problems += _compare(spec, rows, records)
     ev, k = _evaluations(db, records)
     dm, m = _manifests(db, records, root)
-    return problems + ev + dm, n + k + m
+    tp, t = _tier_parts(db, records)
+    return problems + ev + dm + tp, n + k + m + t
 
 
 def _compare(spec: Spec, rows: list[sqlite3.Row], records: list[dict]) -> list[str]:
@@ -267,4 +268,45 @@ def _manifests(db: sqlite3.Connection, records: list[dict], root: Path) -> tuple
             if bool(r["accepted"]) != promoted:
                 out.append(f"{where}: accepted is {r['accepted']}, but the audit log (seq {seq}, generation.end) "
                            f"says generation {r['generation']} was {'' if promoted else 'not '}promoted")
+    return out, len(rows)
+
+
+def _tier_parts(db: sqlite3.Connection, records: list[dict]) -> tuple[list[str], int]:
+    """The ladder's grown parts (the open-ended ladder, rundir.RunDir.grow): each row must be what the last
+    `tier.grown` event said of that part (its generation, levels, digest, path and tier digest), and each part an
+    event names must have its row. The files against the rows: the workload's verify_artifacts."""
+    said: dict[tuple, tuple[dict, dict]] = {}
+    for rec in records:
+        d = rec.get("data")
+        if rec.get("event") == "tier.grown" and isinstance(d, dict) and isinstance(d.get("parts"), dict):
+            for tier, p in d["parts"].items():
+                if isinstance(p, dict):
+                    said[(tier, p.get("part"))] = (rec, {
+                        "generation": d.get("generation"), "levels": p.get("levels"), "digest": p.get("digest"),
+                        "path": p.get("path"), "tier_digest": p.get("tier_digest")})
+    try:
+        rows = db.execute("SELECT tier, part, generation, lo, hi, digest, path, tier_digest FROM tier_parts"
+                          ).fetchall()
+    except sqlite3.Error as e:
+        if "no such table" in str(e) and not said:
+            return [], 0  # a store made before the ladder, and a chain that never grew one
+        return [f"lineage.db: tier_parts: unreadable ({e})"], 0
+    out = []
+    have = {(r["tier"], r["part"]): {"generation": r["generation"], "levels": [r["lo"], r["hi"]],
+                                     "digest": r["digest"], "path": r["path"], "tier_digest": r["tier_digest"]}
+            for r in rows}
+    for key in sorted(set(have) | set(said), key=repr):
+        where = f"lineage.db: tier_parts {_key(key)}"
+        if key not in said:
+            out.append(f"{where}: not in the audit log (no tier.grown event names it: the row was added outside "
+                       f"the run)")
+        elif key not in have:
+            out.append(f"{where}: the audit log (seq {said[key][0].get('seq')}, tier.grown) has it, lineage.db has "
+                       f"no row for it (deleted)")
+        else:
+            rec, values = said[key]
+            diffs = [f"{c} is {_short(have[key][c])} in tier_parts, {_short(v)} in the audit log"
+                     for c, v in values.items() if have[key][c] != v]
+            if diffs:
+                out.append(f"{where}: " + "; ".join(diffs) + f" (seq {rec.get('seq')}, tier.grown)")
     return out, len(rows)

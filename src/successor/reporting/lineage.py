@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import linregress
 
+from ..store import tier_part_digests
+
 TREND_ALPHA = 0.05  # a trend in acceleration is called only at this significance
 MIN_TREND_POINTS = 3  # fewer successor generations than this cannot show a trend
 
@@ -41,8 +43,9 @@ def sealed_grid(db: sqlite3.Connection) -> tuple[list[int], list[int], np.ndarra
     acc: dict[tuple[int, int], float] = {}
     for g in gens:
         sql, args = "SELECT level, n, correct FROM evaluations WHERE model=? AND tier='sealed'", [g["champion_model"]]
-        if g["sealed_digest"]:
-            sql, args = sql + " AND tier_digest=?", args + [g["sealed_digest"]]
+        if g["sealed_digest"]:  # every part of the sealed tier the generation was gated on (the ladder's too)
+            parts = tier_part_digests(db, "sealed", g["sealed_digest"])
+            sql, args = sql + f" AND tier_digest IN ({','.join('?' * len(parts))})", args + parts
         for r in db.execute(sql, args):
             if r["n"]:
                 acc[(r["level"], g["idx"])] = r["correct"] / r["n"]

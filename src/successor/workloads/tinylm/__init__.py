@@ -41,4 +41,8 @@ def compare_label(cfg: dict) -> str:
 
 
 def verify_artifacts(run) -> None:
-    """Nothing beyond verify_run's shared checks (its models and the tiers' shards are what those check)."""
+    """Beyond verify_run's shared checks (its models and the tiers' shards, each against the digest in its name):
+    the ladder's grown parts and manifests against the rows that record them (ladder_files.check_parts)."""
+    from .ladder_files import check_parts
+
+    check_parts(run)

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import evaluator
 from .curator import curate_levels, inject_noise, schedule_levels, with_relabel
-from .data import load_shard, save_shard, tier_rng
+from .data import save_shard, tier_rng
 from .tasks import Problem
 
 
@@ -23,15 +23,16 @@ def curate(wl, g: int, ctx: dict) -> dict:
     human_top = wl.cfg.task.human_levels[1]
     champion_acc = ctx["assess"]["dev_acc"]
     wanted = schedule_levels(cfg, {int(k): v for k, v in champion_acc.items()},
-                             max(ctx["assess"]["frontier"], human_top), wl.trained_to(), wl.cfg.task.eval_max_level)
+                             max(ctx["assess"]["frontier"], human_top), wl.trained_to(), wl.run.last_level())
     if not wanted:
-        return {"levels": [], "skipped": f"the {cfg.schedule} schedule's next level is beyond eval_max_level"}
+        return {"levels": [], "skipped": f"the {cfg.schedule} schedule's next level is beyond the tiers' last "
+                f"level ({wl.run.last_level()})"}
     wanted = with_relabel(cfg, wanted, human_top)
     others = [wl.model(ctx["experiment"][c]["model"]) for c in ctx["select"]["ranking"]]
     certified = certified_frontier(wl, ctx["champion"]) if cfg.compose else 0
     curations = curate_levels(
         wl.task, cfg, wanted, lambda lvl: wl.task.generate(lvl, cfg.problems, tier_rng(wl.cfg.seed, "curate", g, lvl)),
-        load_shard(wl.run.tiers["dev"].path), wl.model(ctx["champion"]), others, certified)
+        wl.run.tiers["dev"].items(), wl.model(ctx["champion"]), others, certified)
     corrupt = cfg.noise.rate > 0 and (not cfg.noise.generations or g in cfg.noise.generations)
     levels, items = [], []
     for cur in curations:

@@ -27,7 +27,7 @@ def gate(wl, g: int, ctx: dict) -> dict:
     # length, and a test that stops at the labelled ones refuses every successor (measured: copy, six successors
     # in six refused with nothing left to gain on lengths 1-9).
     tested = tested_levels(ctx["curate"].get("curated") or [], ctx["assess"]["frontier"],
-                           wl.cfg.task.eval_max_level) if champion else None
+                           wl.run.last_level()) if champion else None
     decisions = decide(champ_items, contenders, wl.cfg.gate, tested) if contenders else {}
     if "guardrail" in wl.run.tiers and decisions:  # safety non-inferiority vs the parent and generation 0
         first = wl.store.one("SELECT idx, champion_model FROM generations WHERE status='done' AND "
@@ -53,7 +53,7 @@ def gate(wl, g: int, ctx: dict) -> dict:
     front = evaluator.frontier(evaluator.accuracy(wl.grade(new_champion, "sealed")),
                                wl.cfg.gate.solve_threshold) if new_champion else 0
     return {"promoted": promoted, "champion": new_champion, "frontier": front,
-            "sealed_digest": wl.run.tiers["sealed"].digest, "tested_levels": tested,
+            "sealed_digest": wl.run.tier_digest("sealed"), "tested_levels": tested,
             "reasons": {cid: d.reason for cid, d in decisions.items()}}
 
 

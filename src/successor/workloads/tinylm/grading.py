@@ -1,5 +1,8 @@
 """The harness's own measurements of tinylm models: checkpoints read as data, graded with the task's hidden
-checker on the harness's tiers, each grading computed once and kept in the store (and the audit log)."""
+checker on the harness's tiers, each grading computed once and kept in the store (and the audit log).
+
+A tier is graded part by part (the ladder's parts, rundir.Part), each kept under its own digest: a part the
+ladder adds is graded when first asked for, and the levels graded before it are read back, never graded again."""
 from __future__ import annotations
 
 import os
@@ -37,17 +40,20 @@ class Grader:
         return self._models[digest]
 
     def tier_items(self, tier: str) -> list[Problem]:
-        return [p for p, _ in load_shard(self.run.tiers[tier].path)]
+        return [p for p, _ in self.run.tiers[tier].items()]
 
     def grade(self, digest: str, tier: str) -> dict[int, list[int]]:
-        t = self.run.tiers[tier]
-        items = self.store.evaluation(digest, tier, t.digest)
-        if items is None:
-            items = evaluator.grade(self.model(digest), self.task, self.tier_items(tier))
-            self.audit.append("evaluation.saved", model=digest, tier=tier, tier_digest=t.digest,
-                              items_sha256=evaluation_sha256(items))
-            self.store.save_evaluation(digest, tier, t.digest, items)
-        return items
+        """Per level, the model's 0/1 items on every part of the tier."""
+        out: dict[int, list[int]] = {}
+        for part in self.run.tiers[tier].parts:
+            items = self.store.evaluation(digest, tier, part.digest)
+            if items is None:
+                items = evaluator.grade(self.model(digest), self.task, [p for p, _ in load_shard(part.path)])
+                self.audit.append("evaluation.saved", model=digest, tier=tier, tier_digest=part.digest,
+                                  items_sha256=evaluation_sha256(items))
+                self.store.save_evaluation(digest, tier, part.digest, items)
+            out.update(items)
+        return dict(sorted(out.items()))
 
     def accuracy(self, digest: str, tier: str) -> dict[int, float]:
         return evaluator.accuracy(self.grade(digest, tier))

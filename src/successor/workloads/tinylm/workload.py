@@ -14,7 +14,7 @@ from ...oversight import integrity
 from ...oversight.gate import first_to_beat
 from ...researchers.evolution import recipe_key
 from ...researchers.tinylm_search import recipe_brief, tinylm_researcher
-from . import bootstrap, evaluator, halving
+from . import bootstrap, evaluator, halving, ladder
 from .curation import curate
 from .flops import job_flops
 from .gating import gate
@@ -32,7 +32,7 @@ class TinyLMWorkload:
         self.model = self.grader.model
 
     def sealed_digest(self, g: int) -> str:
-        return self.run.tiers["sealed"].digest
+        return ladder.open_generation(self, g)  # the opening of g: the ladder grows here, if it must
 
     # -- data and jobs ----------------------------------------------------------------------------------------
     def accepted_data(self) -> list[str]:
@@ -88,11 +88,11 @@ class TinyLMWorkload:
         readable = [Path(p) for paths in job["data"].values() for p in paths] + [Path(job["dev"])]
         readable += [Path(job["parent"])] if job.get("parent") else []
         protected = integrity.harness_sources() + [self.run.root / "config.yaml", self.run.policy_path]
-        protected += [t.path for t in self.run.tiers.values()]
+        protected += [p.path for t in self.run.tiers.values() for p in t.parts]
         return Experiment(job=ws / "job.json", run_root=self.run.root, readable=readable, protected=protected,
                           patch=ws / "patch.py" if patch is not None else None, threads=job.get("threads"),
                           honeypot_levels=list(range(self.cfg.task.human_levels[1] + 1,
-                                                     self.cfg.task.eval_max_level + 1))), {}
+                                                     self.run.last_level() + 1))), {}
 
     def collect(self, g: int, cand: str, exp_id: str, outcome) -> tuple[str | None, dict | None, dict]:
         """The checkpoint, read as data and graded before its bytes enter the lineage. Numbers a candidate
@@ -275,7 +275,7 @@ class TinyLMWorkload:
         return {"data": {k: [Path(p).stem for p in v] for k, v in job["data"].items()},
                 "recipe": json.loads(self.store.one("SELECT recipe FROM candidates WHERE id=?", sel)["recipe"]),
                 "code_patch": patch["digest"] if patch else None,
-                "sealed_tier_sha256": self.run.tiers["sealed"].digest}
+                "sealed_tier_sha256": self.run.tier_digest("sealed")}
 
     def promoted(self, g: int, champion: str) -> None:
         """Nothing beside the store to move: the champion is the store's."""
