@@ -1,6 +1,7 @@
 """The vote against composition, on one champion: for each length, the labels the run's own curator keeps with
-its configured vote (offsets, forms, voter floor, dev calibration) and with `compose` (the champion's direct
-answer, kept where it equals the one composed from parts within its certified frontier), how many of those are
+its configured vote (offsets, forms, voter floor, dev calibration), with `compose` on a length the champion
+trained on (its direct answer, kept where it equals the one composed from parts within its certified frontier),
+and with `compose` on a new length (the vote's label, kept where it equals the composed one), how many of those are
 wrong (the hidden checker, for this study only) and the seconds each took, on the same problems.
 
     .venv/bin/python benchmarks/composed_labels.py RUN_DIR --generation 3 --levels 9-16 --problems 640
@@ -59,18 +60,19 @@ def main() -> None:
         problems = task.generate(level, args.problems, tier_rng(args.seed, "curate", 0, level))
         held = [(p, y) for p, y in dev if p.level == level]
         res = {"level": level}
-        for name, compose in (("vote", False), ("compose", True)):
+        for name, compose, trained in (("vote", False, None), ("compose", True, None),
+                                       ("vote+compose", True, level - 1)):
             c = cfg.curator.model_copy(update={"compose": compose})
             t = time.process_time()
-            cur = curate_level(task, c, level, problems, held, model, certified=cert)
+            cur = curate_level(task, c, level, problems, held, model, certified=cert, trained_to=trained)
             cpu = time.process_time() - t
             wrong = sum(not task.check(p, y) for p, y in cur.items)
             res[name] = {"method": cur.method, "kept": len(cur.items), "wrong": wrong, "cpu_s": round(cpu, 2),
                          "skipped": cur.skipped}
         out.append(res)
-        rows.append([level] + [_cell(res[n]) for n in ("vote", "compose")])
+        rows.append([level] + [_cell(res[n]) for n in ("vote", "compose", "vote+compose")])
         print(rows[-1], flush=True)
-    head = ["length", "vote: kept / wrong (noise), CPU-s", "compose: kept / wrong (noise), CPU-s"]
+    head = ["length"] + [f"{n}: kept / wrong (noise), CPU-s" for n in ("vote", "compose", "vote+compose")]
     text = (f"Champion of generation {args.generation} of `{run.name}` (model {digest[:12]}, certified frontier "
             f"{cert}); {args.problems} fresh problems a length; {platform.machine()}, {torch.get_num_threads()} "
             f"torch threads. Command: `.venv/bin/python benchmarks/composed_labels.py RUN_DIR --generation "

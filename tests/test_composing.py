@@ -148,6 +148,23 @@ def test_levels_past_twice_the_certified_length_are_voted(oracle_greedy):
     assert off.method == "vote"  # compose off: the vote as before
 
 
+def test_a_new_length_is_voted_and_the_composition_vetoes_the_vote(oracle_greedy):
+    """Past the length the champion trained on, its greedy answers are mostly wrong, so the level is voted; an
+    error every offset shares passes the vote, and the composition from certified parts drops it."""
+    probs = _problems(6, 120, seed=5)
+    bad = next(p for p in probs if any(c.combine([ADD.answer(q) for q in c.parts]) for c in ADD.compositions(p, 3)))
+    wrong_answer = ("1" if ADD.answer(bad)[0] != "1" else "2") + ADD.answer(bad)[1:]
+    model = Oracle({bad.prompt: wrong_answer})  # the same answer under every offset: the vote cannot see it
+    cfg = CuratorConfig(compose=True, offsets=[0, 1, 2], agreement=1.0)
+    cur = curate_level(ADD, cfg, 6, probs, [], model, certified=3, trained_to=5)
+    assert cur.method == "vote+compose" and bad not in dict(cur.items) and cur.items
+    assert all(ADD.check(p, y) for p, y in cur.items)
+    plain = curate_level(ADD, cfg.model_copy(update={"compose": False}), 6, probs, [], model, certified=3)
+    assert (bad, wrong_answer) in plain.items  # the vote alone keeps it
+    trained = curate_level(ADD, cfg, 6, probs, [], model, certified=3, trained_to=6)
+    assert trained.method == "compose"  # a length it trained on: its greedy answers, checked
+
+
 def test_compose_uses_both_forms_when_rewrites_are_on(oracle_greedy):
     """With rewrites, the direct answer must be the same on a+b and b+a: an error on one form drops the label."""
     probs = _problems(5, 60, seed=4)
@@ -160,8 +177,9 @@ def test_compose_uses_both_forms_when_rewrites_are_on(oracle_greedy):
 
 def test_the_loop_labels_by_composition_past_the_certified_frontier(smoke_compose_run):
     """A real smoke run with `compose`: curation records the certified frontier (the gate's sealed frontier of the
-    champion) and labels the levels it can compose by composition, keeping far fewer wrong labels than the
-    champion gives there."""
+    champion), and a level it can compose from certified parts is curated by a composing method (the smoke
+    champion has trained on no curated length, so its new lengths are voted and vetoed: `vote+compose`), keeping
+    far fewer wrong labels than the champion gives there, where the vote passes any."""
     import json
     import sqlite3
     db = sqlite3.connect(smoke_compose_run / "lineage.db")
@@ -175,7 +193,7 @@ def test_the_loop_labels_by_composition_past_the_certified_frontier(smoke_compos
             continue
         assert stats["certified"] == frontiers[g - 1]  # the champion of generation g is generation g-1's
         for lvl in stats["levels"]:
-            if lvl["method"] == "compose":
+            if lvl["method"] in ("compose", "vote+compose"):
                 assert lvl["level"] <= 2 * stats["certified"]
                 composed.append(lvl)
     assert composed, "no level was labelled by composition"
@@ -211,4 +229,4 @@ def test_the_profile_and_the_label_study_read_a_real_run(smoke_compose_run):
                        timeout=600, cwd=bench)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [line for line in r.stdout.splitlines() if line.startswith("| 3 ") or line.startswith("| 4 ")]
-    assert len(rows) == 2
+    assert len(rows) == 2 and all(row.count("|") == 5 for row in rows)

@@ -36,7 +36,8 @@ class Curation:
     dev_passed: int = 0  # dev items of the level the vote passed at that threshold
     dev_wrong: int = 0  # of those, how many carried a wrong label
     voters: int = 0  # how many voters the vote used (fewer than configured where `voter_floor` dropped weak ones)
-    method: str = "vote"  # "compose": the champion's direct answers, kept where they equal the composed ones
+    method: str = "vote"  # "compose": the champion's direct answers, kept where they equal the composed ones;
+    # "vote+compose": the vote's labels, kept where they equal the composed ones
 
 
 def well_formed(task: Task, problem: Problem, label: str) -> bool:
@@ -189,17 +190,23 @@ def curate_level(
     champion: TinyLM,
     others: list[TinyLM] = (),
     certified: int = 0,
+    trained_to: int | None = None,
 ) -> Curation:
     """Label one level, holding the vote to the lowest agreement whose labels on the level's dev items do not
     show noise above `max_dev_noise`. Where every agreement does, the vote is confident where the models are
     wrong (the alarm of error accumulation, DESIGN.md) and the level is not curated. Dev is decoded first, so
     a level that raises the alarm costs a tenth of one that is labelled.
 
-    With `compose`, a level the task can compose from parts within the champion's `certified` frontier is not
-    voted on: its labels are the champion's direct answers that equal the composed ones (`composing.py`), and
-    dev raises the same alarm. Dev items are the visible tier; the hidden checker is never called here.
+    With `compose`, a level the task can compose from parts within the champion's `certified` frontier, and
+    that the champion has trained on (at most `trained_to`; None: every level), is not voted on: its labels are
+    the champion's direct answers that equal the composed ones (`composing.py`), and dev raises the same alarm.
+    A composable level past `trained_to` is new to the champion, whose greedy answers there are mostly wrong:
+    it is voted as configured, and a vote's label is kept only where it equals the composed one. Dev items are
+    the visible tier; the hidden checker is never called here.
     """
-    if cfg.compose and cfg.filter in ("offset-vote", "majority") and composable(task, level, problems, certified):
+    compose = cfg.compose and cfg.filter in ("offset-vote", "majority") and composable(task, level, problems,
+                                                                                       certified)
+    if compose and (trained_to is None or level <= trained_to):
         return _curate_composed(task, cfg, level, problems, dev, champion, certified)
     pool = voters(cfg, champion, list(others))
     chosen, passed, wrong = None, 0, 0
@@ -221,11 +228,15 @@ def curate_level(
                 break
     stop = _dev_stop(cfg, level, len(problems), len(dev), passed, wrong, chosen is None, calibrate)
     if stop:  # the new problems are not even decoded: nothing the vote says at this level is kept
-        return Curation(level, [], len(problems), None, stop, chosen, passed, wrong, len(pool))
+        return Curation(level, [], len(problems), None, stop, chosen, passed, wrong, len(pool),
+                        "vote+compose" if compose else "vote")
     labels = agreed([pruned_vote(task, cfg, f, chosen, champion, others, pool) for f in forms(task, cfg, problems)])
     if cfg.filter == "verifier":
         labels = verified(task, problems, labels)
-    return _curation(task, cfg, level, problems, labels, chosen, passed, wrong, len(pool))
+    if compose:  # a new length: the vote's labels, where the composition from certified parts agrees
+        labels = checked(labels, composed(task, problems, champion, certified))
+    return _curation(task, cfg, level, problems, labels, chosen, passed, wrong, len(pool),
+                     "vote+compose" if compose else "vote")
 
 
 def composed_labels(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: TinyLM,
@@ -298,13 +309,15 @@ def curate_levels(
     champion: TinyLM,
     others: list[TinyLM] = (),
     certified: int = 0,
+    trained_to: int | None = None,
 ) -> list[Curation]:
     """Curate the levels in order, stopping after the first that is not curated: past a length the vote cannot
-    label cleanly, it would label worse. `certified`: the champion's gate-certified frontier (for `compose`)."""
+    label cleanly, it would label worse. `certified`: the champion's gate-certified frontier, `trained_to` the
+    longest length it trained on (both for `compose`)."""
     out: list[Curation] = []
     for level in levels:
         held = [(p, y) for p, y in dev if p.level == level]
-        out.append(curate_level(task, cfg, level, problems(level), held, champion, others, certified))
+        out.append(curate_level(task, cfg, level, problems(level), held, champion, others, certified, trained_to))
         if out[-1].skipped:
             break
     return out
