@@ -32,8 +32,7 @@ def curate(wl, g: int, ctx: dict) -> dict:
     certified = certified_frontier(wl, ctx["champion"]) if cfg.compose else 0
     curations = curate_levels(
         wl.task, cfg, wanted, lambda lvl: wl.task.generate(lvl, cfg.problems, tier_rng(wl.cfg.seed, "curate", g, lvl)),
-        wl.run.tiers["dev"].items(), wl.model(ctx["champion"]), others, certified,
-        wl.trained_to())
+        wl.run.tiers["dev"].items(), wl.model(ctx["champion"]), others, certified, wl.trained_to())
     corrupt = cfg.noise.rate > 0 and (not cfg.noise.generations or g in cfg.noise.generations)
     levels, items = [], []
     for cur in curations:
