@@ -56,7 +56,8 @@ class Method:
 # The smoke preset's task (reversed addition, human lengths 1-2, lengths 1-4 evaluated, a 2-layer d=64 model),
 # with three candidates a generation as the default preset has; one experiment at a time per run (two runs go
 # side by side on the two cores, --jobs).
-BASE = {"name": "research-efficiency", "researcher": {"candidates": 3},
+# The score sums sealed accuracy over one fixed range of lengths, so the tiers do not grow (`ladder_step: 0`).
+BASE = {"name": "research-efficiency", "task": {"ladder_step": 0}, "researcher": {"candidates": 3},
         "loop": {"generations": 200, "executor": {"workers": 1}}}
 HALVING = {"researcher.candidates": 6, "loop.halving": {"rungs": 2, "eta": 3, "unit": "steps"}}
 METHODS = [
@@ -73,7 +74,7 @@ METHODS = [
 QUICK_BASE = {
     "name": "research-efficiency-quick",
     "task": {"human_per_level": 300, "eval_max_level": 3, "dev_per_level": 20, "validation_per_level": 20,
-             "sealed_per_level": 40, "guardrail_per_level": 0},
+             "sealed_per_level": 40, "guardrail_per_level": 0, "ladder_step": 0},
     "bootstrap": {"steps": 300, "guardrail_share": 0.0, "guardrail_from": 0},  # 60 was promoted only on some sealed draws
     "successor": {"steps": 40, "guardrail_share": 0.0},
     "researcher": {"candidates": 2},
