@@ -165,6 +165,24 @@ def test_a_new_length_is_voted_and_the_composition_vetoes_the_vote(oracle_greedy
     assert trained.method == "compose"  # a length it trained on: its greedy answers, checked
 
 
+def test_on_a_new_length_the_greedy_answers_add_what_the_vote_missed(oracle_greedy, monkeypatch):
+    """Where the offsets disagree (the vote passes nothing) but the greedy answer equals the composed one, the
+    label is kept: both routes are checked by composition, so their union keeps the precision."""
+    probs = _problems(6, 80, seed=6)
+    model = Oracle()
+
+    def split_vote(model, task, problems, offset=0, **kw):  # offset k answers wrong on every k-th problem
+        return [("9" * len(task.answer(p))) if offset and i % (offset + 1) == 0 else task.answer(p)
+                for i, p in enumerate(problems)]
+
+    monkeypatch.setattr(curator, "greedy", lambda m, t, ps, offset=0, **kw: split_vote(m, t, ps, offset))
+    cfg = CuratorConfig(compose=True, offsets=[0, 1, 2], agreement=1.0)
+    cur = curate_level(ADD, cfg, 6, probs, [], model, certified=3, trained_to=5)
+    vote_only = curate_level(ADD, cfg.model_copy(update={"compose": False}), 6, probs, [], model)
+    assert cur.method == "vote+compose" and len(cur.items) > len(vote_only.items)
+    assert all(ADD.check(p, y) for p, y in cur.items)
+
+
 def test_compose_uses_both_forms_when_rewrites_are_on(oracle_greedy):
     """With rewrites, the direct answer must be the same on a+b and b+a: an error on one form drops the label."""
     probs = _problems(5, 60, seed=4)

@@ -37,7 +37,7 @@ class Curation:
     dev_wrong: int = 0  # of those, how many carried a wrong label
     voters: int = 0  # how many voters the vote used (fewer than configured where `voter_floor` dropped weak ones)
     method: str = "vote"  # "compose": the champion's direct answers, kept where they equal the composed ones;
-    # "vote+compose": the vote's labels, kept where they equal the composed ones
+    # "vote+compose": the vote's or the greedy labels, kept where they equal the composed ones
 
 
 def well_formed(task: Task, problem: Problem, label: str) -> bool:
@@ -200,9 +200,10 @@ def curate_level(
     With `compose`, a level the task can compose from parts within the champion's `certified` frontier, and
     that the champion has trained on (at most `trained_to`; None: every level), is not voted on: its labels are
     the champion's direct answers that equal the composed ones (`composing.py`), and dev raises the same alarm.
-    A composable level past `trained_to` is new to the champion, whose greedy answers there are mostly wrong:
-    it is voted as configured, and a vote's label is kept only where it equals the composed one. Dev items are
-    the visible tier; the hidden checker is never called here.
+    A composable level past `trained_to` is new to the champion, whose greedy answers there may be mostly wrong:
+    it is also voted as configured, and a label is kept where the vote's or the greedy answer equals the composed
+    one (both are checked, so their union keeps the precision and gains coverage). Dev items are the visible
+    tier; the hidden checker is never called here.
     """
     compose = cfg.compose and cfg.filter in ("offset-vote", "majority") and composable(task, level, problems,
                                                                                        certified)
@@ -233,8 +234,10 @@ def curate_level(
     labels = agreed([pruned_vote(task, cfg, f, chosen, champion, others, pool) for f in forms(task, cfg, problems)])
     if cfg.filter == "verifier":
         labels = verified(task, problems, labels)
-    if compose:  # a new length: the vote's labels, where the composition from certified parts agrees
-        labels = checked(labels, composed(task, problems, champion, certified))
+    if compose:  # a new length: the vote's or the greedy labels, where the composition from certified parts agrees
+        by_parts = composed(task, problems, champion, certified)
+        greedy_labels = checked(agreed([greedy(champion, task, f) for f in forms(task, cfg, problems)]), by_parts)
+        labels = [v if v is not None else y for v, y in zip(checked(labels, by_parts), greedy_labels)]
     return _curation(task, cfg, level, problems, labels, chosen, passed, wrong, len(pool),
                      "vote+compose" if compose else "vote")
 
