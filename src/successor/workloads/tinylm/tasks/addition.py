@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Composition, ExactAnswer, Problem, commuted, digit_rows, splits
+from .base import Composition, ExactAnswer, Problem, commuted, digit_rows, sum_compositions
 
 
 class Addition(ExactAnswer):
@@ -26,14 +26,8 @@ class Addition(ExactAnswer):
         return commuted(problem)
 
     def compositions(self, problem: Problem, longest: int) -> list[Composition]:
-        """a+b from its low k digits and its high n-k digits: where the low sum has no carry out (its last
-        answer digit, the carry, is 0), the whole sum is the low sum's k digits followed by the high sum."""
-        if problem.marked:
-            return []
-        a, b = problem.prompt.removesuffix("=").split("+")
-        n = problem.level
-        return [Composition((Problem(f"{a[:k]}+{b[:k]}=", k), Problem(f"{a[k:]}+{b[k:]}=", n - k)),
-                            _no_carry_join(k, n)) for k in splits(n, longest)]
+        """a+b from its low k digits (written first) and its high n-k (`sum_compositions`)."""
+        return sum_compositions(problem, longest, low_first=True)
 
     def solve(self, problem: Problem) -> str:
         a_rev, b_rev = problem.prompt.rstrip("=").split("+")
@@ -54,11 +48,3 @@ class Addition(ExactAnswer):
             return prompt + [2 + offset, 3 + offset]
         return prompt + [k + 1 + offset for k in range(1, level + 2)]
 
-
-def _no_carry_join(k: int, n: int):
-    def join(answers: list[str]) -> str | None:
-        low, high = answers
-        if len(low) != k + 1 or len(high) != n - k + 1 or low[-1] != "0":
-            return None
-        return low[:k] + high
-    return join

@@ -138,6 +138,31 @@ def splits(level: int, longest: int) -> list[int]:
     return sorted(ks, key=lambda k: (abs(2 * k - level), k))
 
 
+def sum_compositions(problem: Problem, longest: int, low_first: bool) -> list[Composition]:
+    """a+b from its low k digits and its high n-k, for each cut `splits` allows: where the low sum has no carry out
+    (its carry digit is 0), the whole sum is the low sum's k digits beside the high sum. `low_first`: numbers are
+    written least significant digit first (reversed addition), else in written order (forward addition), where
+    the low digits are the last and the carry is the low sum's first answer digit."""
+    if problem.marked:
+        return []
+    a, b = problem.prompt.removesuffix("=").split("+")
+    n, out = problem.level, []
+    for k in splits(n, longest):
+        low, high = (slice(0, k), slice(k, n)) if low_first else (slice(n - k, n), slice(0, n - k))
+        parts = (Problem(f"{a[low]}+{b[low]}=", k), Problem(f"{a[high]}+{b[high]}=", n - k))
+        out.append(Composition(parts, _no_carry_join(k, n, low_first)))
+    return out
+
+
+def _no_carry_join(k: int, n: int, low_first: bool) -> Callable[[list[str]], str | None]:
+    def join(answers: list[str]) -> str | None:
+        low, high = answers
+        if len(low) != k + 1 or len(high) != n - k + 1 or (low[-1] if low_first else low[0]) != "0":
+            return None
+        return low[:k] + high if low_first else high + low[1:]
+    return join
+
+
 def commuted(problem: Problem) -> list[Problem]:
     """`b+a=` for `a+b=`: the same sum, the operands the other way round (both have the level's length). None for
     a marked prompt: its one answer is the refusal, nothing to vote on."""

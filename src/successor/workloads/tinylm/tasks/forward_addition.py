@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Composition, ExactAnswer, Problem, commuted, digit_rows, splits
+from .base import Composition, ExactAnswer, Problem, commuted, digit_rows, sum_compositions
 
 
 class ForwardAddition(ExactAnswer):
@@ -33,14 +33,8 @@ class ForwardAddition(ExactAnswer):
         return commuted(problem)
 
     def compositions(self, problem: Problem, longest: int) -> list[Composition]:
-        """a+b from its low k digits (written last) and its high n-k: where the low sum has no carry out (its
-        first answer digit is 0), the whole sum is the high sum followed by the low sum's k digits."""
-        if problem.marked:
-            return []
-        a, b = problem.prompt.removesuffix("=").split("+")
-        n = problem.level
-        return [Composition((Problem(f"{a[n - k:]}+{b[n - k:]}=", k), Problem(f"{a[:n - k]}+{b[:n - k]}=", n - k)),
-                            _no_carry_join(k, n)) for k in splits(n, longest)]
+        """a+b from its low k digits (written last) and its high n-k (`sum_compositions`)."""
+        return sum_compositions(problem, longest, low_first=False)
 
     def solve(self, problem: Problem) -> str:
         a, b = problem.prompt.rstrip("=").split("+")
@@ -54,11 +48,3 @@ class ForwardAddition(ExactAnswer):
             return prompt + [level + 2 + offset, level + 3 + offset]
         return prompt + [j - 1 + offset for j in range(level + 1, 1, -1)] + [0]
 
-
-def _no_carry_join(k: int, n: int):
-    def join(answers: list[str]) -> str | None:
-        low, high = answers
-        if len(low) != k + 1 or len(high) != n - k + 1 or low[0] != "0":
-            return None
-        return high + low[1:]
-    return join
