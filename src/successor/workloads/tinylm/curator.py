@@ -236,17 +236,22 @@ def curate_level(
         labels = verified(task, problems, labels)
     if compose:  # a new length: the vote's or the greedy labels, where the composition from certified parts agrees
         by_parts = composed(task, problems, champion, certified)
-        greedy_labels = checked(agreed([greedy(champion, task, f) for f in forms(task, cfg, problems)]), by_parts)
-        labels = [v if v is not None else y for v, y in zip(checked(labels, by_parts), greedy_labels)]
+        labels = [v if v is not None else y for v, y in zip(checked(labels, by_parts),
+                                                            checked(greedy_labels(task, cfg, problems, champion),
+                                                                    by_parts))]
     return _curation(task, cfg, level, problems, labels, chosen, passed, wrong, len(pool),
                      "vote+compose" if compose else "vote")
+
+
+def greedy_labels(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: TinyLM) -> list[str | None]:
+    """The champion's greedy answers, where every form gives the same."""
+    return agreed([greedy(champion, task, f) for f in forms(task, cfg, problems)])
 
 
 def composed_labels(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: TinyLM,
                     certified: int) -> list[str | None]:
     """The champion's greedy answers (every form must give the same), kept where they equal the composed ones."""
-    direct = agreed([greedy(champion, task, f) for f in forms(task, cfg, problems)])
-    return checked(direct, composed(task, problems, champion, certified))
+    return checked(greedy_labels(task, cfg, problems, champion), composed(task, problems, champion, certified))
 
 
 def _curate_composed(task, cfg, level, problems, dev, champion, certified) -> Curation:
