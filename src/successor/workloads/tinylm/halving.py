@@ -41,7 +41,7 @@ def run_rungs(wl, g: int, ctx: dict) -> dict:
     leaves the generation as `halted`, with why; every rung of every candidate is a row of `rungs`."""
     h = wl.cfg.loop.halving
     newest, older = wl.training_data()
-    top = {cid: wl.budgeted(cid, False) for cid in ctx["implement"]["experiments"]}
+    top = {cid: wl.budgeted(cid) for cid in ctx["implement"]["experiments"]}
     ref = wl.budgeted_recipe(wl.cfg.successor)
     alive, out, history = list(top), {}, {cid: [] for cid in top}
     for r, frac in enumerate(fractions(h.rungs, h.eta)):

@@ -168,13 +168,13 @@ class TinyLMWorkload:
         newest, older = self.training_data()
         cands = ctx["propose"]["candidates"]
         return {"experiments": {cid: bootstrap.job(self, g, cid, len(cands)) if bootstrap.is_attempt(self, cid) else
-                                self.make_job(g, cid, self.budgeted(cid, False), ctx["champion"], newest, older,
+                                self.make_job(g, cid, self.budgeted(cid), ctx["champion"], newest, older,
                                               len(cands)) for cid in cands}}
 
-    def budgeted(self, cid: str, bootstrap: bool) -> Recipe:
-        """An experiment is a probe of its recipe under a budget (docs/ARCHITECTURE.md, stage 4); the bootstrap is not."""
-        recipe = self.recipe(cid)
-        return recipe if bootstrap else self.budgeted_recipe(recipe)
+    def budgeted(self, cid: str) -> Recipe:
+        """An experiment is a probe of its recipe under a budget (docs/ARCHITECTURE.md, stage 4); a bootstrap
+        attempt is not (bootstrap.job trains it in full)."""
+        return self.budgeted_recipe(self.recipe(cid))
 
     def budgeted_recipe(self, recipe: Recipe) -> Recipe:
         if self.cfg.loop.experiment_budget >= 1.0:
