@@ -7,6 +7,8 @@ human length, and the CPU-seconds its experiments used (and the wall time of its
 
     .venv/bin/python benchmarks/bootstrap_seeds.py                   # seeds 0-9; resumes; over an hour of 2 cores
     .venv/bin/python benchmarks/bootstrap_seeds.py --seeds 3,4       # some seeds
+    .venv/bin/python benchmarks/bootstrap_seeds.py --seeds 0,2,4,6,8 --threads 1 &   # two processes side by side,
+    .venv/bin/python benchmarks/bootstrap_seeds.py --seeds 1,3,5,7,9 --threads 1     # then --report
     .venv/bin/python benchmarks/bootstrap_seeds.py --report          # the table from what is there
     .venv/bin/python benchmarks/bootstrap_seeds.py --quick --root /tmp/bs   # smoke test: tiny model, ~1 minute
 
@@ -38,18 +40,21 @@ QUICK = {"task": {"human_levels": [1, 2], "human_per_level": 400, "eval_max_leve
          "bootstrap": {"steps": 400}, "loop": {"bootstrap_bar": 0.9, "bootstrap_attempts": 2}}
 
 
-def run_seed(root: Path, seed: int, quick: bool) -> Path:
-    """Generation 0 under `seed` (resumed if it was started)."""
+def run_seed(root: Path, seed: int, quick: bool, threads: int | None = None) -> Path:
+    """Generation 0 under `seed` (resumed if it was started); `threads`: torch threads per experiment."""
     run = root / f"seed-{seed}"
     conf = root / f"seed-{seed}.yaml"
     base = json.loads(json.dumps(QUICK)) if quick else {}
     cfg = base | {"name": f"bootstrap-seed-{seed}", "seed": seed,
                   "bootstrap": base.get("bootstrap", {}) | {"seed": seed}}
+    if threads:
+        cfg["loop"] = cfg.get("loop", {}) | {"threads": threads}
     root.mkdir(parents=True, exist_ok=True)
     conf.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    save_policy(Policy(budgets=Budgets(generations=1)), root / "policy.yaml")  # pause once generation 0 is done
+    policy = root / f"policy-{seed}.yaml"  # one per seed: two processes may run seeds side by side
+    save_policy(Policy(budgets=Budgets(generations=1)), policy)  # pause once generation 0 is done
     print(f"[seed {seed}] generation 0 ...", flush=True)
-    run_to_end(conf, run, "smoke" if quick else "default", root / "policy.yaml")
+    run_to_end(conf, run, "smoke" if quick else "default", policy)
     return run
 
 
@@ -85,7 +90,7 @@ def measure(run: Path, seed: int) -> dict | None:
                 "why": (sel.get("bootstrap") or {}).get("why"), "promoted": bool(done[0]),
                 "validation": _acc(db, model, "validation", levels), "sealed": sealed,
                 "sealed_solved": all(a is not None and a >= SOLVED for a in sealed.values()),
-                "cpu_s": round(cpu, 1), "wall_s": round(wall, 1)}
+                "cpu_s": round(cpu, 1), "wall_s": round(wall, 1), "threads": (cfg.get("loop") or {}).get("threads")}
     finally:
         db.close()
 
@@ -97,10 +102,12 @@ def _levels(acc: dict[str, float | None]) -> str:
 def render(results: list[dict]) -> str:
     rows = [[r["seed"], r["attempts"], ", ".join(str(s) for s in r["seeds_tried"]),
              "yes" if r["passed"] else "no", r["kept"] or "–", _levels(r["validation"]), _levels(r["sealed"]),
-             "yes" if r["sealed_solved"] else "no", f"{r['cpu_s']:.0f}", f"{r['wall_s']:.0f}"] for r in results]
+             "yes" if r["sealed_solved"] else "no", f"{r['cpu_s']:.0f}", f"{r['wall_s']:.0f}",
+             r.get("threads") or "all"] for r in results]
     solved = sum(r["sealed_solved"] for r in results)
     return (table(["seed", "attempts", "seeds tried", "passed the bar", "kept", "validation by length",
-                   "sealed by length", f"sealed ≥{SOLVED:.0%} at every human length", "CPU-s", "wall s"], rows)
+                   "sealed by length", f"sealed ≥{SOLVED:.0%} at every human length", "CPU-s", "wall s",
+                   "threads"], rows)
             + f"\n\n{solved} of {len(results)} seeds end generation 0 at ≥{SOLVED:.0%} sealed accuracy on every "
               f"human length. CPU-s: the experiments' CPU (every attempt), wall s: generation 0's stages.")
 
@@ -111,12 +118,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke preset on tiny data, two attempts at most")
     ap.add_argument("--root", type=Path, default=None, help="where the runs live")
     ap.add_argument("--report", action="store_true", help="only collect and tabulate what is there")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per experiment (default: the "
+                    "preset's; 1 lets two processes run seeds side by side on 2 cores)")
     a = ap.parse_args()
     chosen = [int(s) for s in (a.seeds or ("0,1" if a.quick else ",".join(map(str, range(10))))).split(",") if s]
     root = a.root or (RESULTS / ("bootstrap_seeds_quick" if a.quick else "bootstrap_seeds"))
     if not a.report:
         for seed in chosen:
-            run_seed(root, seed, a.quick)
+            run_seed(root, seed, a.quick, a.threads)
     out = root if a.quick else RESULTS
     saved = out / "bootstrap_seeds.json"
     earlier = {r["seed"]: r for r in json.loads(saved.read_text())} if saved.exists() else {}

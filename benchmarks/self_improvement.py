@@ -41,7 +41,10 @@ SOLVED = 0.99
 ADDITION = {
     "name": "self-improvement-addition",
     "task": {"eval_max_level": 20, "sealed_per_level": 200, "validation_per_level": 60, "guardrail_per_level": 30},
-    "bootstrap": {"steps": 3000},
+    # the bootstrap these runs had (issue 25 later gave the default a curriculum, a longer schedule and a plateau
+    # check): without it, a new run would start from another generation 0
+    "bootstrap": {"steps": 3000, "schedule_steps": 3000, "curriculum_steps": 0, "offset_ramp_steps": 0,
+                  "plateau_step": 0},
     "researcher": {"candidates": 1},
     "curator": {"schedule": "standard", "levels_ahead": 1},
     "loop": {"generations": 10}}
@@ -60,7 +63,8 @@ BASES: dict[str, tuple[str, dict]] = {
         "name": "self-improvement-copy",
         "task": {"name": "copy", "eval_max_level": 20, "sealed_per_level": 200, "validation_per_level": 60,
                  "guardrail_per_level": 30},
-        "bootstrap": {"steps": 1000, "schedule_steps": 1000, "max_offset": 5, "guardrail_from": 700},
+        "bootstrap": {"steps": 1000, "schedule_steps": 1000, "max_offset": 5, "guardrail_from": 700,
+                      "curriculum_steps": 0, "offset_ramp_steps": 0, "plateau_step": 0},
         "successor": {"max_offset": 5},
         "researcher": {"candidates": 1},
         "curator": {"schedule": "standard", "levels_ahead": 1, "offsets": [0, 1, 2, 3, 4, 5]},

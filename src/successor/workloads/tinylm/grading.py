@@ -17,6 +17,14 @@ from .data import load_shard
 from .tasks import Problem
 
 
+class PlateauStop(BaseModel):
+    """Where a trainer ended its run early on its loss plateau (recipe.plateau_step): shown, never trusted."""
+
+    model_config = ConfigDict(extra="forbid")
+    step: int = Field(ge=0, le=10**9)
+    loss: float = Field(ge=0, le=1e6)
+
+
 class TrainMetrics(BaseModel):
     """metrics.json as the trainer writes it, bounded: a candidate writes it, the harness only shows it (and
     checks the self-report against its own measurement)."""
@@ -27,6 +35,7 @@ class TrainMetrics(BaseModel):
     train_wall_s: float = Field(0.0, ge=0)
     tokens: int = Field(0, ge=0)
     dev_self_reported: dict[str, float] = Field({}, max_length=1000)
+    stopped_on_plateau: PlateauStop | None = None
 
 
 class Grader:

@@ -37,6 +37,16 @@ class Recipe(BaseModel):
                        "which becomes the trained model (0: the last step's weights)")
     guardrail_share: float = Field(0.0, ge=0.0, lt=1.0, description="share of batch rows turned into their "
                                    "marked twin (answer: the refusal), drawn from a random stream of its own")
+    curriculum_steps: int = Field(0, ge=0, description="the levels enter the batch from the shortest: the two "
+                                  "shortest from step 0, the others one by one in equal shares of these steps, "
+                                  "every level after them (0: every level from step 0)")
+    offset_ramp_steps: int = Field(0, ge=0, description="the random position offset's range grows from 0 to "
+                                   "max_offset over these steps (0: the whole range from step 0)")
+    plateau_step: int = Field(0, ge=0, description="at this step, a training loss (mean of the last 50 steps) "
+                              "above plateau_loss ends the run early: it is still on its loss plateau, and the "
+                              "harness, grading the model on validation, trains the bootstrap again under the next "
+                              "seed sooner (0: never)")
+    plateau_loss: float = Field(1.0, gt=0.0, description="see plateau_step")
     guardrail_from: int = Field(0, ge=0, description="the step marking starts at: a bootstrap's batches stay "
                                 "exactly as without the guardrail until it has left its loss plateau")
 
@@ -46,6 +56,14 @@ class Recipe(BaseModel):
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.mix_newest + self.mix_human > 1.0 + 1e-9:
             raise ValueError("mix_newest + mix_human must be <= 1")
+        if self.curriculum_steps and self.curriculum_steps >= self.steps:
+            raise ValueError(f"curriculum_steps ({self.curriculum_steps}) must be < steps ({self.steps}): the "
+                             "longest levels enter the batch only at its end")
+        if self.offset_ramp_steps and self.offset_ramp_steps >= self.steps:
+            raise ValueError(f"offset_ramp_steps ({self.offset_ramp_steps}) must be < steps ({self.steps}): the "
+                             "widest offsets are drawn only at its end")
+        if self.plateau_step and self.plateau_step >= self.steps:
+            raise ValueError(f"plateau_step ({self.plateau_step}) must be < steps ({self.steps})")
         if self.schedule_steps is not None and self.schedule_steps < self.steps:
             raise ValueError(f"schedule_steps ({self.schedule_steps}) must be >= steps ({self.steps})")
         return self

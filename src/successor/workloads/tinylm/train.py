@@ -11,6 +11,7 @@ import math
 import os
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ class Mixture:
         w = np.array([weights[n] for n in names], dtype=float)
         self.names, self.p = names, w / w.sum()
         self.sources = sources
+        self._by_level: dict[str, dict[int, list[int]]] | None = None  # built on a curriculum's first use
 
     @classmethod
     def of(cls, recipe: Recipe, sources: dict[str, list[tuple[Problem, str]]]) -> "Mixture":
@@ -45,13 +47,62 @@ class Mixture:
         older = max(0.0, 1.0 - recipe.mix_newest - recipe.mix_human)
         return cls(sources, {"newest": recipe.mix_newest, "human": recipe.mix_human, "older": older})
 
-    def sample(self, n: int, rng: np.random.Generator) -> list[tuple[Problem, str]]:
-        which = rng.choice(len(self.names), size=n, p=self.p)
+    def by_level(self) -> dict[str, dict[int, list[int]]]:
+        """Each source's row indices by level."""
+        if self._by_level is None:
+            self._by_level = {}
+            for n in self.names:
+                rows: dict[int, list[int]] = {}
+                for i, (p, _) in enumerate(self.sources[n]):
+                    rows.setdefault(p.level, []).append(i)
+                self._by_level[n] = rows
+        return self._by_level
+
+    def levels(self) -> list[int]:
+        return sorted({lvl for rows in self.by_level().values() for lvl in rows})
+
+    def sample(self, n: int, rng: np.random.Generator, max_level: int | None = None) -> list[tuple[Problem, str]]:
+        """n rows: a source by its share, then a row of it. With `max_level` (a curriculum's), only rows of levels up
+        to it: a source by its share among those that have one, a level uniformly among its allowed ones, a row."""
+        if max_level is None:
+            which = rng.choice(len(self.names), size=n, p=self.p)
+            out = []
+            for k in which:
+                src = self.sources[self.names[k]]
+                out.append(src[rng.integers(len(src))])
+            return out
+        allowed = {name: [lvl for lvl in sorted(rows) if lvl <= max_level] for name, rows in self.by_level().items()}
+        names = [name for name in self.names if allowed[name]]
+        if not names:
+            raise ValueError(f"the training mixture has no level up to {max_level}")
+        w = np.array([self.p[self.names.index(name)] for name in names])
         out = []
-        for k in which:
-            src = self.sources[self.names[k]]
-            out.append(src[rng.integers(len(src))])
+        for k in rng.choice(len(names), size=n, p=w / w.sum()):
+            name = names[k]
+            rows = self.by_level()[name][allowed[name][rng.integers(len(allowed[name]))]]
+            out.append(self.sources[name][rows[rng.integers(len(rows))]])
         return out
+
+
+def curriculum_level(step: int, recipe: Recipe, levels: list[int]) -> int | None:
+    """The longest level a batch draws at `step` under the recipe's curriculum; None once it is over (or without
+    one): every level, drawn as without a curriculum. The two shortest levels come first and the others enter one
+    by one in equal shares of `curriculum_steps`. Trained from scratch on every human length at once, the bootstrap
+    can stay on its loss plateau for the whole run (issue 25: 2,500 steps at loss 1.9 on seed 3); with the lengths
+    brought in over 500 steps, seeds 1 and 3 left it and ended at >= 0.98 on every human length (BENCHMARKS.md)."""
+    if not recipe.curriculum_steps or step >= recipe.curriculum_steps or len(levels) <= 2:
+        return None
+    k = 2 + (len(levels) - 1) * step // recipe.curriculum_steps
+    return levels[min(k, len(levels)) - 1]
+
+
+def offset_range(step: int, recipe: Recipe) -> int:
+    """The largest random position offset drawn at `step`: 0 at first, growing to max_offset over
+    `offset_ramp_steps`. The offsets make each digit's position id vary, which generalises to longer numbers but
+    makes the attention that lines digits up slow to find; starting without them, it forms early (BENCHMARKS.md)."""
+    if not recipe.offset_ramp_steps or step >= recipe.offset_ramp_steps:
+        return recipe.max_offset
+    return recipe.max_offset * step // recipe.offset_ramp_steps
 
 
 def lr_at(step: int, recipe: Recipe) -> float:
@@ -140,14 +191,17 @@ def train(
     # length 2 in 250 steps, for 3 seeds of 3); the average of its recent weights keeps them (BENCHMARKS.md).
     average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema)) if recipe.ema else None
     curve, tokens, t0 = [], 0, time.time()
+    recent: deque[float] = deque(maxlen=50)  # the plateau check's window
+    plateau: int | None = None
     guard_rng = seeds.rng(recipe.seed, "trainer-guardrail")  # its own stream: the main one draws as without it
+    levels = mixture.levels() if recipe.curriculum_steps else []
     for step in range(recipe.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, recipe)
-        batch = mixture.sample(recipe.batch_size, rng)
+        batch = mixture.sample(recipe.batch_size, rng, curriculum_level(step, recipe, levels))
         if recipe.guardrail_share and step >= recipe.guardrail_from:
             batch = with_guardrail(task, batch, recipe.guardrail_share, guard_rng)
-        offsets = rng.integers(0, recipe.max_offset + 1, size=len(batch))
+        offsets = rng.integers(0, offset_range(step, recipe) + 1, size=len(batch))
         idx, pos, tgt = training_batch(task, model.cfg.position, [b[0] for b in batch], [b[1] for b in batch], offsets)
         logits, _ = model(idx, pos)
         loss = answer_loss(logits, tgt, recipe.loss)
@@ -160,15 +214,24 @@ def train(
         if average is not None:
             average.update_parameters(model)
         tokens += int((idx != PAD_ID).sum())
-        if step % log_every == 0 or step == recipe.steps - 1:
+        recent.append(loss.item())
+        last = step == recipe.steps - 1
+        if recipe.plateau_step and step == recipe.plateau_step and np.mean(recent) > recipe.plateau_loss:
+            plateau, last = step, True
+        if step % log_every == 0 or last:
             curve.append([step, round(loss.item(), 5)])
             if progress:
                 progress(step + 1, recipe.steps, loss.item(), curve)
+        if plateau is not None:
+            break
     if average is not None:
         model.load_state_dict(average.module.state_dict())
     model.eval()
     wall = time.time() - t0
-    return model, {"steps": recipe.steps, "loss_curve": curve, "train_wall_s": round(wall, 3), "tokens": tokens}
+    metrics = {"steps": recipe.steps if plateau is None else plateau + 1, "loss_curve": curve,
+               "train_wall_s": round(wall, 3), "tokens": tokens}
+    return model, metrics | ({"stopped_on_plateau": {"step": plateau, "loss": round(float(np.mean(recent)), 5)}}
+                             if plateau is not None else {})
 
 
 def job_sources(job: dict) -> dict[str, list[tuple[Problem, str]]]:
