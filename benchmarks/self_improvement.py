@@ -232,6 +232,16 @@ def sealed_acc(db: sqlite3.Connection, model: str | None) -> dict[int, float]:
     return {lvl: c / n for lvl, n, c in rows}
 
 
+def last_level(db: sqlite3.Connection, g: int, first: int) -> int:
+    """The last level the sealed tier held in generation g: eval_max_level (`first`), or the ladder's growth up to
+    g (it grows as a generation opens, before anything reads it)."""
+    try:
+        row = db.execute("SELECT MAX(hi) FROM tier_parts WHERE tier='sealed' AND generation<=?", (g,)).fetchone()
+    except sqlite3.Error:  # a lineage made before the ladder
+        return first
+    return max(first, row[0] or first)
+
+
 def measure(run: Path, cfg: dict) -> list[dict]:
     """Per finished generation: what was labelled and how wrong it truly was, the champion after it, the compute,
     and the levels the accelerated schedule would have labelled from the same champion (where they equal the
@@ -257,7 +267,7 @@ def measure(run: Path, cfg: dict) -> list[dict]:
             assess = json.loads((db.execute("SELECT result FROM stages WHERE generation=? AND name='assess'",
                                             (g,)).fetchone() or ["{}"])[0])
             dev = {int(k): v for k, v in (assess.get("dev_acc") or {}).items()}
-            would = with_relabel(accelerated, schedule_levels(accelerated, dev, 0, trained, last),
+            would = with_relabel(accelerated, schedule_levels(accelerated, dev, 0, trained, last_level(db, g, last)),
                                  human_top) if g else []
             acc = sealed_acc(db, champ)
             lost = sorted(lvl for lvl, a in parent_acc.items() if a >= SOLVED and acc.get(lvl, 0.0) < SOLVED)

@@ -2,6 +2,7 @@
 not sit on the loss plateau that every length at once can hold it on (issue 25)."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -127,3 +128,14 @@ def test_the_default_bootstrap_has_a_curriculum_and_successors_do_not():
     assert 0 < cfg.bootstrap.offset_ramp_steps < cfg.bootstrap.steps
     assert cfg.bootstrap.curriculum_steps < cfg.bootstrap.plateau_step < cfg.bootstrap.steps
     assert cfg.successor.curriculum_steps == cfg.successor.offset_ramp_steps == cfg.successor.plateau_step == 0
+
+
+def test_the_restart_reason_names_the_trainers_plateau_stop_and_ignores_a_malformed_one():
+    from successor.workloads.tinylm.bootstrap import _plateau_stop
+
+    said = {"stopped_on_plateau": {"step": 1200, "loss": 1.8612}, "steps": 1201}
+    assert _plateau_stop({"metrics": json.dumps(said)}) == "; its trainer ended it at step 1200 (loss 1.86)"
+    assert _plateau_stop({"metrics": json.dumps({"steps": 3500})}) == ""
+    for hostile in ["{", "[]", "5", json.dumps({"stopped_on_plateau": {"step": "x"}}), None,
+                    json.dumps({"stopped_on_plateau": [1]})]:
+        assert _plateau_stop({"metrics": hostile}) == ""

@@ -19,6 +19,7 @@ named by its job's digest, so a resume reads a finished attempt back instead of 
 """
 from __future__ import annotations
 
+import json
 from typing import Callable
 
 from ... import seeds
@@ -139,13 +140,24 @@ def experiment(wl, g: int, ctx: dict) -> dict | None:
             break
         acc = wl.grader.accuracy(row["model"], "validation")
         below = below_bar(wl.cfg, acc)
+        stop = _plateau_stop(row)
         out[cid] = entry | {"validation": {str(lvl): acc.get(lvl, 0.0) for lvl in human_levels(wl.cfg)},
                             "passes": not below,
-                            "verdict": (f"stayed on its loss plateau ({describe(below, bar, 'validation')})"
+                            "verdict": (f"stayed on its loss plateau ({describe(below, bar, 'validation')}{stop})"
                                         if below else f"passed the bar ({bar} on validation at every human length)")}
         if not below:
             break
     return out
+
+
+def _plateau_stop(row) -> str:
+    """', its trainer ended it at step N (loss L)' where the trainer says it stopped on its plateau (its metrics,
+    read under the harness's schema; words for a human, never a decision: the validation tier decides)."""
+    try:
+        stop = (json.loads(row["metrics"] or "{}") or {}).get("stopped_on_plateau")
+        return f"; its trainer ended it at step {int(stop['step'])} (loss {float(stop['loss']):.2f})" if stop else ""
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+        return ""
 
 
 def select(wl, g: int, ctx: dict) -> dict | None:
