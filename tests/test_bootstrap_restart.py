@@ -80,8 +80,8 @@ def test_a_bootstrap_that_cannot_pass_spends_its_attempts_keeps_the_best_and_is_
         assert json.loads(cands[0]["recipe"]) == cfg.bootstrap.model_dump()  # attempt 1: exactly as configured
         assert json.loads(cands[1]["recipe"]) == cfg.bootstrap.model_copy(update={"seed": seeds[1]}).model_dump()
         assert cands[0]["rationale"] == "bootstrap: train the first champion on human data"
-        assert cands[1]["rationale"].startswith(f"restart 2 of 2 under seed {seeds[1]}: g0c0's model stayed on its "
-                                                "loss plateau (validation ")
+        assert cands[1]["rationale"].startswith(f"restart 2 of 2 under seed {seeds[1]}: g0c0's model has not "
+                                                "learned the human range (validation ")
         assert "< bar 1.0" in cands[1]["rationale"]
         assert all(c["parent_model"] is None for c in cands)
         exp = _stage(db, 0, "experiment")
@@ -104,8 +104,8 @@ def test_a_bootstrap_that_cannot_pass_spends_its_attempts_keeps_the_best_and_is_
         other = ({"g0c0", "g0c1"} - {best}).pop()
         dec = {r["candidate_id"]: dict(r) for r in db.execute("SELECT * FROM gate_decisions WHERE generation=0")}
         assert set(dec) == {"g0c0", "g0c1"}
-        assert not dec[other]["promoted"] and dec[other]["reason"].startswith("not used: its model stayed on its "
-                                                                              "loss plateau")
+        assert not dec[other]["promoted"] and dec[other]["reason"].startswith("not used: its model has not "
+                                                                              "learned the human range")
         assert dec[best]["role"] == "successor" and dec[best]["promoted"], "the best attempt beats no model at all"
         assert len(_events(plateau_run, "bootstrap.restart")) == 1 + 2  # one per restart: g0c1, then g1c0's, g1c1
         # generation 1: the champion has not learned the human range; a named weakness, not a successor

@@ -143,7 +143,7 @@ def experiment(wl, g: int, ctx: dict) -> dict | None:
         stop = _plateau_stop(row)
         out[cid] = entry | {"validation": {str(lvl): acc.get(lvl, 0.0) for lvl in human_levels(wl.cfg)},
                             "passes": not below,
-                            "verdict": (f"stayed on its loss plateau ({describe(below, bar, 'validation')}{stop})"
+                            "verdict": (f"has not learned the human range ({describe(below, bar, 'validation')}{stop})"
                                         if below else f"passed the bar ({bar} on validation at every human length)")}
         if not below:
             break
