@@ -38,6 +38,11 @@ SOLVED = 0.99
 # Generation 0 of each task, shared by its conditions. Every condition labels with Lee et al.'s standard schedule
 # (+1 length a generation past the longest length trained on) unless it says otherwise; one candidate a
 # generation (the incumbent recipe) keeps the loop's own search out of the comparison.
+PROTOCOL_BEFORE_25 = {
+    "curator": {"relabel": False, "policy": "accumulate", "voter_floor": 0.0, "rewrites": False,
+                "accelerate_threshold": 0.99, "compose": False},
+    "successor": {"steps": 250},
+    "gate": {"effect_on": "tested", "min_effect": 0.01, "count_newly_solved": False}}
 ADDITION = {
     "name": "self-improvement-addition",
     "task": {"eval_max_level": 20, "sealed_per_level": 200, "validation_per_level": 60, "guardrail_per_level": 30},
@@ -46,7 +51,10 @@ ADDITION = {
     "bootstrap": {"steps": 3000, "schedule_steps": 3000, "curriculum_steps": 0, "offset_ramp_steps": 0,
                   "plateau_step": 0},
     "researcher": {"candidates": 1},
-    "curator": {"schedule": "standard", "levels_ahead": 1},
+    # the protocol these conditions change, which was the default before issue 25 made commute-1k/accelerated
+    # (plus compose) the default
+    "curator": {"schedule": "standard", "levels_ahead": 1} | PROTOCOL_BEFORE_25["curator"],
+    "successor": PROTOCOL_BEFORE_25["successor"], "gate": PROTOCOL_BEFORE_25["gate"],
     "loop": {"generations": 10}}
 BASES: dict[str, tuple[str, dict]] = {
     "addition": ("default", ADDITION),
@@ -65,9 +73,10 @@ BASES: dict[str, tuple[str, dict]] = {
                  "guardrail_per_level": 30},
         "bootstrap": {"steps": 1000, "schedule_steps": 1000, "max_offset": 5, "guardrail_from": 700,
                       "curriculum_steps": 0, "offset_ramp_steps": 0, "plateau_step": 0},
-        "successor": {"max_offset": 5},
+        "successor": {"max_offset": 5} | PROTOCOL_BEFORE_25["successor"], "gate": PROTOCOL_BEFORE_25["gate"],
         "researcher": {"candidates": 1},
-        "curator": {"schedule": "standard", "levels_ahead": 1, "offsets": [0, 1, 2, 3, 4, 5]},
+        "curator": {"schedule": "standard", "levels_ahead": 1, "offsets": [0, 1, 2, 3, 4, 5]}
+        | PROTOCOL_BEFORE_25["curator"],
         "loop": {"generations": 10}}),
 }
 QUICK_BASES: dict[str, tuple[str, dict]] = {

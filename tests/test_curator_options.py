@@ -238,12 +238,13 @@ def test_noise_is_reproducible_and_zero_rate_changes_nothing(kept):
 
 def test_curator_options_are_validated(tmp_path):
     good = tmp_path / "good.yaml"
-    good.write_text("curator: {filter: verifier, schedule: accelerated, policy: replace, "
+    good.write_text("curator: {filter: verifier, rewrites: false, schedule: accelerated, policy: replace, "
                     "noise: {rate: 0.3, generations: [2]}}\n")
     c = load_config(good).curator
     assert (c.filter, c.schedule, c.policy, c.noise.rate, c.noise.generations) == (
         "verifier", "accelerated", "replace", 0.3, [2])
     for bad, field in [("curator: {schedule: fastest}", "curator.schedule"),
+                       ("curator: {filter: verifier}", "rewrites needs a vote"),  # the default votes on b+a too
                        ("curator: {noise: {rate: 1.5}}", "curator.noise.rate"),
                        ("curator: {filter: oracle}", "curator.filter")]:
         (tmp_path / "bad.yaml").write_text(bad + "\n")
@@ -252,11 +253,13 @@ def test_curator_options_are_validated(tmp_path):
 
 
 def test_relabel_needs_the_replace_policy(tmp_path):
-    (tmp_path / "bad.yaml").write_text("curator: {relabel: true}\n")
+    (tmp_path / "bad.yaml").write_text("curator: {policy: accumulate}\n")  # the default relabels
     with pytest.raises(ConfigError, match="relabel needs policy: replace"):
         load_config(tmp_path / "bad.yaml")
-    (tmp_path / "good.yaml").write_text("curator: {relabel: true, policy: replace}\n")
-    assert load_config(tmp_path / "good.yaml").curator.relabel
+    (tmp_path / "good.yaml").write_text("curator: {relabel: false, policy: accumulate}\n")
+    c = load_config(tmp_path / "good.yaml").curator
+    assert (c.relabel, c.policy) == (False, "accumulate")
+    assert load_config().curator.relabel and load_config().curator.policy == "replace"
 
 
 def test_relabel_labels_every_level_past_the_human_data_again():

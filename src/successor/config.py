@@ -278,7 +278,9 @@ class RunConfig(Strict):
     seed: int = 0
     workload: Literal[NAMES] = "tinylm"
     script: ScriptConfig | None = Field(None, description="the script workload: the user's own program")
-    task: TaskConfig = TaskConfig()
+    # 1,000 sealed items a length: on 200, a length going 0.975 -> 0.99 is 3 gained and 0 lost (p = 0.125), which
+    # no test can confirm; on 1,000 it is about 15 and 0 (p ~ 3e-5)
+    task: TaskConfig = TaskConfig(sealed_per_level=1000)
     # The bootstrap: training from scratch on 1-8 digits at once sits on a loss plateau (loss 1.9, length 2 at chance)
     # for the whole run on some seeds (seeds 2, 3 and 5 of the former schedule: issue 25). The random position
     # offsets, there from step 0, keep the attention that lines digits up from forming: so their range grows from 0
@@ -294,12 +296,30 @@ class RunConfig(Strict):
     # Successors keep 40% human data in every batch (at 25% one seed in three let a short length slip to 98.75%),
     # the moving average of their weights (ema 0.99) and a per-sequence loss (per token, the long new answers
     # outweigh the short human ones): with both, four seeds of four kept every solved length (BENCHMARKS.md).
-    # Curated data is never marked: successors keep the refusal through guardrail_share alone.
-    successor: Recipe = Recipe(init="parent", steps=250, lr=5e-4, warmup=25, batch_size=64, mix_newest=0.5,
+    # Curated data is never marked: successors keep the refusal through guardrail_share alone. 750 steps: at 250 the
+    # relabelling lineage stalled at length 9, its champion standing at 0.97 on lengths it had labels for.
+    successor: Recipe = Recipe(init="parent", steps=750, lr=5e-4, warmup=25, batch_size=64, mix_newest=0.5,
                                mix_human=0.4, loss="sequence", ema=0.99, guardrail_share=0.02)
-    researcher: ResearcherConfig = ResearcherConfig()
-    curator: CuratorConfig = CuratorConfig()
-    gate: GateConfig = GateConfig()
+    # One candidate, the incumbent recipe (its probe still votes with the champion): at equal CPU the recipe search
+    # found little (BENCHMARKS.md, research efficiency: a challenger was never promoted in 15 generations), and the
+    # protocol below was measured so. `researcher.candidates: 2` or more brings the search back.
+    researcher: ResearcherConfig = ResearcherConfig(candidates=1)
+    # The protocol that took reversed addition from 7 to 18 digits (benchmarks/self_improvement.py,
+    # commute-1k/accelerated, BENCHMARKS.md), now the default (issue 25). Each generation the champion labels
+    # again every length past the human data and the fresh labels replace the old (relabel: a champion that
+    # learned from noisy labels votes cleaner ones); a label must win the vote on a+b and on b+a (rewrites), among
+    # the offsets at least half as right on dev as the best (voter_floor); a length the champion already stands at
+    # >= 0.9 on dev is labelled without waiting its turn (accelerated). Where a length's halves are within the
+    # champion's certified frontier, its answer must equal the sum composed from them (compose: the vote kept 2.5%
+    # wrong labels at length 10 where the composition kept none).
+    curator: CuratorConfig = CuratorConfig(relabel=True, policy="replace", voter_floor=0.5, rewrites=True,
+                                           schedule="accelerated", accelerate_threshold=0.9, levels_ahead=1,
+                                           compose=True)
+    # The gate measures the gain on the lengths past the champion's frontier (pooled over solved lengths, a
+    # champion near 1.0 leaves less than the floor to gain), and a length newly solved with a significant gain on
+    # its own items meets the floor: at 0.975 a length has less than 0.02 left to gain. Under the seed-retrain null
+    # 25.8% of seed pairs pass `unsolved` at 0.02 (BENCHMARKS.md): the same-weights null stays at 0.
+    gate: GateConfig = GateConfig(effect_on="unsolved", min_effect=0.02, count_newly_solved=True)
     loop: LoopConfig = LoopConfig()
 
     @model_validator(mode="after")
@@ -325,7 +345,9 @@ def load_config(path: Path | None = None, preset: str | None = None) -> RunConfi
     name = preset or "default"
     if name not in preset_names():
         raise ConfigError(f"preset: unknown preset {name!r}; known: {', '.join(preset_names())}")
-    data = _merge(RunConfig().model_dump(mode="json", exclude={"script"}),
+    # the bootstrap's seed follows the run's `seed` unless the preset or the file names one: `seed: 3` is then
+    # another run from generation 0 on, not other human data under the same bootstrap
+    data = _merge(RunConfig().model_dump(mode="json", exclude={"script": True, "bootstrap": {"seed"}}),
                   _read_yaml(resources.files("successor.presets").joinpath(f"{name}.yaml").read_text(),
                              f"preset {name}") or {})
     if path is not None:
@@ -336,6 +358,8 @@ def load_config(path: Path | None = None, preset: str | None = None) -> RunConfi
             script["program"] = str((path.parent / script["program"]).resolve())
         if isinstance(script.get("hidden"), list):
             script["hidden"] = [str((path.parent / h).resolve()) if isinstance(h, str) else h for h in script["hidden"]]
+    if isinstance(data.get("bootstrap"), dict) and "seed" not in data["bootstrap"]:
+        data["bootstrap"]["seed"] = data.get("seed", 0)
     return validated(RunConfig, data)
 
 
