@@ -96,6 +96,27 @@ def test_presets_load():
     assert r.exit_code == 0 and json.loads(r.stdout)["task"]["eval_max_level"] == smoke.task.eval_max_level
 
 
+def test_bootstrap_seed_follows_the_run_seed_unless_named(tmp_path):
+    """Another `seed` is another run from generation 0 on: the default bootstrap does not pin its own seed."""
+    (tmp_path / "a.yaml").write_text("seed: 3\n")
+    (tmp_path / "b.yaml").write_text("seed: 3\nbootstrap: {seed: 7}\n")
+    assert load_config(tmp_path / "a.yaml").bootstrap.seed == 3
+    assert load_config(tmp_path / "b.yaml").bootstrap.seed == 7
+    assert load_config().bootstrap.seed == 0 and load_config(preset="smoke").bootstrap.seed == 1710807516
+    assert load_config(tmp_path / "a.yaml", preset="smoke").bootstrap.seed == 1710807516  # the preset named it
+
+
+def test_default_protocol_is_the_measured_best(tmp_path):
+    """The demo runs the protocol BENCHMARKS.md measured (issue 25); smoke keeps the one its lineages had."""
+    d, s = load_config(), load_config(preset="smoke")
+    assert (d.curator.relabel, d.curator.policy, d.curator.rewrites, d.curator.compose, d.curator.schedule) == (
+        True, "replace", True, True, "accelerated")
+    assert (d.gate.effect_on, d.gate.min_effect, d.gate.count_newly_solved) == ("unsolved", 0.02, True)
+    assert (d.successor.steps, d.task.sealed_per_level, d.researcher.candidates) == (750, 1000, 1)
+    assert (s.curator.relabel, s.curator.rewrites, s.curator.compose, s.gate.effect_on) == (
+        False, False, False, "tested")
+
+
 def test_config_file_overlays_preset(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("gate:\n  alpha: 0.01\ncurator:\n  filter: length\n")
