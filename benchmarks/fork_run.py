@@ -27,7 +27,10 @@ from successor.config import RunConfig
 from successor.oversight.audit import AuditLog, _write_head
 
 LATER = {"generations": "idx", "stages": "generation", "candidates": "generation", "experiments": "generation",
-         "models": "generation", "data_manifests": "generation", "gate_decisions": "generation"}
+         "models": "generation", "data_manifests": "generation", "gate_decisions": "generation",
+         # the ladder's growth after generation 0: the fork grows its own tiers (the same bytes, drawn again from
+         # their streams) when its own frontier comes near their end
+         "tier_parts": "generation"}
 
 
 def fork(source: Path, dest: Path, changes: dict) -> Path:
@@ -63,8 +66,10 @@ def fork(source: Path, dest: Path, changes: dict) -> Path:
     db = sqlite3.connect(dest / "lineage.db")
     for (exp_id,) in db.execute("SELECT id FROM experiments WHERE generation >= 1"):
         shutil.rmtree(dest / "workspaces" / exp_id, ignore_errors=True)
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     for table, column in LATER.items():
-        db.execute(f"DELETE FROM {table} WHERE {column} >= 1")
+        if table in tables:  # a lineage made before the ladder has no tier_parts
+            db.execute(f"DELETE FROM {table} WHERE {column} >= 1")
     src, dst = source.resolve(), dest.resolve()
     for table, key in (("models", "digest"), ("data_manifests", "digest")):
         for k, path in db.execute(f"SELECT {key}, path FROM {table}").fetchall():

@@ -1,0 +1,96 @@
+"""The default preset (what `make demo` runs) on several seeds: the >=99% sealed frontier generation by
+generation, every gate decision, the kept labels' true noise (hidden checker, read afterwards; the loop never
+sees it), solved lengths lost, and the wall and CPU each generation cost.
+
+    .venv/bin/python benchmarks/default_demo.py --seeds 0,1,2 --root /tmp/dd            # runs them, one by one
+    .venv/bin/python benchmarks/default_demo.py --seeds 1 --root /tmp/dd &               # or side by side
+    .venv/bin/python benchmarks/default_demo.py --root /tmp/dd --report [--write]        # the table
+
+Each seed's run is `seed: k` over the default preset (the bootstrap's seed follows it), plus any `--set k=v`
+(`loop.generations=6`); a run directory that exists is resumed. Wall seconds are the stages' own (a run that was
+down between two stages did no work then); runs side by side share the two cores, so only a run alone times the
+demo. --write puts the table in BENCHMARKS.md and benchmarks/results/default_demo.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+from pathlib import Path
+
+import yaml
+from fork_run import run_to_end
+from markdown import table, write_section
+from overrides import overrides
+from self_improvement import Condition, measure, summary
+
+HERE = Path(__file__).resolve().parent
+
+
+def nested(pairs: list[str]) -> dict:
+    """`loop.generations=6` -> {"loop": {"generations": 6}}."""
+    out: dict = {}
+    for key, value in overrides(pairs).items():
+        *path, last = key.split(".")
+        node = out
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return out
+
+
+def run_seed(root: Path, seed: int, sets: list[str]) -> int:
+    config = root / f"seed{seed}.yaml"
+    config.write_text(yaml.safe_dump({"name": f"default-demo-s{seed}", "seed": seed} | nested(sets)))
+    return run_to_end(config, root / f"run-s{seed}")
+
+
+def bootstrap_attempts(run: Path) -> int:
+    db = sqlite3.connect(f"file:{run / 'lineage.db'}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT COUNT(*) FROM experiments WHERE generation=0 AND status='done'").fetchone()[0]
+    finally:
+        db.close()
+
+
+def report(root: Path) -> tuple[str, list[dict]]:
+    rows, out = [], []
+    for run in sorted(root.glob("run-s*"), key=lambda p: int(p.name[5:])):
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        gens = measure(run, cfg)
+        s = summary(Condition(run.name, "default"), gens, cfg["task"]["human_levels"][1])
+        noise = [g["noise"] for g in gens if g["noise"] is not None]
+        walls = [g["wall_s"] for g in gens]
+        out.append({"seed": cfg["seed"], "summary": s, "generations": gens})
+        rows.append([cfg["seed"], bootstrap_attempts(run), " → ".join(str(f) for f in s["frontier"]),
+                     f"{s['promoted']}/{s['generations']}",
+                     f"{sum(noise) / len(noise):.2%}" if noise else "–", f"{max(noise):.2%}" if noise else "–",
+                     s["lost_lengths"], f"{walls[0]:.0f}", " / ".join(f"{w:.0f}" for w in walls[1:]),
+                     f"{sum(walls) / 60:.1f}", f"{s['cpu_s']:.0f}"])
+    text = table(["seed", "bootstrap attempts", "frontier by generation", "promoted", "noise mean", "noise max",
+                  "lengths lost", "gen 0 wall s", "gen 1.. wall s", "stages min", "experiments CPU-s"], rows)
+    return text, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, required=True)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--set", nargs="*", default=[], help="section.field=value over the default preset")
+    ap.add_argument("--report", action="store_true")
+    ap.add_argument("--write", action="store_true", help="with --report: BENCHMARKS.md and results/")
+    a = ap.parse_args()
+    a.root.mkdir(parents=True, exist_ok=True)
+    if not a.report:
+        for seed in (int(s) for s in a.seeds.split(",")):
+            print(f"seed {seed}: exit {run_seed(a.root, seed, a.set)}", flush=True)
+        return
+    text, out = report(a.root)
+    print(text)
+    if a.write:
+        (HERE / "results" / "default_demo.json").write_text(json.dumps(out, indent=1))
+        write_section(HERE.parent / "BENCHMARKS.md", "default_demo", "The default demo on seeds 0-2 (issue 25)", text)
+
+
+if __name__ == "__main__":
+    main()
