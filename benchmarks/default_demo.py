@@ -24,6 +24,10 @@ from markdown import table, write_section
 from overrides import overrides
 from self_improvement import Condition, measure, summary
 
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{x:.2%}"
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -59,14 +63,13 @@ def report(root: Path) -> tuple[str, list[dict]]:
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         gens = measure(run, cfg)
         s = summary(Condition(run.name, "default"), gens, cfg["task"]["human_levels"][1])
-        noise = [g["noise"] for g in gens if g["noise"] is not None]
         walls = [g["wall_s"] for g in gens]
         out.append({"seed": cfg["seed"], "summary": s, "generations": gens})
         rows.append([cfg["seed"], bootstrap_attempts(run), " → ".join(str(f) for f in s["frontier"]),
                      f"{s['promoted']}/{s['generations']}",
-                     f"{sum(noise) / len(noise):.2%}" if noise else "–", f"{max(noise):.2%}" if noise else "–",
+                     _pct(s["mean_noise"]), _pct(s["max_noise"]),
                      s["lost_lengths"], f"{walls[0]:.0f}", " / ".join(f"{w:.0f}" for w in walls[1:]),
-                     f"{sum(walls) / 60:.1f}", f"{s['cpu_s']:.0f}"])
+                     f"{s['wall_s'] / 60:.1f}", f"{s['cpu_s']:.0f}"])
     text = table(["seed", "bootstrap attempts", "frontier by generation", "promoted", "noise mean", "noise max",
                   "lengths lost", "gen 0 wall s", "gen 1.. wall s", "stages min", "experiments CPU-s"], rows)
     return text, out
