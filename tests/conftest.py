@@ -1,4 +1,4 @@
-"""Shared fixtures: one real smoke run per test session, for tests that only read a finished run."""
+"""Shared fixtures: one real smoke run per test session (shared by the xdist workers), for tests that read a finished run."""
 from __future__ import annotations
 
 import os
@@ -18,24 +18,44 @@ os.environ.setdefault("SUCCESSOR_TIER_KEY", str(_KEY_FILE))
 
 @pytest.fixture(scope="session")
 def smoke_result(tmp_path_factory: pytest.TempPathFactory):
-    """Run the smoke preset once (about a minute) through the library API, in-process, with the plain progress
-    lines written to a file: (RunResult, the progress text). Treat the run as read-only."""
+    """Run the smoke preset (about a minute) through the library API, in-process, with the plain progress lines
+    written to a file: (RunResult, the progress text). For the tests of that call; others read `smoke_run`."""
+    run_dir = tmp_path_factory.mktemp("smoke-api") / "run"
+    return _smoke(run_dir), (run_dir.parent / "progress.log").read_text()
+
+
+def _smoke(run_dir: Path):
     import successor
 
-    run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    log = run_dir.parent / "progress.log"
-    with open(log, "w") as stream:
+    with open(run_dir.parent / "progress.log", "w") as stream:
         # Not waiting for a human: a violation here must fail the tests that read this run, not hang the session.
-        result = successor.run(successor.load_config(preset="smoke"), run_dir,
-                               policy=successor.Policy.model_validate({"tripwires": {"integrity_violation": False}}),
-                               progress=successor.PlainProgress(stream, total_generations=3))
-    return result, log.read_text()
+        return successor.run(successor.load_config(preset="smoke"), run_dir,
+                             policy=successor.Policy.model_validate({"tripwires": {"integrity_violation": False}}),
+                             progress=successor.PlainProgress(stream, total_generations=3))
 
 
 @pytest.fixture(scope="session")
-def smoke_run(smoke_result) -> Path:
-    """The smoke run's directory (see smoke_result)."""
-    return smoke_result[0].run_dir
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A finished smoke run's directory, a copy of this worker's own (treat it as read-only all the same). The
+    smoke run is made once per test session: the first xdist worker to need it runs it under a file lock, and
+    every worker copies it, so each can write reports into its own copy without racing the others."""
+    import shutil
+
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":  # under xdist every worker's base folder sits in one folder of the session's
+        shared = shared.parent
+    made = shared / "smoke-shared" / "run"
+    with FileLock(str(shared / "smoke-shared.lock")):
+        if not (shared / "smoke-shared" / "finished").exists():
+            shutil.rmtree(shared / "smoke-shared", ignore_errors=True)
+            made.mkdir(parents=True)
+            assert _smoke(made).finished
+            (shared / "smoke-shared" / "finished").touch()
+    copy = tmp_path_factory.mktemp("smoke") / "run"
+    shutil.copytree(made, copy, symlinks=True)
+    return copy
 
 
 TINY = {
@@ -46,7 +66,11 @@ TINY = {
     "bootstrap": {"steps": 400},
     "successor": {"steps": 30},
     "researcher": {"candidates": 1},
-    "curator": {"problems": 60, "min_kept": 5, "levels_ahead": 1},
+    # the curator protocol these tiny lineages were measured with (smoke's, the curator's own defaults), not the
+    # default preset's: composition, relabelling and two-form votes cost a tiny run more than it tests
+    "curator": {"problems": 60, "min_kept": 5, "levels_ahead": 1, "schedule": "frontier", "relabel": False,
+                "policy": "accumulate", "voter_floor": 0.0, "rewrites": False, "accelerate_threshold": 0.99,
+                "compose": False},
     "loop": {"generations": 1, "experiment_timeout_s": 300, "threads": 1, "experiment_budget": 1.0},
 }
 

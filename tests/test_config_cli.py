@@ -248,3 +248,16 @@ def test_a_run_written_before_a_field_existed_resumes(tmp_path):
     with pytest.raises(ConfigError, match="sections differ: gate"):
         RunDir(tmp_path / "r", smoke.model_copy(update={"gate": smoke.gate.model_copy(update={"effect_on":
                                                                                               "unsolved"})}))
+
+
+def test_long_preset_is_the_default_protocol_with_more_generations(tmp_path):
+    """`--preset long` is the hour-long run: the same protocol as the demo, only more generations (and its name)."""
+    d, long = load_config(), load_config(preset="long")
+    assert long.name == "long" and long.loop.generations > d.loop.generations
+    same = {"name", "loop"}
+    assert long.model_dump(exclude=same) == d.model_dump(exclude=same)
+    assert long.loop.model_dump(exclude={"generations"}) == d.loop.model_dump(exclude={"generations"})
+    (tmp_path / "s.yaml").write_text("seed: 4\n")
+    assert load_config(tmp_path / "s.yaml", preset="long").bootstrap.seed == 4  # the seed follows here too
+    r = invoke("config", "--preset", "long")
+    assert r.exit_code == 0 and json.loads(r.stdout)["loop"]["generations"] == long.loop.generations
