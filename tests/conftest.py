@@ -1,4 +1,4 @@
-"""Shared fixtures: one real smoke run per test session (shared by the xdist workers), for tests that read a finished run."""
+"""Shared fixtures: one real smoke run per test session, shared by the xdist workers, for tests that read it."""
 from __future__ import annotations
 
 import os
