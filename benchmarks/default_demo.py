@@ -63,6 +63,8 @@ def report(root: Path) -> tuple[str, list[dict]]:
     for run in sorted(root.glob("run-s*"), key=lambda p: int(p.name[5:])):
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         gens = measure(run, cfg)
+        if not gens:  # still in its generation 0
+            continue
         s = summary(Condition(run.name, "default"), gens, cfg["task"]["human_levels"][1])
         walls = [g["wall_s"] for g in gens]
         out.append({"seed": cfg["seed"], "summary": s, "generations": gens})
