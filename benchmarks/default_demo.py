@@ -58,11 +58,13 @@ def bootstrap_attempts(run: Path) -> int:
         db.close()
 
 
-def report(root: Path) -> tuple[str, list[dict]]:
+def report(root: Path, upto: int | None = None) -> tuple[str, list[dict]]:
+    """The table of every `run-s*` under `root`; `upto`: only generations 0..upto of each (a longer run's
+    first generations are the demo's when only `loop.generations` differs)."""
     rows, out = [], []
     for run in sorted(root.glob("run-s*"), key=lambda p: int(p.name[5:])):
         cfg = yaml.safe_load((run / "config.yaml").read_text())
-        gens = measure(run, cfg)
+        gens = measure(run, cfg)[:None if upto is None else upto + 1]
         if not gens:  # still in its generation 0
             continue
         s = summary(Condition(run.name, "default"), gens, cfg["task"]["human_levels"][1])
@@ -86,13 +88,14 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], help="section.field=value over the preset")
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--write", action="store_true", help="with --report: BENCHMARKS.md and results/")
+    ap.add_argument("--upto", type=int, help="with --report: generations 0..UPTO of each run only")
     a = ap.parse_args()
     a.root.mkdir(parents=True, exist_ok=True)
     if not a.report:
         for seed in (int(s) for s in a.seeds.split(",")):
             print(f"seed {seed}: exit {run_seed(a.root, seed, a.set, a.preset)}", flush=True)
         return
-    text, out = report(a.root)
+    text, out = report(a.root, a.upto)
     print(text)
     if a.write:
         name = "default_demo" if a.preset == "default" else f"{a.preset}_preset"
