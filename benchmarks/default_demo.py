@@ -25,11 +25,13 @@ from markdown import table, write_section
 from overrides import overrides
 from self_improvement import Condition, measure, summary
 
+from successor.config import preset_names
+
+HERE = Path(__file__).resolve().parent
+
 
 def _pct(x) -> str:
     return "–" if x is None else f"{x:.2%}"
-
-HERE = Path(__file__).resolve().parent
 
 
 def nested(pairs: list[str]) -> dict:
@@ -84,7 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, required=True)
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--preset", default="default", choices=["default", "long"])
+    ap.add_argument("--preset", default="default", choices=preset_names())
     ap.add_argument("--set", nargs="*", default=[], help="section.field=value over the preset")
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--write", action="store_true", help="with --report: BENCHMARKS.md and results/")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from successor.config import CuratorConfig
+
 # Every run the tests make (in-process or through the CLI) takes one fixed tier key (successor.rundir.RunDir): runs
 # share their harness tiers, as runs of one seed did before tier keys, so lineages compare across runs and
 # outcomes do not change from session to session. tests/test_redteam_inputs.py unsets it to test the secret.
@@ -46,13 +48,14 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     shared = tmp_path_factory.getbasetemp()
     if worker_id != "master":  # under xdist every worker's base folder sits in one folder of the session's
         shared = shared.parent
-    made = shared / "smoke-shared" / "run"
+    base = shared / "smoke-shared"
+    made = base / "run"
     with FileLock(str(shared / "smoke-shared.lock")):
-        if not (shared / "smoke-shared" / "finished").exists():
-            shutil.rmtree(shared / "smoke-shared", ignore_errors=True)
+        if not (base / "finished").exists():
+            shutil.rmtree(base, ignore_errors=True)
             made.mkdir(parents=True)
             assert _smoke(made).finished
-            (shared / "smoke-shared" / "finished").touch()
+            (base / "finished").touch()
     copy = tmp_path_factory.mktemp("smoke") / "run"
     shutil.copytree(made, copy, symlinks=True)
     return copy
@@ -68,9 +71,9 @@ TINY = {
     "researcher": {"candidates": 1},
     # the curator protocol these tiny lineages were measured with (smoke's, the curator's own defaults), not the
     # default preset's: composition, relabelling and two-form votes cost a tiny run more than it tests
-    "curator": {"problems": 60, "min_kept": 5, "levels_ahead": 1, "schedule": "frontier", "relabel": False,
-                "policy": "accumulate", "voter_floor": 0.0, "rewrites": False, "accelerate_threshold": 0.99,
-                "compose": False},
+    "curator": {"problems": 60, "min_kept": 5, "levels_ahead": 1,
+                **CuratorConfig().model_dump(include={"schedule", "relabel", "policy", "voter_floor", "rewrites",
+                                                      "accelerate_threshold", "compose"})},
     "loop": {"generations": 1, "experiment_timeout_s": 300, "threads": 1, "experiment_budget": 1.0},
 }
 
