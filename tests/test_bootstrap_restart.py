@@ -19,7 +19,7 @@ from conftest import TINY, wait_for
 
 import successor
 from successor.oversight.policy import Policy, save_policy
-from successor.workloads.tinylm.bootstrap import WEAKNESS, attempt_seed
+from successor.workloads.tinylm.bootstrap import PLATEAU_FLOOR, WEAKNESS, attempt_seed, finish_reason
 
 NO_INTEGRITY_WAIT = {"tripwires": {"integrity_violation": False}}  # a violation fails the asserts, never hangs
 
@@ -32,9 +32,10 @@ def _config(path: Path, bootstrap: dict, loop: dict) -> Path:
     return path
 
 
-# 400 steps of the tiny bootstrap leave length 2 well below 1.0 on validation (measured: 0.90 / 0.33 on lengths
-# 1 / 2), yet far above chance, so the gate promotes the best attempt and generation 1 has a weak champion.
-PLATEAU = {"bootstrap": {"steps": 400}, "loop": {"bootstrap_bar": 1.0, "bootstrap_attempts": 2}}
+# 300 steps of the tiny bootstrap leave it on the plateau (measured: dev 0.67 / 0.20 on lengths 1 / 2, under
+# PLATEAU_FLOOR), yet above chance, so the gate promotes the best attempt and generation 1 has a weak champion that
+# restarts. (At 400 steps the best attempt stood at >= 0.5 on both: off the plateau, it is finished instead, test d.)
+PLATEAU = {"bootstrap": {"steps": 300}, "loop": {"bootstrap_bar": 1.0, "bootstrap_attempts": 2}}
 
 
 def _db(run: Path) -> sqlite3.Connection:
@@ -221,3 +222,58 @@ def test_c_a_bootstrap_that_passes_trains_once_and_the_lineage_is_as_before(tmp_
     finally:
         db.close()
 
+
+
+def test_d_a_weak_champion_off_the_plateau_is_finished_by_successors_once_then_restarted(tmp_path):
+    # 600 steps: dev 1.00 / 0.90 on lengths 1 / 2 (measured), off the plateau but under the 1.0 bar
+    conf = _config(tmp_path / "finish.yaml", {"steps": 600},
+                   {"bootstrap_bar": 1.0, "bootstrap_attempts": 1, "generations": 2})
+    cfg = successor.load_config(conf, "smoke")
+    assert successor.run(cfg, tmp_path / "run", policy=Policy.model_validate(NO_INTEGRITY_WAIT)).finished
+    run = tmp_path / "run"
+    db = _db(run)
+    try:
+        champion = db.execute("SELECT champion_model FROM generations WHERE idx=0").fetchone()[0]
+        assess = _stage(db, 1, "assess")
+        (weak,) = assess["weaknesses"]
+        assert weak["name"] == WEAKNESS and all(PLATEAU_FLOOR <= assess["dev_acc"][lvl] for lvl in ("1", "2"))
+        # generation 1: successors of the champion, not a restart; no labels of its own, the reason recorded
+        prop = _stage(db, 1, "propose")
+        assert "restart" not in prop and prop["finishing"].startswith("finish the human range: the champion has "
+                                                                      "left the loss plateau")
+        assert weak["why"] in prop["finishing"]
+        g1 = _candidates(db, 1)
+        assert g1 and all(c["parent_model"] == champion for c in g1)
+        assert _stage(db, 1, "curate")["skipped"].endswith("its successors train with no new labels")
+        assert not db.execute("SELECT * FROM data_manifests WHERE kind='curated'").fetchall()
+        train = _stage(db, 1, "train")
+        job = json.loads((run / "jobs" / f"{train['experiment']}.json").read_text())
+        assert job["parent"] is not None and job["data"]["newest"] == [] and job["data"]["older"] == []
+        assert _stage(db, 1, "gate")["tested_levels"] is None  # nothing curated: every level, as the gate does
+        promoted = db.execute("SELECT champion_model FROM generations WHERE idx=1").fetchone()[0] != champion
+        # generation 2: a champion finished in vain restarts the bootstrap; a new one (promoted) is finished anew
+        prop2, g2 = _stage(db, 2, "propose"), _candidates(db, 2)
+        if promoted:
+            assert "finishing" in prop2 or not _stage(db, 2, "assess")["weaknesses"]
+        else:
+            assert "finishing" not in prop2 and [c["parent_model"] for c in g2] == [None]
+            assert prop2["restart"].endswith("its successors were tried and refused)")
+            assert g2[0]["rationale"] == prop2["restart"]
+    finally:
+        db.close()
+    ok, lines = successor.verify(run)
+    assert ok, lines
+
+
+def test_e_which_weak_champion_is_finished_and_which_restarts():
+    weak = {"name": WEAKNESS, "why": "dev 0.93 at length 8 < bar 0.95"}
+    seed4 = {str(lvl): 0.99 for lvl in range(1, 8)} | {"8": 0.93}  # issue 25's seed 4: off the plateau
+    assert "dev 0.93 at length 8" in finish_reason(weak, seed4, list(range(1, 9)), [])
+    assert finish_reason(weak, seed4, list(range(1, 9)), ["g1c0"]) is None  # finished once, in vain: restart
+    assert finish_reason(None, seed4, list(range(1, 9)), []) is None  # not weak: plain successors
+    plateau = {"1": 0.57, "2": 0.06, "3": 0.0}  # issue 25's seed 3
+    assert finish_reason(weak, plateau, [1, 2, 3], []) is None
+    assert finish_reason(weak, {"1": 1.0}, [1, 2], []) is None  # a human level the tier lacks counts 0
+    edge = {"1": 1.0, "2": PLATEAU_FLOOR}
+    assert finish_reason(weak, edge, [1, 2], []) is not None
+    assert finish_reason(weak, edge | {"2": PLATEAU_FLOOR - 0.01}, [1, 2], []) is None

@@ -8,8 +8,14 @@ under the next seed, as a new candidate of the same generation, until one passes
 spent. The first passing attempt is kept; if none passes, the best by validation, and the failure is named.
 
 A champion whose dev accuracy is below the bar at a human level is a named weakness in `assess`: its labels are
-not curated, and its generation trains the bootstrap again under the next seeds instead of a successor (a
-successor starts from the plateau and, in issue 25's run, stayed there for three generations of 750 steps).
+not curated. What its generation trains depends on where it stands:
+- on the plateau (some human level under `PLATEAU_FLOOR` on dev): the bootstrap again under the next seeds, instead
+  of a successor (a successor starts from the plateau and, in issue 25's run, stayed there for three generations of
+  750 steps);
+- off the plateau but short of the bar (seed 4 of the default: validation passed, dev 0.93 at length 8): successors
+  as usual but with no new labels (at generation 1, human data only), to *finish* the human range. A scratch restart there threw away a model that
+  could add, cost 480 CPU-s, and was refused by the gate (p = 0.91). A champion is finished once: if its
+  finishing successors were all refused, the next generation restarts the bootstrap.
 
 Attempt k (counted over the whole run) trains the configured bootstrap; attempt 1 exactly as configured, so a run
 whose first attempt passes has the lineage it had before restarts existed, and attempt k > 1 under
@@ -27,6 +33,9 @@ from ...researchers.evolution import recipe_key
 from .recipe import Recipe
 
 WEAKNESS = "human range not learned"
+# Dev accuracy every human level must have for a weak champion to be finished rather than restarted: plateau models
+# stood at 0.06-0.09 (length 2) and 0.00 (3+); seed 4's, off the plateau, at 0.93 (length 8) and >= 0.97 elsewhere.
+PLATEAU_FLOOR = 0.5
 
 
 # -- attempts: their seeds, recipes, candidates and jobs ----------------------------------------------------------
@@ -95,12 +104,40 @@ def _weakness(ctx: dict) -> dict | None:
     return next((w for w in ctx["assess"].get("weaknesses", []) if w["name"] == WEAKNESS), None)
 
 
+def finish_reason(weak: dict | None, dev_acc: dict, human: list[int], tried: list[str]) -> str | None:
+    """Why a weak champion is finished by successors (None: it is not weak, or it must restart): it left the
+    plateau (every human level at >= PLATEAU_FLOOR on dev) and no successor of it was tried yet."""
+    if weak is None:
+        return None
+    low = {lvl: float(dev_acc.get(str(lvl), 0.0)) for lvl in human if float(dev_acc.get(str(lvl), 0.0)) < PLATEAU_FLOOR}
+    if low or tried:
+        return None
+    return (f"finish the human range: the champion has left the loss plateau (dev >= {PLATEAU_FLOOR} at every human "
+            f"length) but has not learned the range ({weak['why']}); its successors train with no new labels, "
+            f"gated as usual")
+
+
+def tried_before(wl, g: int, champion: str) -> list[str]:
+    """The champion's successors tried in generations before g (g's own: a resume must decide as the run did)."""
+    return [r["id"] for r in wl.store.q("SELECT id FROM candidates WHERE parent_model=? AND generation < ?",
+                                        champion, g)]
+
+
+def finishing(wl, g: int, ctx: dict) -> str | None:
+    """`finish_reason` for generation g's champion, from the lineage: its successors tried before g."""
+    if ctx["champion"] is None:
+        return None
+    tried = tried_before(wl, g, ctx["champion"])
+    return finish_reason(_weakness(ctx), ctx["assess"].get("dev_acc", {}), human_levels(wl.cfg), tried)
+
+
 # -- the stages -----------------------------------------------------------------------------------------------------
 def propose(wl, g: int, ctx: dict) -> dict | None:
     """The bootstrap's first attempt of this generation, where it trains from scratch: generation 0, a later one
-    with no champion, or one whose champion has not learned the human range. None: successors, as usual."""
+    with no champion, or one whose champion is on the plateau or was already finished in vain. None:
+    successors, as usual (of a weak champion too, where `finishing` says why)."""
     weak = _weakness(ctx)
-    if ctx["champion"] is not None and weak is None:
+    if ctx["champion"] is not None and (weak is None or finishing(wl, g, ctx) is not None):
         return None
     attempt = attempts_before(wl, g) + 1
     seed = attempt_seed(wl.cfg, attempt)
@@ -109,8 +146,10 @@ def propose(wl, g: int, ctx: dict) -> dict | None:
     elif ctx["champion"] is None:
         why = f"restart under seed {seed} (bootstrap attempt {attempt}): no champion after {attempt - 1} attempts"
     else:
+        how = ("its successors were tried and refused" if tried_before(wl, g, ctx["champion"]) else
+               "it is on the loss plateau")
         why = (f"restart under seed {seed} (bootstrap attempt {attempt}) instead of a successor: the champion has "
-               f"not learned the human range ({weak['why']})")
+               f"not learned the human range ({weak['why']}; {how})")
     out = {"candidates": [add_attempt(wl, g, 0, attempt, why)]}
     return out if attempt == 1 else out | {"restart": why}
 
@@ -193,8 +232,9 @@ def curation_skipped(ctx: dict) -> dict | None:
     weak = _weakness(ctx) if ctx["champion"] is not None else None
     if weak is None:
         return None
-    return {"levels": [], "skipped": f"{WEAKNESS} ({weak['why']}): its labels are not trusted; the bootstrap "
-                                     f"trains again instead"}
+    then = ("its successors train with no new labels" if ctx["propose"].get("finishing") else
+            "the bootstrap trains again instead")
+    return {"levels": [], "skipped": f"{WEAKNESS} ({weak['why']}): its labels are not trusted; {then}"}
 
 
 def gate(wl, g: int, ctx: dict, inner: Callable[..., dict]) -> dict:

@@ -153,7 +153,8 @@ class TinyLMWorkload:
             recipe = recipe.model_copy(update={"seed": int(rng.integers(2**31))})
             ids.append(self.lab.add_candidate(g, i, recipe.model_dump_json(), recipe_key(recipe), why,
                                               ctx["champion"], patch))
-        return {"candidates": ids}
+        finish = bootstrap.finishing(self, g, ctx)  # a weak champion off the plateau: why it has successors
+        return {"candidates": ids} | ({"finishing": finish} if finish else {})
 
     def incumbent(self, champion: str) -> Recipe:
         row = self.store.one("SELECT c.recipe FROM gate_decisions d JOIN candidates c ON c.id=d.candidate_id "
