@@ -130,6 +130,48 @@ def answer_loss(logits: torch.Tensor, tgt: torch.Tensor, per: str = "token") -> 
     return ((losses * graded).sum(1) / graded.sum(1).clamp(min=1)).mean()
 
 
+def answer_loss_sum(logits: torch.Tensor, tgt: torch.Tensor, per: str = "token") -> tuple[torch.Tensor, int]:
+    """`answer_loss` as (sum, count): summed over the rows of several length buckets and divided by the whole
+    batch's count, it is the batch's loss (`token`: count = answer tokens; `sequence`: count = rows)."""
+    if per == "token":
+        total = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt.reshape(-1),
+                                                  ignore_index=IGNORE, reduction="sum")
+        return total, int((tgt != IGNORE).sum())
+    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=IGNORE, reduction="none")
+    graded = (tgt != IGNORE).float()
+    return ((losses * graded).sum(1) / graded.sum(1).clamp(min=1)).sum(), tgt.size(0)
+
+
+def length_buckets(lengths: list[int], k: int) -> list[list[int]]:
+    """The batch's rows in at most k groups of similar length, chosen to pad the fewest tokens (each group pads
+    to its own longest row). A successor's batch mixes human sums (lengths 1-8, ~17 tokens) with curated ones
+    (~54 tokens at generation 5): padded to the longest, 55% of its tokens were padding. Causal attention over
+    right padding leaves every real position's output as it was, so the loss is the same up to rounding."""
+    if k <= 1:
+        return [list(range(len(lengths)))]  # the batch as drawn: bit for bit the loss it had before buckets
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    sl = [lengths[i] for i in order]
+    n, k = len(sl), max(1, min(k, len(sl)))
+    # cost[j][i]: least padded area of the first i rows (sorted) in j groups; a group (a, i] pads to sl[i - 1]
+    inf = float("inf")
+    cost = [[inf] * (n + 1) for _ in range(k + 1)]
+    cut = [[0] * (n + 1) for _ in range(k + 1)]
+    cost[0][0] = 0
+    for j in range(1, k + 1):
+        for i in range(1, n + 1):
+            for a in range(j - 1, i):
+                c = cost[j - 1][a] + (i - a) * sl[i - 1]
+                if c < cost[j][i]:
+                    cost[j][i], cut[j][i] = c, a
+    j = min(range(1, k + 1), key=lambda m: (cost[m][n], m))
+    groups, i = [], n
+    while i > 0:
+        a = cut[j][i]
+        groups.append(order[a:i])
+        i, j = a, j - 1
+    return groups[::-1]
+
+
 def with_guardrail(task: Task, batch: list[tuple[Problem, str]], share: float,
                    rng: np.random.Generator) -> list[tuple[Problem, str]]:
     """Each row, with probability `share`, replaced by its marked twin, whose one right answer is the refusal.
@@ -202,18 +244,24 @@ def train(
         if recipe.guardrail_share and step >= recipe.guardrail_from:
             batch = with_guardrail(task, batch, recipe.guardrail_share, guard_rng)
         offsets = rng.integers(0, offset_range(step, recipe) + 1, size=len(batch))
-        idx, pos, tgt = training_batch(task, model.cfg.position, [b[0] for b in batch], [b[1] for b in batch], offsets)
-        logits, _ = model(idx, pos)
-        loss = answer_loss(logits, tgt, recipe.loss)
+        opt.zero_grad(set_to_none=True)
+        groups = length_buckets([len(p.prompt) + len(y) for p, y in batch], recipe.length_buckets)
+        parts = []
+        for rows in groups:
+            idx, pos, tgt = training_batch(task, model.cfg.position, [batch[i][0] for i in rows],
+                                           [batch[i][1] for i in rows], offsets[rows])
+            logits, _ = model(idx, pos)
+            parts.append(answer_loss_sum(logits, tgt, recipe.loss) if len(groups) > 1 else
+                         (answer_loss(logits, tgt, recipe.loss), 1))
+            tokens += int((idx != PAD_ID).sum())
+        loss = sum(t for t, _ in parts) / sum(c for _, c in parts)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if average is not None:
             average.update_parameters(model)
-        tokens += int((idx != PAD_ID).sum())
         recent.append(loss.item())
         last = step == recipe.steps - 1
         if recipe.plateau_step and step == recipe.plateau_step and np.mean(recent) > recipe.plateau_loss:
