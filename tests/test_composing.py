@@ -248,3 +248,33 @@ def test_the_profile_and_the_label_study_read_a_real_run(smoke_compose_run):
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [line for line in r.stdout.splitlines() if line.startswith("| 3 ") or line.startswith("| 4 ")]
     assert len(rows) == 2 and all(row.count("|") == 5 for row in rows)
+
+
+def test_with_compose_judges_dev_a_wrong_vote_the_composition_vetoes_raises_no_alarm(oracle_greedy):
+    """A champion new to a length whose offsets share its errors (here: 2 problems in 5): the vote passes them,
+    so dev holding the vote alone raises the alarm and nothing is labelled, every generation. Judged on what would
+    be kept (the labels the composition confirms), dev sees no wrong label, and every label kept is right."""
+    def wrong_on(probs):
+        out = {}
+        for i, p in enumerate(probs):
+            if i % 5 < 2:
+                y = ADD.answer(p)
+                out[p.prompt] = ("1" if y[0] != "1" else "2") + y[1:]
+        return out
+
+    probs, dev_probs = _problems(6, 150, seed=7), _problems(6, 60, seed=8)
+    model = Oracle(wrong_on(probs) | wrong_on(dev_probs))
+    dev = [(p, ADD.answer(p)) for p in dev_probs]
+    cfg = CuratorConfig(compose=True, offsets=[0, 1, 2], agreement=1.0, max_dev_noise=0.05, min_kept=5)
+    before = curate_level(ADD, cfg, 6, probs, dev, model, certified=3, trained_to=5)
+    assert before.method == "vote+compose" and before.skipped.startswith("alarm:") and before.items == []
+    assert before.dev_wrong >= 0.3 * before.dev_passed
+    after = curate_level(ADD, cfg.model_copy(update={"compose_judges_dev": True}), 6, probs, dev, model,
+                         certified=3, trained_to=5)
+    assert after.skipped is None and after.dev_wrong == 0 and after.dev_passed > 0
+    assert after.items and all(ADD.check(p, y) for p, y in after.items)
+    assert not set(dict(after.items)) & {p for p in probs if p.prompt in model.wrong}
+    # the same champion right everywhere: the knob changes nothing
+    right = [curate_level(ADD, cfg.model_copy(update={"compose_judges_dev": on}), 6, probs, dev, Oracle(),
+                          certified=3, trained_to=5) for on in (False, True)]
+    assert right[0].items == right[1].items and right[0].threshold == right[1].threshold

@@ -158,6 +158,12 @@ class CuratorConfig(Strict):
                           "certified frontier is labelled by the champion's direct answer, kept only where it equals "
                           "the answer composed from the certified parts (no vote there); longer levels are voted as "
                           "configured")
+    compose_judges_dev: bool = Field(False, description="with compose, at a composable level new to the champion "
+                                     "(voted, then checked against the composition), dev judges the labels that "
+                                     "would be kept, the vote's or greedy answers the composition confirms, rather "
+                                     "than the vote alone: a champion at 0.5 on a new length raised the alarm on "
+                                     "its vote there, every generation, although the composition would have kept "
+                                     "only right labels")
     noise: NoiseConfig = NoiseConfig()
 
     @model_validator(mode="after")

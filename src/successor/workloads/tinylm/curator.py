@@ -210,7 +210,7 @@ def curate_level(
     if compose and (trained_to is None or level <= trained_to):
         return _curate_composed(task, cfg, level, problems, dev, champion, certified)
     pool = voters(cfg, champion, list(others))
-    chosen, passed, wrong = None, 0, 0
+    chosen, passed, wrong, confirm = None, 0, 0, None
     # 'none' trusts the champion by definition; 'verifier' needs no calibration, it reads the truth
     calibrate = cfg.filter not in ("none", "verifier") and bool(dev)
     if not calibrate:
@@ -221,13 +221,17 @@ def curate_level(
         if cfg.voter_floor > 0:  # judged on the problems as given; a voter kept answers every form
             keep = strong_voters(held[0], [y for _, y in dev], cfg.voter_floor)
             pool, held = [pool[i] for i in keep], [[h[i] for i in keep] for h in held]
+        confirm = (_confirmed_by_parts(task, cfg, dev_problems, champion, certified)
+                   if compose and cfg.compose_judges_dev else None)
         for t in thresholds(cfg, len(pool)):
-            dev_kept, _ = _kept(task, cfg, dev_problems, held, t)
+            dev_kept, _ = (_kept(task, cfg, dev_problems, held, t) if confirm is None else
+                           _filtered(task, cfg, dev_problems, confirm(agreed([vote(v, t) for v in held]))))
             passed, wrong = len(dev_kept), sum(truth[p] != y for p, y in dev_kept)
             if passed and not noisier_than(wrong, passed, cfg.max_dev_noise):
                 chosen = t
                 break
-    stop = _dev_stop(cfg, level, len(problems), len(dev), passed, wrong, chosen is None, calibrate)
+    stop = _dev_stop(cfg, level, len(problems), len(dev), passed, wrong, chosen is None, calibrate,
+                     "the vote" if confirm is None else "the vote or greedy answer the composition confirms")
     if stop:  # the new problems are not even decoded: nothing the vote says at this level is kept
         return Curation(level, [], len(problems), None, stop, chosen, passed, wrong, len(pool),
                         "vote+compose" if compose else "vote")
@@ -235,12 +239,19 @@ def curate_level(
     if cfg.filter == "verifier":
         labels = verified(task, problems, labels)
     if compose:  # a new length: the vote's or the greedy labels, where the composition from certified parts agrees
-        by_parts = composed(task, problems, champion, certified)
-        labels = [v if v is not None else y for v, y in zip(checked(labels, by_parts),
-                                                            checked(greedy_labels(task, cfg, problems, champion),
-                                                                    by_parts))]
+        labels = _confirmed_by_parts(task, cfg, problems, champion, certified)(labels)
     return _curation(task, cfg, level, problems, labels, chosen, passed, wrong, len(pool),
                      "vote+compose" if compose else "vote")
+
+
+def _confirmed_by_parts(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: TinyLM,
+                        certified: int) -> Callable[[list[str | None]], list[str | None]]:
+    """What a new composable level keeps of the vote's labels: each one the composition confirms, and where it
+    confirms none, the champion's greedy answer if the composition confirms that (their union keeps the
+    precision and gains coverage). Decodes the composition and the greedy answers once."""
+    by_parts = composed(task, problems, champion, certified)
+    greedy_ok = checked(greedy_labels(task, cfg, problems, champion), by_parts)
+    return lambda labels: [v if v is not None else y for v, y in zip(checked(labels, by_parts), greedy_ok)]
 
 
 def greedy_labels(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: TinyLM) -> list[str | None]:
