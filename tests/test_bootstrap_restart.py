@@ -19,6 +19,7 @@ from conftest import TINY, wait_for
 
 import successor
 from successor.oversight.policy import Policy, save_policy
+from successor.workloads.tinylm import bootstrap
 from successor.workloads.tinylm.bootstrap import PLATEAU_FLOOR, WEAKNESS, attempt_seed, finish_reason
 
 NO_INTEGRITY_WAIT = {"tripwires": {"integrity_violation": False}}  # a violation fails the asserts, never hangs
@@ -32,9 +33,10 @@ def _config(path: Path, bootstrap: dict, loop: dict) -> Path:
     return path
 
 
-# 300 steps of the tiny bootstrap leave it on the plateau (measured: dev 0.67 / 0.20 on lengths 1 / 2, under
-# PLATEAU_FLOOR), yet above chance, so the gate promotes the best attempt and generation 1 has a weak champion that
-# restarts. (At 400 steps the best attempt stood at >= 0.5 on both: off the plateau, it is finished instead, test d.)
+# 300 steps of the tiny bootstrap leave length 2 well below 1.0 (measured: dev 0.67 / 0.20 on lengths 1 / 2), yet
+# above chance, so the gate promotes the best attempt and generation 1 has a weak champion. Whether that champion
+# counts as on the plateau depends on the machine's numbers, so the fixture holds the floor at 1.0 (every weak
+# champion is on it) and test d at 0.0; test e checks the floor's own rule.
 PLATEAU = {"bootstrap": {"steps": 300}, "loop": {"bootstrap_bar": 1.0, "bootstrap_attempts": 2}}
 
 
@@ -64,8 +66,10 @@ def plateau_run(tmp_path_factory) -> Path:
     """A run whose bootstrap cannot pass the bar: two attempts in generation 0, then generation 1 on its best."""
     root = tmp_path_factory.mktemp("plateau")
     conf = _config(root / "plateau.yaml", **PLATEAU | {"loop": PLATEAU["loop"] | {"generations": 1}})
-    result = successor.run(successor.load_config(conf, "smoke"), root / "run",
-                           policy=Policy.model_validate(NO_INTEGRITY_WAIT))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bootstrap, "PLATEAU_FLOOR", 1.0)
+        result = successor.run(successor.load_config(conf, "smoke"), root / "run",
+                               policy=Policy.model_validate(NO_INTEGRITY_WAIT))
     assert result.finished
     return root / "run"
 
@@ -224,10 +228,14 @@ def test_c_a_bootstrap_that_passes_trains_once_and_the_lineage_is_as_before(tmp_
 
 
 
-def test_d_a_weak_champion_off_the_plateau_is_finished_by_successors_once_then_restarted(tmp_path):
-    # 600 steps: dev 1.00 / 0.90 on lengths 1 / 2 (measured), off the plateau but under the 1.0 bar
-    conf = _config(tmp_path / "finish.yaml", {"steps": 600},
+def test_d_a_weak_champion_off_the_plateau_is_finished_by_successors_once_then_restarted(tmp_path, monkeypatch):
+    # 400 steps: under the 1.0 bar at length 2 (measured: dev 0.33); the floor at 0 makes it off the plateau on any
+    # machine, and a successor lr of 1e-6 leaves the finishing successor its parent, which the gate then refuses
+    monkeypatch.setattr(bootstrap, "PLATEAU_FLOOR", 0.0)
+    conf = _config(tmp_path / "finish.yaml", {"steps": 400},
                    {"bootstrap_bar": 1.0, "bootstrap_attempts": 1, "generations": 2})
+    raw = yaml.safe_load(conf.read_text())
+    conf.write_text(yaml.safe_dump(raw | {"successor": raw["successor"] | {"lr": 1e-6}}))
     cfg = successor.load_config(conf, "smoke")
     assert successor.run(cfg, tmp_path / "run", policy=Policy.model_validate(NO_INTEGRITY_WAIT)).finished
     run = tmp_path / "run"
@@ -236,7 +244,7 @@ def test_d_a_weak_champion_off_the_plateau_is_finished_by_successors_once_then_r
         champion = db.execute("SELECT champion_model FROM generations WHERE idx=0").fetchone()[0]
         assess = _stage(db, 1, "assess")
         (weak,) = assess["weaknesses"]
-        assert weak["name"] == WEAKNESS and all(PLATEAU_FLOOR <= assess["dev_acc"][lvl] for lvl in ("1", "2"))
+        assert weak["name"] == WEAKNESS and any(a < 1.0 for a in weak["levels"].values())
         # generation 1: successors of the champion, not a restart; no labels of its own, the reason recorded
         prop = _stage(db, 1, "propose")
         assert "restart" not in prop and prop["finishing"].startswith("finish the human range: the champion has "
@@ -250,15 +258,14 @@ def test_d_a_weak_champion_off_the_plateau_is_finished_by_successors_once_then_r
         job = json.loads((run / "jobs" / f"{train['experiment']}.json").read_text())
         assert job["parent"] is not None and job["data"]["newest"] == [] and job["data"]["older"] == []
         assert _stage(db, 1, "gate")["tested_levels"] is None  # nothing curated: every level, as the gate does
-        promoted = db.execute("SELECT champion_model FROM generations WHERE idx=1").fetchone()[0] != champion
-        # generation 2: a champion finished in vain restarts the bootstrap; a new one (promoted) is finished anew
+        assert db.execute("SELECT champion_model FROM generations WHERE idx=1").fetchone()[0] == champion
+        assert not db.execute("SELECT promoted FROM gate_decisions WHERE generation=1").fetchone()[0]
+        # generation 2: a champion finished in vain restarts the bootstrap, from no model
         prop2, g2 = _stage(db, 2, "propose"), _candidates(db, 2)
-        if promoted:
-            assert "finishing" in prop2 or not _stage(db, 2, "assess")["weaknesses"]
-        else:
-            assert "finishing" not in prop2 and [c["parent_model"] for c in g2] == [None]
-            assert prop2["restart"].endswith("its successors were tried and refused)")
-            assert g2[0]["rationale"] == prop2["restart"]
+        assert "finishing" not in prop2 and [c["parent_model"] for c in g2] == [None]
+        assert prop2["restart"].endswith("its successors were tried and refused)")
+        assert g2[0]["rationale"] == prop2["restart"]
+        assert _stage(db, 2, "curate")["skipped"].endswith("the bootstrap trains again instead")
     finally:
         db.close()
     ok, lines = successor.verify(run)
