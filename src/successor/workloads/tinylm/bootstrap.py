@@ -126,19 +126,20 @@ def tried_before(wl, g: int, champion: str) -> list[str]:
 
 def finishing(wl, g: int, ctx: dict) -> str | None:
     """`finish_reason` for generation g's champion, from the lineage: its successors tried before g."""
-    if ctx["champion"] is None or _weakness(ctx) is None:
+    weak = _weakness(ctx) if ctx["champion"] is not None else None
+    if weak is None:
         return None
-    tried = tried_before(wl, g, ctx["champion"])
-    return finish_reason(_weakness(ctx), ctx["assess"].get("dev_acc", {}), human_levels(wl.cfg), tried)
+    return finish_reason(weak, ctx["assess"].get("dev_acc", {}), human_levels(wl.cfg),
+                         tried_before(wl, g, ctx["champion"]))
 
 
 # -- the stages -----------------------------------------------------------------------------------------------------
-def propose(wl, g: int, ctx: dict) -> dict | None:
+def propose(wl, g: int, ctx: dict, finish: str | None) -> dict | None:
     """The bootstrap's first attempt of this generation, where it trains from scratch: generation 0, a later one
     with no champion, or one whose champion is on the plateau or was already finished in vain. None:
-    successors, as usual (of a weak champion too, where `finishing` says why)."""
+    successors, as usual (of a weak champion too, where `finish`, this generation's `finishing`, says why)."""
     weak = _weakness(ctx)
-    if ctx["champion"] is not None and (weak is None or finishing(wl, g, ctx) is not None):
+    if ctx["champion"] is not None and (weak is None or finish is not None):
         return None
     attempt = attempts_before(wl, g) + 1
     seed = attempt_seed(wl.cfg, attempt)

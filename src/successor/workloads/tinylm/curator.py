@@ -153,9 +153,12 @@ def verified(task: Task, problems: list[Problem], labels: list[str | None]) -> l
     return [y if y is not None and task.check(p, y) else None for p, y in zip(problems, labels)]
 
 
-def _kept(task, cfg, problems, by_form: list[list[list[str]]], agreement: float):
-    """The kept (problem, label) pairs and the pass rate; `by_form`: every voter's answers to each form."""
-    return _filtered(task, cfg, problems, agreed([vote(votes, agreement) for votes in by_form]))
+def _kept(task, cfg, problems, by_form: list[list[list[str]]], agreement: float,
+          confirm: Callable[[list[str | None]], list[str | None]] | None = None):
+    """The kept (problem, label) pairs and the pass rate; `by_form`: every voter's answers to each form;
+    `confirm`: what of the vote's labels a further check keeps (`_confirmed_by_parts`)."""
+    labels = agreed([vote(votes, agreement) for votes in by_form])
+    return _filtered(task, cfg, problems, labels if confirm is None else confirm(labels))
 
 
 def _filtered(task, cfg, problems, labels: list[str | None]) -> tuple[list[tuple[Problem, str]], float]:
@@ -224,8 +227,7 @@ def curate_level(
         confirm = (_confirmed_by_parts(task, cfg, dev_problems, champion, certified)
                    if compose and cfg.compose_judges_dev else None)
         for t in thresholds(cfg, len(pool)):
-            dev_kept, _ = (_kept(task, cfg, dev_problems, held, t) if confirm is None else
-                           _filtered(task, cfg, dev_problems, confirm(agreed([vote(v, t) for v in held]))))
+            dev_kept, _ = _kept(task, cfg, dev_problems, held, t, confirm)
             passed, wrong = len(dev_kept), sum(truth[p] != y for p, y in dev_kept)
             if passed and not noisier_than(wrong, passed, cfg.max_dev_noise):
                 chosen = t

@@ -122,24 +122,26 @@ def answer_loss(logits: torch.Tensor, tgt: torch.Tensor, per: str = "token") -> 
     answer weighs five times a 2-digit one; `sequence` averages within each answer first, so each example weighs
     the same. A successor learning length 9 with `token` let 2-digit carries slip (1.00 -> 0.96 on the sealed
     tier) although 40% of its batch was human data: most of the loss came from the new length's long answers."""
-    if per == "token":
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt.reshape(-1),
-                                                 ignore_index=IGNORE)
-    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=IGNORE, reduction="none")
-    graded = (tgt != IGNORE).float()
-    return ((losses * graded).sum(1) / graded.sum(1).clamp(min=1)).mean()
+    return _reduced_loss(logits, tgt, per, "mean")
 
 
 def answer_loss_sum(logits: torch.Tensor, tgt: torch.Tensor, per: str = "token") -> tuple[torch.Tensor, int]:
     """`answer_loss` as (sum, count): summed over the rows of several length buckets and divided by the whole
     batch's count, it is the batch's loss (`token`: count = answer tokens; `sequence`: count = rows)."""
+    count = int((tgt != IGNORE).sum()) if per == "token" else tgt.size(0)
+    return _reduced_loss(logits, tgt, per, "sum"), count
+
+
+def _reduced_loss(logits: torch.Tensor, tgt: torch.Tensor, per: str, how: str) -> torch.Tensor:
+    """The answer tokens' cross-entropy, reduced by `how` (mean or sum) over tokens (`token`) or over the rows'
+    own means (`sequence`)."""
     if per == "token":
-        total = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt.reshape(-1),
-                                                  ignore_index=IGNORE, reduction="sum")
-        return total, int((tgt != IGNORE).sum())
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt.reshape(-1),
+                                                 ignore_index=IGNORE, reduction=how)
     losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=IGNORE, reduction="none")
     graded = (tgt != IGNORE).float()
-    return ((losses * graded).sum(1) / graded.sum(1).clamp(min=1)).sum(), tgt.size(0)
+    rows = (losses * graded).sum(1) / graded.sum(1).clamp(min=1)
+    return rows.mean() if how == "mean" else rows.sum()
 
 
 def length_buckets(lengths: list[int], k: int) -> list[list[int]]:

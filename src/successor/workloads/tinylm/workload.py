@@ -133,7 +133,8 @@ class TinyLMWorkload:
                 "weakest": weakest, "weaknesses": bootstrap.weaknesses(self.cfg, acc)}
 
     def propose(self, g: int, ctx: dict) -> dict:
-        restart = bootstrap.propose(self, g, ctx)  # generation 0, or no champion that learned the human range
+        finish = bootstrap.finishing(self, g, ctx)  # a weak champion off the plateau: why it has successors
+        restart = bootstrap.propose(self, g, ctx, finish)  # generation 0, or a weak champion that must restart
         if restart is not None:
             return restart
         extra = [] if self.cfg.researcher.seed is None else [self.cfg.researcher.seed]  # None: as before it existed
@@ -153,7 +154,6 @@ class TinyLMWorkload:
             recipe = recipe.model_copy(update={"seed": int(rng.integers(2**31))})
             ids.append(self.lab.add_candidate(g, i, recipe.model_dump_json(), recipe_key(recipe), why,
                                               ctx["champion"], patch))
-        finish = bootstrap.finishing(self, g, ctx)  # a weak champion off the plateau: why it has successors
         return {"candidates": ids} | ({"finishing": finish} if finish else {})
 
     def incumbent(self, champion: str) -> Recipe:
