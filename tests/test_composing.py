@@ -278,3 +278,39 @@ def test_with_compose_judges_dev_a_wrong_vote_the_composition_vetoes_raises_no_a
     right = [curate_level(ADD, cfg.model_copy(update={"compose_judges_dev": on}), 6, probs, dev, Oracle(),
                           certified=3, trained_to=5) for on in (False, True)]
     assert right[0].items == right[1].items and right[0].threshold == right[1].threshold
+
+
+def test_with_compose_new_parts_a_length_the_champion_cannot_answer_is_labelled_by_its_parts(oracle_greedy):
+    """A champion wrong on every problem of a new length (its direct answers all 9s) but right on the certified
+    parts: 'checked' keeps nothing there, 'parts' labels every problem that composes, every label right, and dev
+    judges those labels (a wrong part on dev raises the alarm). Only short parts are decoded."""
+    probs, dev_probs = _problems(6, 120, seed=9), _problems(6, 60, seed=10)
+    whole = {p.prompt: "9" * len(ADD.answer(p)) for p in probs + dev_probs}
+    dev = [(p, ADD.answer(p)) for p in dev_probs]
+    cfg = CuratorConfig(compose=True, offsets=[0, 1, 2], agreement=1.0, rewrites=True, min_kept=5)
+    checked_ = curate_level(ADD, cfg, 6, probs, dev, Oracle(whole), certified=3, trained_to=5)
+    assert checked_.items == [] and checked_.skipped
+    oracle_greedy.clear()
+    parts = curate_level(ADD, cfg.model_copy(update={"compose_new": "parts"}), 6, probs, dev, Oracle(whole),
+                         certified=3, trained_to=5)
+    assert parts.method == "parts" and parts.skipped is None and parts.dev_wrong == 0 and parts.dev_passed > 0
+    composes = [p for p in probs if any(c.combine([ADD.answer(q) for q in c.parts]) for c in ADD.compositions(p, 3))]
+    assert len(parts.items) == len(composes) > 0.3 * len(probs)  # length 6 from parts of 3: one cut, no carry
+    assert all(ADD.check(p, y) for p, y in parts.items)
+    assert {lvl for lvl, _ in oracle_greedy} <= {3}  # the length itself is never decoded
+    # a part the champion gets wrong on a third of dev's compositions: the labels it makes are wrong, dev says so
+    bad_parts = {}
+    for p in dev_probs[::3]:
+        for c in ADD.compositions(p, 3):
+            for form in (p, *ADD.rewrites(p)):
+                for q in next(iter(ADD.compositions(form, 3)), c).parts:
+                    bad_parts[q.prompt] = "0" * len(ADD.answer(q))
+    alarm = curate_level(ADD, cfg.model_copy(update={"compose_new": "parts"}), 6, probs, dev,
+                         Oracle(whole | bad_parts), certified=3, trained_to=5)
+    assert alarm.skipped.startswith("alarm:") and alarm.items == [] and alarm.dev_wrong > 0
+    # a length the champion trained on is still checked against its direct answers, and 'parts' needs compose
+    trained = curate_level(ADD, cfg.model_copy(update={"compose_new": "parts"}), 6, probs, [], Oracle(),
+                           certified=3, trained_to=6)
+    assert trained.method == "compose"
+    with pytest.raises(ValueError, match="compose_new"):
+        CuratorConfig(compose_new="parts")

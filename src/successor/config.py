@@ -164,6 +164,13 @@ class CuratorConfig(Strict):
                                      "than the vote alone: a champion at 0.5 on a new length raised the alarm on "
                                      "its vote there, every generation, although the composition would have kept "
                                      "only right labels")
+    compose_new: Literal["checked", "parts"] = Field(
+        "checked", description="with compose, how a composable level new to the champion is labelled: 'checked', "
+        "the vote's or greedy answers the composition confirms (the champion must already answer the length); "
+        "'parts', the composition itself, the champion's answers to the certified parts joined, where every form "
+        "gives the same: the length is labelled as precisely as its parts are, though the champion cannot yet "
+        "answer it directly (dev judges those labels). A champion at 0.1 on the length past its longest trained "
+        "kept 3 of 100 dev items under 'checked' and its lineage stalled there")
     noise: NoiseConfig = NoiseConfig()
 
     @model_validator(mode="after")
@@ -173,6 +180,8 @@ class CuratorConfig(Strict):
         if self.relabel and self.policy != "replace":
             raise ValueError("relabel needs policy: replace (fresh labels of every level replace the old ones; "
                              "accumulating would keep training on the old, noisier labels)")
+        if self.compose_new != "checked" and not self.compose:
+            raise ValueError(f"compose_new: {self.compose_new} needs compose: true")
         return self
 
 

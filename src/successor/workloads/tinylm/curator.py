@@ -37,7 +37,8 @@ class Curation:
     dev_wrong: int = 0  # of those, how many carried a wrong label
     voters: int = 0  # how many voters the vote used (fewer than configured where `voter_floor` dropped weak ones)
     method: str = "vote"  # "compose": the champion's direct answers, kept where they equal the composed ones;
-    # "vote+compose": the vote's or the greedy labels, kept where they equal the composed ones
+    # "vote+compose": the vote's or the greedy labels, kept where they equal the composed ones; "parts": the
+    # composed answers themselves (a new length, `compose_new: parts`)
 
 
 def well_formed(task: Task, problem: Problem, label: str) -> bool:
@@ -211,7 +212,9 @@ def curate_level(
     compose = cfg.compose and cfg.filter in ("offset-vote", "majority") and composable(task, level, problems,
                                                                                        certified)
     if compose and (trained_to is None or level <= trained_to):
-        return _curate_composed(task, cfg, level, problems, dev, champion, certified)
+        return _curate_composed(task, cfg, level, problems, dev, champion, certified, composed_labels, "compose")
+    if compose and cfg.compose_new == "parts":
+        return _curate_composed(task, cfg, level, problems, dev, champion, certified, parts_labels, "parts")
     pool = voters(cfg, champion, list(others))
     chosen, passed, wrong, confirm = None, 0, 0, None
     # 'none' trusts the champion by definition; 'verifier' needs no calibration, it reads the truth
@@ -267,19 +270,28 @@ def composed_labels(task: Task, cfg: CuratorConfig, problems: list[Problem], cha
     return checked(greedy_labels(task, cfg, problems, champion), composed(task, problems, champion, certified))
 
 
-def _curate_composed(task, cfg, level, problems, dev, champion, certified) -> Curation:
+def parts_labels(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: TinyLM,
+                 certified: int) -> list[str | None]:
+    """The composed answers themselves (the champion's answers to certified parts, joined), where every form
+    gives the same: labels for a length the champion cannot answer directly yet (`compose_new: parts`)."""
+    return agreed([composed(task, f, champion, certified) for f in forms(task, cfg, problems)])
+
+
+def _curate_composed(task, cfg, level, problems, dev, champion, certified, labeller, method) -> Curation:
+    """A composable level labelled by `labeller` (no vote), held to the same dev alarm as a vote."""
     n_forms, passed, wrong = len(forms(task, cfg, problems[:1])), 0, 0
     if dev:
         dev_problems, truth = [p for p, _ in dev], dict(dev)
-        dev_kept, _ = _filtered(task, cfg, dev_problems, composed_labels(task, cfg, dev_problems, champion, certified))
+        dev_kept, _ = _filtered(task, cfg, dev_problems, labeller(task, cfg, dev_problems, champion, certified))
         passed, wrong = len(dev_kept), sum(truth[p] != y for p, y in dev_kept)
     bad = bool(dev) and (not passed or noisier_than(wrong, passed, cfg.max_dev_noise))
     stop = _dev_stop(cfg, level, len(problems), len(dev), passed, wrong, bad, bool(dev), "composition",
-                     "where the direct and the composed answers agree")
+                     "where the direct and the composed answers agree" if method == "compose" else
+                     "where every form composes the same")
     if stop:
-        return Curation(level, [], len(problems), None, stop, None, passed, wrong, n_forms, "compose")
-    labels = composed_labels(task, cfg, problems, champion, certified)
-    return _curation(task, cfg, level, problems, labels, None, passed, wrong, n_forms, "compose")
+        return Curation(level, [], len(problems), None, stop, None, passed, wrong, n_forms, method)
+    labels = labeller(task, cfg, problems, champion, certified)
+    return _curation(task, cfg, level, problems, labels, None, passed, wrong, n_forms, method)
 
 
 def _dev_stop(cfg, level: int, n: int, n_dev: int, passed: int, wrong: int, alarm: bool, calibrated: bool,
