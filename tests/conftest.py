@@ -19,11 +19,21 @@ os.environ.setdefault("SUCCESSOR_TIER_KEY", str(_KEY_FILE))
 
 
 @pytest.fixture(scope="session")
-def smoke_result(tmp_path_factory: pytest.TempPathFactory):
-    """Run the smoke preset (about a minute) through the library API, in-process, with the plain progress lines
-    written to a file: (RunResult, the progress text). For the tests of that call; others read `smoke_run`."""
-    run_dir = tmp_path_factory.mktemp("smoke-api") / "run"
-    return _smoke(run_dir), (run_dir.parent / "progress.log").read_text()
+def smoke_result(smoke_run: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str):
+    """The shared smoke run as the library API returned it, in-process, with its plain progress lines:
+    (RunResult over this worker's copy, the progress text). The smoke run is made once per test session
+    (`smoke_run`): its maker keeps what `successor.run` returned beside it, so the API tests read that call's own
+    result, not a second run of the same config."""
+    import dataclasses
+    import json
+
+    import successor
+
+    base = _shared(tmp_path_factory, worker_id) / "smoke-shared"
+    fields = json.loads((base / "result.json").read_text())
+    result = successor.RunResult(run_dir=smoke_run, **fields)
+    assert {f.name for f in dataclasses.fields(result)} == {"run_dir", *fields}
+    return result, (base / "progress.log").read_text()
 
 
 def _smoke(run_dir: Path):
@@ -36,25 +46,34 @@ def _smoke(run_dir: Path):
                              progress=successor.PlainProgress(stream, total_generations=3))
 
 
+def _shared(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The folder every xdist worker of this session sees (each worker's base folder sits in it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if worker_id != "master" else base
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """A finished smoke run's directory, a copy of this worker's own (treat it as read-only all the same). The
     smoke run is made once per test session: the first xdist worker to need it runs it under a file lock, and
     every worker copies it, so each can write reports into its own copy without racing the others."""
+    import dataclasses
+    import json
     import shutil
 
     from filelock import FileLock
 
-    shared = tmp_path_factory.getbasetemp()
-    if worker_id != "master":  # under xdist every worker's base folder sits in one folder of the session's
-        shared = shared.parent
+    shared = _shared(tmp_path_factory, worker_id)
     base = shared / "smoke-shared"
     made = base / "run"
     with FileLock(str(shared / "smoke-shared.lock")):
         if not (base / "finished").exists():
             shutil.rmtree(base, ignore_errors=True)
             made.mkdir(parents=True)
-            assert _smoke(made).finished
+            result = _smoke(made)
+            assert result.finished
+            fields = {k: v for k, v in dataclasses.asdict(result).items() if k != "run_dir"}
+            (base / "result.json").write_text(json.dumps(fields))
             (base / "finished").touch()
     copy = tmp_path_factory.mktemp("smoke") / "run"
     shutil.copytree(made, copy, symlinks=True)

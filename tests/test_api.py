@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +22,9 @@ def test_a_smoke_run_through_the_api_returns_its_lineage(smoke_result):
     assert result.champion == gens[-1][3] and result.frontier == gens[-1][4]
     # the champion is a model the lineage holds, with its checkpoint, and the run verifies
     path = db.execute("SELECT path FROM models WHERE digest=?", (result.champion,)).fetchone()[0]
-    assert (result.run_dir / "artifacts" / "models" / result.champion).samefile(path)
+    # (the lineage keeps absolute paths, and this is a copy of the session's shared run: compare the tail)
+    assert Path(path).parts[-3:] == ("artifacts", "models", result.champion)
+    assert (result.run_dir / "artifacts" / "models" / result.champion).is_dir()
     assert result.status()["champion"] == result.champion
     ok, lines = successor.verify(result.run_dir)
     assert ok, lines
