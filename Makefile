@@ -33,7 +33,7 @@ demo: setup
 # the suite waits on subprocesses, sandboxes and polls (user CPU was 10.5 min of a 17.4 min run on three workers).
 # Measured on 2 cores from a clean clone: pytest 15 min 14 s with -n 3, 11 min 20 s with -n 5.
 test: setup
-	$(PY) -m pytest -q -n 5 --dist loadfile --durations=25
+	$(PY) -m pytest -q -n 5 --dist loadfile --no-loadscope-reorder --durations=25
 
 clean:
 	rm -rf $(VENV) runs

@@ -18,6 +18,18 @@ _KEY_FILE.write_bytes(bytes(range(32)))
 os.environ.setdefault("SUCCESSOR_TIER_KEY", str(_KEY_FILE))
 
 
+# The modules whose tests run whole loops, slowest first (`make test --durations`). Under `--dist loadfile
+# --no-loadscope-reorder` xdist hands modules to its workers in collection order; by default it orders them by
+# their count of tests, which put these one-to-six-test modules last, where each became the suite's tail.
+SLOW_FIRST = ("test_ray_executor.py", "test_e2e.py", "test_scale.py", "test_resume.py", "test_bootstrap_restart.py",
+              "test_ladder.py", "test_composing.py", "test_dashboard.py", "test_api.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable: a module keeps its order
+
+
 @pytest.fixture(scope="session")
 def smoke_result(smoke_run: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str):
     """The shared smoke run as the library API returned it, in-process, with its plain progress lines:
