@@ -183,7 +183,7 @@ def test_seed_noise_is_refused_and_a_real_gain_promoted():
     assert seed_test([2.0, 2.1, 2.05], [1.8, 1.85, 1.9], "welch", 0.05, 0.02, "minimize").promoted
     assert not seed_test([2.0, 2.1, 2.05], [1.8, 1.85, 1.9], "welch", 0.05, 0.02, "maximize").promoted
     flat = seed_test([1.0] * 3, [1.1] * 3, "paired", 0.05, 0.0, "maximize")  # a program that ignores its seed
-    assert flat.promoted and flat.stats["p_value"] == 0.0
+    assert not flat.promoted and flat.stats["p_value"] is None and "not verified across seeds" in flat.reason
 
 
 # -- the loop, end to end -------------------------------------------------------------------------------------------
@@ -272,6 +272,9 @@ def test_the_gate_refuses_a_selected_change_that_is_only_seed_noise(toy, tmp_pat
     assert dec, "some salt candidate must have reached the gate"
     assert all(not d["promoted"] for d in dec)
     assert all("seed noise" in d["reason"] or "min_effect" in d["reason"] for d in dec)
+    n = [json.loads(r["stats"])["n"] for r in loop.store.q("SELECT stats FROM gate_decisions WHERE role='successor' "
+                                                             "AND generation>1")]
+    assert set(n) <= {3, 6, 10}  # the adaptive looks, never past the cap
 
 
 def test_the_harness_number_is_used_not_what_the_program_claims(toy, tmp_path):
@@ -320,11 +323,12 @@ def test_knobs_reach_the_program_as_flags_env_and_a_config_file(toy, tmp_path):
     cfg = toy(generations=1, knobs={"x": {"type": "float", "default": 1.0, "low": 0.0, "high": 6.0},
                                     "salt": {"type": "int", "default": 2, "low": 0, "high": 9, "via": "env"},
                                     "y": {"type": "choice", "default": 0.5, "values": [0.5, 1.5], "via": "config"}},
-              seed=None)
+              seed=None, gate={"seeds": 3, "min_effect": 0.01, "seed_ignored": "allow"})
     loop = _loop(cfg, tmp_path / "run", Scripted({}))
     assert loop.run_all() == "finished"
     stats = json.loads(loop.store.one("SELECT stats FROM gate_decisions WHERE generation=0")["stats"])
     assert stats["contender"] == [3.5] * 3  # 1 + 2 + 0.5, the same on every seed (it takes none)
+    assert stats["verified_across_seeds"] is False  # seed: null and the opt-in: on the record as one seed
 
 
 # -- the llm researcher through the loop ----------------------------------------------------------------------------

@@ -238,13 +238,50 @@ def apply_guardrail(decision: Decision, contender: dict[int, list[int]], parent:
     return Decision(decision.name, False, reason, info)
 
 
+def flat(values) -> bool:
+    """No spread beyond rounding: the same number on every seed."""
+    x = np.asarray(values, float)
+    return len(x) > 1 and float(np.ptp(x)) <= 1e-12 * max(1.0, float(np.abs(x).max()))
+
+
+def seed_power(champion: list[float], contender: list[float], test: str, alpha: float, min_effect: float) -> dict:
+    """What this gate could have seen, from the spread it observed: `power`, the chance a one-sided t-test at
+    this n and alpha tells a true gain of `min_effect` from none (None where min_effect is 0 or there is no
+    spread), and `detectable_gain`, the smallest true gain the gate (its min_effect bar included) promotes with
+    80% probability. A refusal at low power says "too few seeds", not "no gain"."""
+    from statsmodels.stats.power import TTestIndPower, TTestPower
+
+    a, b = np.asarray(champion, float), np.asarray(contender, float)
+    n = len(b)
+    if test == "paired":
+        sd, solver = (float(np.std(b - a, ddof=1)) if n > 1 else 0.0), TTestPower()
+        kw: dict = {"nobs": n}
+    else:
+        sd = float(np.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)) if n > 1 and len(a) > 1 else 0.0
+        solver, kw = TTestIndPower(), {"nobs1": n, "ratio": len(a) / n}
+    if n < 2 or not sd > 0:
+        return {"power": None, "detectable_gain": None, "spread_sd": sd}
+    power = (float(solver.power(effect_size=min_effect / sd, alpha=alpha, alternative="larger", **kw))
+             if min_effect > 0 else None)
+    d80 = float(solver.solve_power(effect_size=None, alpha=alpha, power=0.8, alternative="larger", **kw))
+    return {"power": power, "detectable_gain": min_effect + d80 * sd, "spread_sd": sd}
+
+
 def seed_test(champion: list[float], contender: list[float], test: str, alpha: float, min_effect: float,
-              direction: str) -> Decision:
+              direction: str, seed_ignored: str = "refuse", ignored: tuple[bool, bool] | None = None,
+              looks: int = 1) -> Decision:
     """The script workload's gate: is the contender's metric better by more than `min_effect`, beyond what
     seeds explain? `paired`: the two ran on the same seeds, and a one-sided t-test asks whether the mean of the
     per-seed gains exceeds `min_effect`; `welch`: an unpaired one-sided Welch test of the shifted means. Seeds
     the harness drew for this generation, never seen in the experiments, so a lucky seed cannot carry a
-    candidate through. Zero spread (a program that ignores its seed) leaves only the size of the gain to test."""
+    candidate through. `looks`: how many times the sequence may read the test (adaptive seeds); each reads it at
+    alpha / looks, so the run's false-promotion rate stays under alpha.
+
+    A contender whose runs do not depend on the seed (`ignored`, default: identical metrics on every seed) gave
+    one observation, however many seeds it ran: no test, no p. `seed_ignored: refuse` refuses it; `allow`
+    promotes on the gain alone, marked "one seed, not verified across seeds". Per-seed gains with zero spread
+    while the seeds move both sides (noise common to both, a deterministic change) get the exact sign test's p,
+    0.5 ** n: never 0, so such a gain needs enough seeds to pass."""
     from scipy.stats import ttest_1samp, ttest_ind
 
     sign = 1.0 if direction == "maximize" else -1.0
@@ -252,24 +289,43 @@ def seed_test(champion: list[float], contender: list[float], test: str, alpha: f
     if test == "paired" and len(a) != len(b):
         raise ValueError("a paired test needs the same seeds on both sides")
     gain = float(np.mean(b) - np.mean(a))
-    flat = lambda x: np.ptp(x) <= 1e-12 * max(1.0, float(np.abs(x).max()))  # noqa: E731 (rounding, not spread)
-    if test == "paired":
+    at = alpha / looks
+    champ_ignores, cont_ignores = ignored if ignored is not None else (flat(a), flat(b))
+    p: float | None
+    if cont_ignores:
+        p = None  # one observation: nothing to test it against
+    elif test == "paired":
         d = b - a - min_effect
-        p = (0.0 if d[0] > 0 else 1.0) if flat(d) else float(ttest_1samp(d, 0.0, alternative="greater").pvalue)
+        # the same gain on every seed leaves no spread to estimate: the exact sign test (every seed gained more
+        # than min_effect: 0.5 ** n) is what n paired seeds can show, never 0
+        p = ((0.5 ** len(d) if d[0] > 0 else 1.0) if flat(d) else
+             float(ttest_1samp(d, 0.0, alternative="greater").pvalue))
     else:
-        shifted = b - min_effect
-        same = flat(a) and flat(shifted)
-        p = ((0.0 if shifted[0] > a[0] else 1.0) if same else
-             float(ttest_ind(shifted, a, equal_var=False, alternative="greater").pvalue))
+        p = float(ttest_ind(b - min_effect, a, equal_var=False, alternative="greater").pvalue)
     stats = {"test": test, "n": len(b), "champion_mean": float(np.mean(champion)),
              "contender_mean": float(np.mean(contender)), "gain": gain, "min_effect": min_effect, "p_value": p,
-             "alpha": alpha, "direction": direction, "champion": [float(x) for x in champion],
-             "contender": [float(x) for x in contender]}
+             "alpha": alpha, "looks": looks, "alpha_per_look": at, "direction": direction,
+             "champion": [float(x) for x in champion], "contender": [float(x) for x in contender],
+             "seed_ignored": {"champion": bool(champ_ignores), "contender": bool(cont_ignores)},
+             "verified_across_seeds": not cont_ignores}
+    stats |= seed_power(list(a), list(b), test, at, min_effect) if not cont_ignores else \
+        {"power": None, "detectable_gain": None, "spread_sd": 0.0}
+    bar = f"alpha {alpha:g}" if looks == 1 else f"alpha {at:.3g} ({alpha:g} over {looks} looks)"
     if gain <= min_effect:
+        one = "; one seed, not verified across seeds" if cont_ignores else ""
         return Decision("contender", False, f"refused: gain {gain:+.4g} is not above min_effect {min_effect:g} "
-                        f"({test} over {len(b)} seeds)", stats)
-    if not p < alpha:
+                        f"({test} over {len(b)} seeds{one})", stats | {"verdict": "below_min_effect"})
+    if cont_ignores:
+        what = f"the successor's runs do not depend on the seed (identical on all {len(b)} gate seeds)"
+        if seed_ignored != "allow":
+            return Decision("contender", False, f"refused: {what}: gain {gain:+.4g} on one seed, not verified "
+                            "across seeds, and no p-value exists for it; pass the harness's seed to the program "
+                            "(script.seed) or set script.gate.seed_ignored: allow to accept unverified gains",
+                            stats | {"verdict": "seed_ignored"})
+        return Decision("contender", True, f"promoted: gain {gain:+.4g} on one seed, not verified across seeds "
+                        f"({what}; script.gate.seed_ignored: allow)", stats | {"verdict": "seed_ignored"})
+    if not p < at:
         return Decision("contender", False, f"refused: gain {gain:+.4g} over {len(b)} seeds is within seed noise "
-                        f"({test} t-test p={p:.3g} >= alpha {alpha:g})", stats)
+                        f"({test} t-test p={p:.3g} >= {bar})", stats | {"verdict": "noise"})
     return Decision("contender", True, f"promoted: gain {gain:+.4g} over {len(b)} seeds, {test} t-test "
-                    f"p={p:.3g} < {alpha:g}", stats)
+                    f"p={p:.3g} < {bar.removeprefix('alpha ')}", stats | {"verdict": "significant"})

@@ -83,6 +83,9 @@ def verify_artifacts(run) -> None:
             ok = False
             run.problems.append(f"program {digest[:12]}: its commit {commit[:12]} is not in program.git")
         run.models[digest] = ok
-    n = cfg["script"]["gate"]["seeds"]
+    from .config import ScriptGateConfig
+
+    gate = cfg["script"]["gate"]  # a run from before the adaptive seeds drew gate.seeds of them
+    n = ScriptGateConfig(**gate).looks()[-1] if "max_seeds" in gate else gate["seeds"]
     for g in gens:
         run.shards[memory.seeds_digest(memory.draw_seeds(cfg["seed"], g, "gate", n))] = True

@@ -38,6 +38,9 @@ class KnobConfig(Strict):
 
 
 class SeedConfig(Strict):
+    """How the harness's seed reaches the program. `seed: null` passes none: for a program that seeds itself
+    (its runs then repeat one another, which the gate detects; see ScriptGateConfig.seed_ignored)."""
+
     via: Literal["flag", "env", "config"] = "flag"
     name: str = "--seed"
 
@@ -85,6 +88,31 @@ class ScriptGateConfig(Strict):
     alpha: float = Field(0.05, gt=0.0, lt=1.0)
     min_effect: float = Field(0.0, ge=0.0, description="the smallest gain worth promoting, in the metric's units; "
                               "the test is that the gain exceeds it")
+    max_seeds: int = Field(10, ge=2, le=100, description="while the paired test is undecided (a gain above "
+                           "min_effect, not yet significant), the gate doubles its seeds up to this cap; alpha is "
+                           "split evenly over the planned looks (Bonferroni), so the extra looks do not raise the "
+                           "false-promotion rate. Equal to seeds (or below it, by default): one look, as before")
+    seed_ignored: Literal["refuse", "allow"] = Field("refuse", description="a program whose runs do not depend on "
+                                                     "the seed (identical metrics or artifacts on every gate seed) "
+                                                     "gives the gate one seed, not many: refuse stops the run at "
+                                                     "generation 0 and refuses such a successor; allow runs it, "
+                                                     "promotes on the gain alone and reports 'one seed, not "
+                                                     "verified across seeds'")
+
+    @model_validator(mode="after")
+    def _cap(self) -> "ScriptGateConfig":
+        if "max_seeds" in self.model_fields_set and self.max_seeds < self.seeds:
+            raise ValueError(f"gate.max_seeds ({self.max_seeds}) is below gate.seeds ({self.seeds}): the cap on "
+                             "the seeds the gate may add must be at least the seeds it starts with")
+        return self
+
+    def looks(self) -> list[int]:
+        """The seed counts at which the paired test is read: seeds, doubling, up to the cap (Welch: one look)."""
+        cap = max(self.seeds, self.max_seeds) if self.test == "paired" else self.seeds
+        out = [self.seeds]
+        while out[-1] < cap:
+            out.append(min(2 * out[-1], cap))
+        return out
 
 
 class ScriptConfig(Strict):

@@ -31,7 +31,7 @@ from ...reporting.report import _html_table as html_table
 from ...reporting.report import _md_table as md_table
 from ...reporting.status import status_dict
 
-GEN_HEAD = ["gen", "champion", "champion mean", "successor mean", "gain", "p", "decision"]
+GEN_HEAD = ["gen", "champion", "champion mean", "successor mean", "gain", "seeds", "p", "power", "decision"]
 CAND_HEAD = ["candidate", "researcher", "knobs changed", "patch", "experiment mean ± sd", "status", "gate"]
 LLM_HEAD = ["gen", "calls", "ok", "prompt tokens", "completion tokens", "USD"]
 NOT_SCRIPT = "not applicable to a script run"
@@ -52,7 +52,8 @@ def _rows(db: sqlite3.Connection) -> tuple[list[list[str]], list[list[str]], lis
         s = json.loads(d["stats"]) if d and d["stats"] else {}
         gens.append([str(g["idx"]), (g["champion_model"] or "-")[:12], _f(s.get("champion_mean")),
                      _f(s.get("contender_mean")), _f(s.get("gain"), "+.4g") if "gain" in s else "-",
-                     _f(s.get("p_value"), ".3g") if "p_value" in s else "-",
+                     str(s.get("n", "-")), _f(s.get("p_value"), ".3g") if "p_value" in s else "-",
+                     _f(s.get("power"), ".2f"),
                      d["reason"] if d else "no candidate reached the gate"])
         points.append((g["idx"], s.get("contender"), s.get("champion"), bool(g["promoted"])))
     for c in db.execute("SELECT c.id, c.generation, c.parent_model, c.rationale, s.diff, s.role, s.researcher, "
@@ -69,6 +70,21 @@ def _rows(db: sqlite3.Connection) -> tuple[list[list[str]], list[list[str]], lis
             why = c["rationale"] + (f" (expected: {c['expected']})" if c["expected"] else "")
             diffs.append((c["id"], why, c["diff"]))
     return gens, cands, diffs, points
+
+
+def verified_line(db: sqlite3.Connection) -> str:
+    """What "verified" means for this run: across seeds, or (a program that ignores its seed, let through by
+    `gate.seed_ignored: allow`) one seed only, with the generations it concerns."""
+    one = []
+    for d in db.execute("SELECT generation, stats FROM gate_decisions WHERE role='successor' ORDER BY generation"):
+        s = json.loads(d["stats"]) if d["stats"] else {}
+        if s.get("verified_across_seeds") is False:
+            one.append(str(d["generation"]))
+    if one:
+        return (f"one seed, not verified across seeds: the program's runs did not depend on the seed (generation "
+                f"{', '.join(one)}); each gain is one seed's, with no p-value")
+    return ("across seeds: each promotion passed the gate's t-test on fresh paired seeds the harness drew; the "
+            "power column is its chance to tell a gain of min_effect from none")
 
 
 def _llm_rows(db: sqlite3.Connection) -> list[list[str]]:
@@ -116,6 +132,7 @@ def write_script_report(run_dir: Path, out: Path, css: str) -> Path:
         llm = _llm_rows(db)
         sandbox, violations, approvals = isolation_line(db), violation_rows(db), approval_rows(db)
         lineage = tree(db)
+        verified = verified_line(db)
     finally:
         db.close()
     st = status_dict(run_dir)
@@ -132,8 +149,11 @@ def write_script_report(run_dir: Path, out: Path, css: str) -> Path:
     head = [("run", str(cfg.get("name"))), ("program", str(sc.get("program"))),
             ("command", " ".join(sc.get("command", []))), ("editable", ", ".join(sc.get("editable", []))),
             ("direction", str(sc.get("direction"))), ("the gate's number", source),
-            ("gate", f"{gate.get('test')} t-test over {gate.get('seeds')} fresh seeds, alpha {gate.get('alpha')}, "
-                     f"min_effect {gate.get('min_effect')}"),
+            ("gate", f"{gate.get('test')} t-test over {gate.get('seeds')} fresh seeds" + (
+                f" (up to {gate['max_seeds']} while undecided)" if gate.get("max_seeds", 0) > gate.get("seeds", 0)
+                and gate.get("test") == "paired" else "") + f", alpha {gate.get('alpha')}, min_effect "
+                f"{gate.get('min_effect')}, a program that ignores its seed: {gate.get('seed_ignored', 'refuse')}"),
+            ("verified", verified),
             ("researcher", str((cfg.get("researcher") or {}).get("name"))),
             ("audit log and artifacts", audit)]
     done = [g for g in st["generations"] if g["status"] == "done"]
@@ -145,7 +165,7 @@ def write_script_report(run_dir: Path, out: Path, css: str) -> Path:
         ("final champion", f"{(st['champion'] or '-')[:12]}: mean {metric} {_f(st['metric'])} over its gate "
                            f"seeds ({sc.get('direction')}; {source})"),
         (f"{metric} by generation", " → ".join(_f(g["metric"]) for g in done) or "-"),
-        ("guardrail", NOT_SCRIPT)] + summary_tail(st, acc, approvals, audit))
+        ("verified", verified), ("guardrail", NOT_SCRIPT)] + summary_tail(st, acc, approvals, audit))
     title = f"Successor run report: {cfg.get('name')}"
     md = [f"# {title}", ""] + [f"- **{k}**: {v}" for k, v in head] + [
         "", "Summary on one screen: [summary.md](summary.md).", "",

@@ -3,15 +3,18 @@
 The driver's stages keep their names and their order (docs/ARCHITECTURE.md); what each means here:
 - assess: the champion's metric over its gate seeds, and its weaknesses (seed spread, recent failures);
 - propose: the researcher's candidates (knobs and/or a diff), from research memory;
-- implement: each candidate becomes a commit in the run's git repository, or is refused with its reason;
+- implement: each candidate becomes a commit in the run's git repository, or is refused with its reason (a patch
+  that only moves a seed, too);
 - experiment: each candidate runs on the generation's experiment seeds, sandboxed; the harness evaluates each
   artifact itself;
 - interpret: research memory (mean, spread, failures with their log tails);
 - select: the best candidate, if it beat the champion on its experiment seeds;
 - curate: nothing (a program reads its own data);
-- train: the selected candidate and the champion both run on fresh seeds the harness drew for the gate;
+- train: the selected candidate and the champion both run on fresh seeds the harness drew for the gate, more of
+  them while the paired test is undecided (up to gate.max_seeds);
 - evaluate: the harness's numbers for those runs;
-- gate: a paired (or Welch) t-test on those seeds with a minimum effect;
+- gate: a paired (or Welch) t-test on those seeds with a minimum effect; a program whose runs ignore the seed
+  is one seed, not many: at generation 0 it stops the run unless gate.seed_ignored is allow;
 - promote (the driver's): tripwires and approval, as for tinylm; then the run's branch moves to the successor's
   commit (`promoted`).
 """
@@ -37,6 +40,7 @@ from .measure import MetricError, evaluate_artifact, metric_name, program_comman
 from .memory import brief_sources, draw_seeds, gate_values, memory, program_digest, seeds_digest, weaknesses
 from .patch import PatchError, allowed
 from .program import ProgramRepo
+from .seedcheck import adaptive_gate_runs, first_champion, ignores_seed, refuse_seed_only
 
 MAX_LOG_READ = 8 << 20  # the part of a run's output its metric is read from: the last 8 MiB
 
@@ -67,10 +71,13 @@ class ScriptWorkload:
 
     # -- seeds the harness draws -----------------------------------------------------------------------------
     def seeds(self, g: int, kind: str) -> list[int]:
-        return draw_seeds(self.cfg.seed, g, kind, self.sc.seeds if kind == "experiment" else self.sc.gate.seeds)
+        """The experiments' seeds, or every seed the gate may use (its first look's, then the adaptive ones:
+        the first `gate.seeds` are the same either way)."""
+        return draw_seeds(self.cfg.seed, g, kind, self.sc.seeds if kind == "experiment" else
+                          self.sc.gate.looks()[-1])
 
     def sealed_digest(self, g: int) -> str:
-        """The gate's seeds for this generation, committed before any candidate runs."""
+        """The gate's seeds for this generation (up to its cap), committed before any candidate runs."""
         return seeds_digest(self.seeds(g, "gate"))
 
     # -- one run of the program ------------------------------------------------------------------------------
@@ -239,11 +246,15 @@ class ScriptWorkload:
                 self.sc.space().validate(knobs)
                 if ctx["champion"] is not None and not row["diff"] and knobs == self._champion_knobs(ctx):
                     raise PatchError("refused: the champion's own knobs and no patch: nothing to test")
-                commits[cid] = self.repo.candidate(cid, parent, row["diff"], self.sc.editable,
-                                                   f"{cid}: {row['rationale']}\n\nknobs: {json.dumps(knobs)}")
+                commit = self.repo.candidate(cid, parent, row["diff"], self.sc.editable,
+                                             f"{cid}: {row['rationale']}\n\nknobs: {json.dumps(knobs)}")
+                if row["diff"]:
+                    refuse_seed_only(self.repo, parent, commit)
+                commits[cid] = commit
             except (PatchError, ValueError) as e:
                 refused[cid] = str(e)
-                self.audit.append("candidate.refused", generation=g, candidate=cid, reason=str(e))
+                kind = {"kind": "seed-only patch"} if str(e).startswith("a seed-only patch") else {}
+                self.audit.append("candidate.refused", generation=g, candidate=cid, reason=str(e), **kind)
             self.store.x("UPDATE script_candidates SET git_commit=?, refused=? WHERE candidate_id=?",
                          commits.get(cid), refused.get(cid), cid)
         return {"commits": commits, "refused": refused}
@@ -290,13 +301,14 @@ class ScriptWorkload:
         sel = ctx["select"]["selected"]
         if sel is None:
             return {"successor": None, "experiment": None}
-        seeds = self.seeds(g, "gate")
-        groups = [(sel, ctx["implement"]["commits"][sel], self._knobs(sel), seeds, "successor")]
-        if ctx["champion"] is not None:  # the champion runs again on the same fresh seeds, beside it
+        seeds, looks = self.seeds(g, "gate"), self.sc.gate.looks()
+        groups = [(sel, ctx["implement"]["commits"][sel], self._knobs(sel), seeds[:looks[0]], "successor")]
+        if ctx["champion"] is None:
+            runs, champ, seeds = self.run_seeds(g, groups)[0], None, seeds[:looks[0]]
+        else:  # the champion runs again on the same fresh seeds, beside it; more of them while undecided
             prog = self.program(ctx["champion"])
             groups.append((prog["candidate_id"], prog["git_commit"], json.loads(prog["knobs"]), seeds, "champion"))
-        runs, *champ = self.run_seeds(g, groups)
-        champ = champ[0] if champ else None
+            runs, champ, seeds = adaptive_gate_runs(self, g, groups, seeds, looks)
         return {"successor": program_digest(self._knobs(sel), ctx["implement"]["commits"][sel]),
                 "experiment": runs["experiments"][0], "runs": runs, "champion_runs": champ, "seeds": seeds,
                 "status": runs["status"], "error": runs["error"]}
@@ -326,16 +338,21 @@ class ScriptWorkload:
             who, e = ("successor", t) if t["status"] != "done" else ("champion", champ)
             ok, reason, stats = False, f"refused: a gate run of the {who} {e['status']}: {e['error']}", {}
         elif champ is None:
-            vals = t["runs"]["metrics"]
-            ok, stats = True, {"contender": vals, "contender_mean": float(np.mean(vals)), "n": len(vals)}
-            reason = (f"promoted: generation 0, the program as given, is the first champion ({metric_name(self.sc)} "
-                      f"{np.mean(vals):.4g} over {len(vals)} seeds)")
+            ok, reason, stats = first_champion(self.sc, self.audit, g, t["runs"])
         else:
             gc = self.sc.gate
-            d = seed_test(champ["metrics"], t["runs"]["metrics"], gc.test, gc.alpha, gc.min_effect, self.sc.direction)
+            ign = (ignores_seed(champ["metrics"], champ["models"]), ignores_seed(t["runs"]["metrics"],
+                                                                                 t["runs"]["models"]))
+            d = seed_test(champ["metrics"], t["runs"]["metrics"], gc.test, gc.alpha, gc.min_effect, self.sc.direction,
+                          gc.seed_ignored, ign, len(gc.looks()))
             ok, reason, stats = d.promoted, d.reason, d.stats
+            if ign[1]:
+                self.audit.append("script.seed_ignored", generation=g, candidate=sel, role="successor",
+                                  policy=gc.seed_ignored, promoted=ok)
         self._register(g, sel, ctx, t)
         self.lab.decide(g, sel, t["successor"], "successor", ok, reason, stats | {"seeds": t["seeds"]})
+        if stats.get("stop"):
+            raise Paused(reason.removeprefix("refused: "))
         return {"promoted": ok, "champion": t["successor"] if ok else ctx["champion"], "frontier": 0,
                 "reasons": {sel: reason}}
 
