@@ -196,6 +196,22 @@ def test_summary_states_what_the_store_holds(smoke_run: Path, tmp_path: Path):
     assert facts["human decisions"] == str(_q(run_dir, "SELECT count(*) FROM approvals WHERE decision IS NOT "
                                                        "NULL")[0][0])
     assert re.match(r"verified: ok: \d+ events", facts["audit log and artifacts"])
+    # what "verified" means under the smoke gate (tested lengths, min_effect 0.005): the measured seed-retrain null
+    assert facts["what verified means"].endswith("passes this gate in 18.2% of pairs: not proof of a better recipe")
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "**what verified means**: a promoted successor beat its champion" in md
+    assert "in 18.2% of pairs, so a promotion says these weights are better, not that the recipe is" in md
+
+
+def test_what_verified_means_follows_the_gate_setting():
+    from successor.config import load_config
+    from successor.reporting.verified import verified_line, verified_short
+
+    default = verified_line(load_config().gate.model_dump())
+    assert "past the champion's frontier" in default and "25.8% of pairs or more" in default
+    odd = verified_line({"min_effect": 0.03})  # a setting nobody measured says so, with no number
+    assert "was not measured" in odd and "%" not in odd
+    assert "passes this gate was not measured" in verified_short({"min_effect": 0.03})
 
 
 def test_selection_reasons():

@@ -29,6 +29,7 @@ from .plots import (
 )
 from .runconfig import run_config, workload_of
 from .status import UPPER_BOUND, status_dict
+from .verified import verified_line, verified_short
 
 DASH = "—"
 HIDDEN = "measured with the hidden checker, never used by the loop"
@@ -190,6 +191,7 @@ def _header(run_dir: Path, cfg: dict, st: dict) -> list[tuple[str, str]]:
         ("final champion", st["champion"][:12] if st["champion"] else DASH),
         ("final frontier", _fmt(st["frontier"], "d")),
         ("audit log and artifacts", ("verified: " if ok else "FAILED: ") + msg),
+        ("what verified means", verified_line(cfg.get("gate"))),
     ]
 
 
@@ -309,7 +311,8 @@ def write_report(run_dir: Path) -> Path:
         ("promoted", promoted_line(done)),
         ("final champion", f"{facts['final champion']} (frontier {facts['final frontier']})"),
         ("frontier by generation", " → ".join(_fmt(g["frontier"], "d") for g in done) or DASH),
-        ("guardrail", guard_note)] + ([("filter", UPPER_BOUND)] if st["upper_bound"] else [])
+        ("guardrail", guard_note), ("what verified means", verified_short(cfg.get("gate")))]
+        + ([("filter", UPPER_BOUND)] if st["upper_bound"] else [])
         + summary_tail(st, acc, approvals, facts["audit log and artifacts"]))
 
     accel_md = [f"- **{k}**: {_md_cell(v)}" for k, v in verdicts]
