@@ -298,6 +298,12 @@ def direct(out: Path, address: str) -> dict:
             pids = [p for p, _ in sandboxes(str(staging))]
             worker = next((w for w in map(ray_worker_of, pids) if w), None)
             if pids and worker:
+                # the guard, then the program it starts: wait for both (0.5 s was too short at a load average of
+                # 9, when the guard alone was caught), then kill the worker
+                t2 = time.monotonic()
+                while len(with_descendants([p for p, _ in sandboxes(str(staging))])) < 2 and \
+                        time.monotonic() - t2 < 30:
+                    time.sleep(0.1)
                 time.sleep(0.5)
                 killed["sandbox_pids"] = with_descendants([p for p, _ in sandboxes(str(staging))])
                 os.kill(worker, signal.SIGKILL)
