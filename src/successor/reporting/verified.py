@@ -44,7 +44,8 @@ def verified_line(gate: dict | None) -> str:
     where = "every tested length" if g.effect_on == "tested" else "the lengths past the champion's frontier"
     line = (f"a promoted successor beat its champion on sealed items neither saw: one-sided exact McNemar p < "
             f"{g.alpha:g} (Holm over the contenders), a gain of at least {g.min_effect:g} on {where}, no solved "
-            f"length lost (beyond forget_tolerance {g.forget_tolerance:g}). The same weights against themselves were never promoted ({SAME_WEIGHTS} trials); ")
+            f"length lost (beyond forget_tolerance {g.forget_tolerance:g}). The same weights against themselves "
+            f"were never promoted ({SAME_WEIGHTS} trials); ")
     rate = retrain_rate(g)
     if rate is None:
         return line + ("how often a retrain of the same recipe under another seed passes this setting was not "

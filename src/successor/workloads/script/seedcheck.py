@@ -7,7 +7,8 @@ seed, and a gate that stops adding seeds while its test is still undecided.
 - A patch whose only change is a seed value, or a constant that feeds one (`seed = 1234` -> `seed = 99`,
   `torch.manual_seed(3)` -> `(4)`), is a new draw of the noise, not an improvement: `seed_only_change` compares
   the trees git built, token by token (comments and spacing ignored), and names the lines.
-- `adaptive_gate_runs` adds paired seeds while the test is undecided, up to the cap (ScriptGateConfig.looks).
+- `adaptive_gate_runs` adds paired seeds while the test is undecided, up to the cap (ScriptGateConfig.looks);
+  `judge` is the gate's reading of the runs, after each look and at the gate stage alike.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import tokenize
 
 import numpy as np
 
-from ...oversight.gate import flat, seed_test
+from ...oversight.gate import Decision, flat, seed_test
 from .measure import metric_name
 from .patch import PatchError
 
@@ -34,11 +35,29 @@ SEED_IGNORED_HELP = ("the gate cannot verify any gain across seeds. Pass the har
                      "(in a new --run-dir)")
 
 
+class SeedOnlyPatch(PatchError):
+    """A patch refused because its only change is a seed's value."""
+
+
+def same_artifacts(models: list) -> bool:
+    """Every run left an artifact, and all of them are the same bytes."""
+    return bool(models) and all(models) and len(set(models)) == 1
+
+
 def ignores_seed(metrics: list, models: list) -> bool:
     """True where several runs on different seeds gave one result: identical metrics, or identical artifacts."""
     if len(metrics) < 2 or any(m is None for m in metrics):
         return False
-    return flat(metrics) or (all(models) and len(set(models)) == 1)
+    return flat(metrics) or same_artifacts(models)
+
+
+def judge(sc, champ: dict, runs: dict) -> Decision:
+    """The gate's reading of the paired runs so far (the champion's and the successor's): which side ignores its
+    seed, then `seed_test` at alpha split over the gate's planned looks."""
+    gc = sc.gate
+    ignored = (ignores_seed(champ["metrics"], champ["models"]), ignores_seed(runs["metrics"], runs["models"]))
+    return seed_test(champ["metrics"], runs["metrics"], gc.test, gc.alpha, gc.min_effect, sc.direction,
+                     gc.seed_ignored, ignored, len(gc.looks()))
 
 
 def _tokens(source: str) -> list[tuple[int, str, bool]]:
@@ -123,7 +142,7 @@ def adaptive_gate_runs(wl, g: int, groups: list, seeds: list[int], looks: list[i
     """Run successor and champion (`groups`, the successor's first) on the first look's seeds, then, while the
     paired test is undecided (a gain above min_effect, not significant at alpha / len(looks)) and a run did not
     fail, on the next look's fresh seeds too. Returns the successor's runs, the champion's, and the seeds used."""
-    gc, used = wl.sc.gate, []
+    used: list[int] = []
     runs = champ = None
     for n in looks:
         new = seeds[len(used):n]
@@ -132,9 +151,7 @@ def adaptive_gate_runs(wl, g: int, groups: list, seeds: list[int], looks: list[i
         used += new
         if runs["status"] != "done" or champ["status"] != "done" or n == looks[-1]:
             break
-        ign = (ignores_seed(champ["metrics"], champ["models"]), ignores_seed(runs["metrics"], runs["models"]))
-        d = seed_test(champ["metrics"], runs["metrics"], gc.test, gc.alpha, gc.min_effect, wl.sc.direction,
-                      gc.seed_ignored, ign, len(looks))
+        d = judge(wl.sc, champ, runs)
         if d.stats["verdict"] != "noise":
             break
         wl.audit.append("gate.more_seeds", generation=g, seeds=n, next=looks[looks.index(n) + 1],
@@ -156,7 +173,7 @@ def refuse_seed_only(repo, parent: str, commit: str) -> None:
     why = seed_only_change({f: repo.read(parent, f) if f in files[0] else None for f in changed},
                            {f: repo.read(commit, f) if f in files[1] else None for f in changed})
     if why:
-        raise PatchError(why)
+        raise SeedOnlyPatch(why)
 
 
 def first_champion(sc, audit, g: int, runs: dict) -> tuple[bool, str, dict]:
@@ -170,7 +187,7 @@ def first_champion(sc, audit, g: int, runs: dict) -> tuple[bool, str, dict]:
               f"{np.mean(vals):.4g} over {n} seeds)")
     if not ignores_seed(vals, models):
         return True, reason, stats | {"seed_ignored": {"contender": False}, "verified_across_seeds": True}
-    same = "metrics" + (" and artifacts" if all(models) and len(set(models)) == 1 else "")
+    same = "metrics" + (" and artifacts" if same_artifacts(models) else "")
     what = f"the program ignores its seed: its {n} runs on different seeds gave identical {same}"
     audit.append("script.seed_ignored", generation=g, role="program as given", runs=n, identical=same,
                  policy=sc.gate.seed_ignored, seed=sc.seed.model_dump() if sc.seed else None)

@@ -32,7 +32,6 @@ from ...budgets import Paused
 from ...executors.base import Experiment, log_path
 from ...lab import hostile_output
 from ...oversight import integrity
-from ...oversight.gate import seed_test
 from ...oversight.sandbox import IsolationError
 from ...researchers.base import Brief, ResearcherPaused, proposal_key
 from ...safeio import write_text_atomic
@@ -40,7 +39,7 @@ from .measure import MetricError, evaluate_artifact, metric_name, program_comman
 from .memory import brief_sources, draw_seeds, gate_values, memory, program_digest, seeds_digest, weaknesses
 from .patch import PatchError, allowed
 from .program import ProgramRepo
-from .seedcheck import adaptive_gate_runs, first_champion, ignores_seed, refuse_seed_only
+from .seedcheck import SeedOnlyPatch, adaptive_gate_runs, first_champion, judge, refuse_seed_only
 
 MAX_LOG_READ = 8 << 20  # the part of a run's output its metric is read from: the last 8 MiB
 
@@ -253,7 +252,7 @@ class ScriptWorkload:
                 commits[cid] = commit
             except (PatchError, ValueError) as e:
                 refused[cid] = str(e)
-                kind = {"kind": "seed-only patch"} if str(e).startswith("a seed-only patch") else {}
+                kind = {"kind": "seed-only patch"} if isinstance(e, SeedOnlyPatch) else {}
                 self.audit.append("candidate.refused", generation=g, candidate=cid, reason=str(e), **kind)
             self.store.x("UPDATE script_candidates SET git_commit=?, refused=? WHERE candidate_id=?",
                          commits.get(cid), refused.get(cid), cid)
@@ -340,15 +339,11 @@ class ScriptWorkload:
         elif champ is None:
             ok, reason, stats = first_champion(self.sc, self.audit, g, t["runs"])
         else:
-            gc = self.sc.gate
-            ign = (ignores_seed(champ["metrics"], champ["models"]), ignores_seed(t["runs"]["metrics"],
-                                                                                 t["runs"]["models"]))
-            d = seed_test(champ["metrics"], t["runs"]["metrics"], gc.test, gc.alpha, gc.min_effect, self.sc.direction,
-                          gc.seed_ignored, ign, len(gc.looks()))
+            d = judge(self.sc, champ, t["runs"])
             ok, reason, stats = d.promoted, d.reason, d.stats
-            if ign[1]:
+            if stats["seed_ignored"]["contender"]:
                 self.audit.append("script.seed_ignored", generation=g, candidate=sel, role="successor",
-                                  policy=gc.seed_ignored, promoted=ok)
+                                  policy=self.sc.gate.seed_ignored, promoted=ok)
         self._register(g, sel, ctx, t)
         self.lab.decide(g, sel, t["successor"], "successor", ok, reason, stats | {"seeds": t["seeds"]})
         if stats.get("stop"):
