@@ -20,7 +20,9 @@ from conftest import TINY, wait_for
 import successor
 from successor.oversight.policy import Policy, save_policy
 from successor.workloads.tinylm import bootstrap
-from successor.workloads.tinylm.bootstrap import PLATEAU_FLOOR, WEAKNESS, attempt_seed, finish_reason
+from successor.workloads.tinylm.bootstrap import (HOLE_FLOOR, PLATEAU_FLOOR, WEAKNESS, attempt_seed, finish_reason,
+                                                  position_holes)
+from successor.workloads.tinylm.recipe import Recipe
 
 NO_INTEGRITY_WAIT = {"tripwires": {"integrity_violation": False}}  # a violation fails the asserts, never hangs
 
@@ -213,7 +215,9 @@ def test_c_a_bootstrap_that_passes_trains_once_and_the_lineage_is_as_before(tmp_
                 "data": {"human": [_events(run, "run.start")[0]["tiers"]["human"]], "newest": [], "older": []}}
         exp_id = "x" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:15]
         assert [r["id"] for r in db.execute("SELECT id FROM experiments WHERE generation=0")] == [exp_id]
-        assert _stage(db, 0, "experiment")["g0c0"]["passes"] is True
+        g0c0 = _stage(db, 0, "experiment")["g0c0"]
+        assert g0c0["passes"] is True and g0c0["holes"] == {}  # the default floor passes a healthy tiny model
+        assert "holds it under every training offset" in g0c0["verdict"]
         assert _stage(db, 0, "select")["bootstrap"]["unused"] == {}
         assert not _events(run, "bootstrap.restart")
         dec = db.execute("SELECT candidate_id, promoted FROM gate_decisions WHERE generation=0").fetchall()
@@ -285,3 +289,71 @@ def test_e_which_weak_champion_is_finished_and_which_restarts():
     edge = {"1": 1.0, "2": PLATEAU_FLOOR}
     assert finish_reason(weak, edge, [1, 2], []) is not None
     assert finish_reason(weak, edge | {"2": PLATEAU_FLOOR - 0.01}, [1, 2], []) is None
+
+
+def test_f_a_bootstrap_with_a_position_hole_fails_its_attempt_and_the_hole_is_named(tmp_path, monkeypatch):
+    # a floor of 10 times the offset-0 accuracy makes every length under every training offset a hole: each attempt
+    # passes the bar (0.01) and fails on its holes, so both are spent and the best kept, the hole named
+    monkeypatch.setattr(bootstrap, "HOLE_FLOOR", 10.0)
+    conf = _config(tmp_path / "hole.yaml", {}, {"bootstrap_bar": 0.01, "bootstrap_attempts": 2})
+    cfg = successor.load_config(conf, "smoke")
+    assert successor.run(cfg, tmp_path / "run", policy=Policy.model_validate(NO_INTEGRITY_WAIT)).finished
+    run = tmp_path / "run"
+    db = _db(run)
+    try:
+        exp = _stage(db, 0, "experiment")
+        assert sorted(exp) == ["g0c0", "g0c1"] and not any(e["passes"] for e in exp.values())
+        offsets = range(1, cfg.bootstrap.max_offset + 1)
+        for e in exp.values():
+            assert all(a >= 0.01 for a in e["validation"].values())  # the bar passed: the holes failed it
+            assert "passed the bar (0.01 on validation at every human length) but has a position hole" in e["verdict"]
+            assert set(e["holes"]) <= {f"{lvl}@{o}" for lvl in (1, 2) for o in offsets} and e["holes"]
+        assert _candidates(db, 0)[1]["rationale"].startswith("restart 2 of 2 under seed ")
+        assert "g0c0's model passed the bar" in _candidates(db, 0)[1]["rationale"]
+        # the numbers are the model's own under each offset, decoded again here on the validation tier
+        from successor.rundir import RunDir
+        from successor.workloads.tinylm import checkpoint, evaluator
+        rd = RunDir(run, cfg)
+        problems = [p for p, _ in rd.tiers["validation"].items() if p.level in (1, 2)]
+        e = exp["g0c0"]
+        model = checkpoint.load(rd.store.model_path(e["model"]))
+        for o in offsets:
+            got = evaluator.accuracy(evaluator.grade(model, rd.task, problems, o))
+            for lvl in (1, 2):
+                key = f"{lvl}@{o}"
+                assert (key in e["holes"]) == (got[lvl] < 10.0 * e["validation"][str(lvl)])
+                if key in e["holes"]:
+                    assert e["holes"][key] == round(got[lvl], 4)
+        sel = _stage(db, 0, "select")
+        assert sel["bootstrap"]["passed"] is False
+        fewest = min(len(x["holes"]) for x in exp.values())
+        assert len(exp[sel["selected"]]["holes"]) == fewest  # both pass the bar everywhere: fewest holes kept
+    finally:
+        db.close()
+
+
+class _Grader:
+    """Validation accuracy by offset: length 2 falls to 0.1 from offset 3 on (a hole), length 1 holds."""
+
+    def __init__(self):
+        self.asked: list[int] = []
+
+    def accuracy_under_offset(self, model, tier, offset, levels):
+        assert tier == "validation" and levels == [1, 2]
+        self.asked.append(offset)
+        return {1: 0.9, 2: 0.1 if offset >= 3 else 0.6}
+
+
+def test_g_position_holes_are_measured_against_offset_0_under_every_training_offset():
+    cfg = successor.load_config(None, "smoke")
+    wl = type("WL", (), {"cfg": cfg, "grader": _Grader()})()
+    recipe = Recipe(max_offset=5)
+    acc0 = {1: 1.0, 2: 1.0}
+    assert position_holes(wl, "m", recipe, acc0) == {"2@3": 0.1, "2@4": 0.1, "2@5": 0.1}
+    assert wl.grader.asked == [1, 2, 3, 4, 5]  # offset 0 is the bar's; every training offset after it
+    # relative to the level's own accuracy at offset 0: 0.6 is a hole under a 1.0 start only below HOLE_FLOOR
+    assert ("2@1" in position_holes(wl, "m", recipe, {1: 1.0, 2: 0.6 / HOLE_FLOOR + 0.01})) is True
+    assert "2@1" not in position_holes(wl, "m", recipe, {1: 1.0, 2: 0.6 / HOLE_FLOOR})
+    wl.grader.asked.clear()
+    assert position_holes(wl, "m", Recipe(max_offset=0), acc0) == {}
+    assert position_holes(wl, "m", Recipe(position="none"), acc0) == {} and wl.grader.asked == []

@@ -8,9 +8,10 @@ from .model import TinyLM
 from .tasks import Problem, Task
 
 
-def grade(model: TinyLM, task: Task, problems: list[Problem]) -> dict[int, list[int]]:
-    """Per level, a 0/1 correctness list in item order (the paired gate needs items, not just rates)."""
-    answers = greedy(model, task, problems)
+def grade(model: TinyLM, task: Task, problems: list[Problem], offset: int = 0) -> dict[int, list[int]]:
+    """Per level, a 0/1 correctness list in item order (the paired gate needs items, not just rates), decoded
+    under a position `offset` (0: as every tier is graded)."""
+    answers = greedy(model, task, problems, offset=offset)
     out: dict[int, list[int]] = {}
     for p, a in zip(problems, answers):
         out.setdefault(p.level, []).append(int(task.check(p, a)))

@@ -67,6 +67,12 @@ class Grader:
     def accuracy(self, digest: str, tier: str) -> dict[int, float]:
         return evaluator.accuracy(self.grade(digest, tier))
 
+    def accuracy_under_offset(self, digest: str, tier: str, offset: int, levels: list[int]) -> dict[int, float]:
+        """Accuracy at `levels` decoded under a position offset (a check, not a grading: nothing is stored, and
+        the same model and tier always give the same numbers)."""
+        problems = [p for p in self.tier_items(tier) if p.level in levels]
+        return evaluator.accuracy(evaluator.grade(self.model(digest), self.task, problems, offset))
+
     def rank(self, champion: str | None, models: dict[str, str], tier: str, threshold: float
              ) -> tuple[list[str], dict[str, bool], dict[str, float]]:
         """Candidates best first on a tier: those that keep every level the champion solves there, then by
