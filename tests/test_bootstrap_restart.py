@@ -220,6 +220,7 @@ def test_c_a_bootstrap_that_passes_trains_once_and_the_lineage_is_as_before(tmp_
         assert "holds it under every training offset" in g0c0["verdict"]
         assert _stage(db, 0, "select")["bootstrap"]["unused"] == {}
         assert not _events(run, "bootstrap.restart")
+        assert not _events(run, "sealed.drawn")  # gate.sealed: fixed (the default) draws no sample of its own
         dec = db.execute("SELECT candidate_id, promoted FROM gate_decisions WHERE generation=0").fetchall()
         assert [tuple(r) for r in dec] == [("g0c0", 1)]
         # generation 1 trains successors of that champion, as before

@@ -197,6 +197,10 @@ class GateConfig(Strict):
         "Pooled over solved levels, a champion near 1.0 leaves less than min_effect to gain, and a successor that "
         "solves three more lengths is refused")
     solve_threshold: float = Field(0.99, gt=0.0, le=1.0)
+    sealed: Literal["fixed", "fresh"] = Field(
+        "fixed", description="the sample the gate grades on: the sealed tier drawn when the run was created "
+        "('fixed'), or a sample of its levels drawn anew for each generation once its candidates are trained, its "
+        "digest in the audit log before any grading (`sealed.drawn`; 'fresh', tinylm)")
     count_newly_solved: bool = Field(
         False, description="a contender that solves a tested level the champion did not (>= solve_threshold), "
         "with a significant gain on that level's own items (exact McNemar at alpha), meets min_effect there: a "

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,15 +27,14 @@ from .oversight.audit import AuditLog
 from .oversight.policy import Policy, load_policy, save_policy
 from .safeio import file_digest, write_text_atomic
 from .store import Store
+from .tierkey import KEY_BYTES, TIER_KEY, TIER_KEY_ENV, _read_key, _write_key  # noqa: F401 (their old home)
 from .workloads import spec
+from .workloads.tinylm import sealed_fresh
 from .workloads.tinylm.data import labelled, load_shard, save_shard, secret_rng, tier_rng
 from .workloads.tinylm.ladder_files import manifest_lines, write_named
 from .workloads.tinylm.tasks import Problem, Task, get_task
 from .workloads.tinylm.tasks.guardrail import guardrail_items
 
-TIER_KEY = "tier.key"
-TIER_KEY_ENV = "SUCCESSOR_TIER_KEY"  # a key file a new run takes its tier key from (to share harness tiers)
-KEY_BYTES = 32
 HARNESS_TIERS = ("validation", "sealed", "guardrail")
 LADDER_TIERS = ("dev", "validation", "sealed", "guardrail")  # the tiers the open-ended ladder grows
 
@@ -281,43 +279,17 @@ class RunDir:
             self.tiers[name].digest_now = p["tier_digest"]
         return parts
 
+    def fresh_sealed(self, g: int) -> Part:
+        """Generation g's own sealed sample (`gate.sealed: fresh`, workloads/tinylm/sealed_fresh.py): every level
+        the sealed tier holds now, from the tier key; content-addressed in harness/, so a resume draws the same."""
+        if self._key is None:
+            raise ConfigError("gate.sealed: fresh draws from the run's tier key, and this run was made before tier "
+                              "keys existed")
+        last = self.last_level()
+        items = sealed_fresh.draw(self.cfg.task.name, self._key, g, last, self.cfg.task.sealed_per_level)
+        digest, path = save_shard(items, self._where("sealed"))
+        return Part(digest, path, (1, last), g)
+
     def _manifest(self, name: str, parts: list[Part]) -> str:
         """Write the tier's ladder manifest (one JSON line per part, in order) beside its parts; its digest."""
         return write_named(manifest_lines(name, [(p.digest, p.levels) for p in parts]), self._where(name))
-
-
-def _read_key(path: Path, where: str = "tier key") -> bytes:
-    """A tier key file: a regular file of exactly KEY_BYTES bytes (the run's own one: not a link)."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | (os.O_NOFOLLOW if where == "tier key" else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as e:
-        raise ConfigError(f"{where}: cannot read {path} ({e.strerror})") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConfigError(f"{where}: {path} is not a regular file")
-        key = os.read(fd, KEY_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(key) != KEY_BYTES:
-        raise ConfigError(f"{where}: {path} must hold {KEY_BYTES} bytes")
-    return key
-
-
-def _write_key(path: Path, key: bytes) -> None:
-    """Write the key with mode 0600, appearing whole or not at all; an existing key is never replaced."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{TIER_KEY}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # fails if another process made one first: that one stands
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)

@@ -29,6 +29,8 @@ STREAMS = {
     # a bootstrap that stayed on its loss plateau trains again under the next seed: attempt k's seed is drawn from
     # (bootstrap.seed, this id, k); attempt 1 keeps the configured seed (workloads/tinylm/bootstrap.py)
     "bootstrap-restart": 0xB007,
+    # gate.sealed: fresh: generation g's own sealed sample, from the tier key with g (workloads/tinylm/sealed_fresh)
+    "sealed-fresh": 0x5EA1,
 }
 
 

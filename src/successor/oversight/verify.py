@@ -242,6 +242,9 @@ def verify_run(run_dir: Path, key: Path | None = None) -> tuple[bool, list[str]]
             problems.append(f"audit.jsonl: seq {rec.get('seq')} ({provenance.EVENT}) names {rel}, which is missing")
 
     problems += _logs(root, records)
+    for name in NAMES:  # the records only one workload writes (e.g. tinylm's fresh sealed samples)
+        hook = getattr(spec(name), "verify_records", None)
+        problems += hook(root, records) if hook and records else []
     n_rows = 0
     try:
         db = sqlite3.connect(f"file:{root / 'lineage.db'}?mode=ro", uri=True, timeout=30)

@@ -22,6 +22,9 @@ def check_config(cfg) -> None:
                          "optuna, llm or manager")
     if cfg.researcher.seed is not None:
         raise ValueError("researcher.seed is for tinylm; the script workload's researcher draws from the run seed")
+    if cfg.gate.sealed != "fixed":
+        raise ValueError("gate.sealed is for tinylm's sealed tier; a script run's gate draws its own seeds each "
+                         "generation (gate.seeds)")
 
 
 # What the reports, `compare` and `verify` ask of a workload (successor.reporting, oversight/verify.py):

@@ -40,6 +40,14 @@ def compare_label(cfg: dict) -> str:
     return f"tinylm / {(cfg.get('task') or {}).get('name', 'addition')}"
 
 
+def verify_records(root, records: list[dict]) -> list[str]:
+    """verify_run's lines about the audit records only this workload writes: each fresh sealed sample
+    (`sealed.drawn`) graded before it was drawn, or not what the run's tier key draws (sealed_fresh.problems)."""
+    from .sealed_fresh import problems
+
+    return problems(root, records)
+
+
 def verify_artifacts(run) -> None:
     """Beyond verify_run's shared checks (its models and the tiers' shards, each against the digest in its name):
     the ladder's grown parts and manifests against the rows that record them (ladder_files.check_parts)."""

@@ -61,7 +61,13 @@ def curate(wl, g: int, ctx: dict) -> dict:
 
 def certified_frontier(wl, champion: str) -> int:
     """The longest run of levels from 1 the gate's own measure says the champion solves: its sealed frontier
-    (the number the gate reports, not an item). Composed labels use only parts of these lengths."""
+    (the number the gate reports, not an item). Composed labels use only parts of these lengths. Under
+    `gate.sealed: fresh` it is the frontier the last gate measured on its own sample."""
+    if wl.cfg.gate.sealed == "fresh":
+        row = wl.store.one("SELECT frontier FROM generations WHERE status='done' AND champion_model=? "
+                           "ORDER BY idx DESC LIMIT 1", champion)
+        if row is not None and row["frontier"] is not None:
+            return int(row["frontier"])
     return evaluator.frontier(evaluator.accuracy(wl.grade(champion, "sealed")), wl.cfg.gate.solve_threshold)
 
 

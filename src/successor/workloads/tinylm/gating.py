@@ -12,13 +12,14 @@ def gate(wl, g: int, ctx: dict) -> dict:
     sel = ctx["select"]["selected"]
     contenders: dict[str, dict] = {}
     names: dict[str, str] = {}
+    sealed = wl.sealed_parts(g)  # the tier's parts, or this generation's fresh sample (gate.sealed: fresh)
     for name, info in ctx["evaluate"].items():
         if name == "champion":
             continue
         cid = sel if name == "successor" else name
-        contenders[cid] = wl.grade(info["model"], "sealed")
+        contenders[cid] = wl.grade(info["model"], "sealed", sealed)
         names[cid] = info["model"]
-    champ_items = (wl.grade(champion, "sealed") if champion else
+    champ_items = (wl.grade(champion, "sealed", sealed) if champion else
                    {lvl: [0] * len(v) for lvl, v in next(iter(contenders.values())).items()} if contenders else {})
     # The levels the generation set out to improve, fixed before any contender was trained: every level up to the
     # highest it curated, and at least the first past the champion's frontier (all levels where it curated none,
@@ -50,10 +51,10 @@ def gate(wl, g: int, ctx: dict) -> dict:
         promoted = promoted or ok
         wl.lab.decide(g, cid, names[cid], role, ok, reason, d.stats)
     new_champion = ctx["train"]["successor"] if promoted else champion
-    front = evaluator.frontier(evaluator.accuracy(wl.grade(new_champion, "sealed")),
+    front = evaluator.frontier(evaluator.accuracy(wl.grade(new_champion, "sealed", sealed)),
                                wl.cfg.gate.solve_threshold) if new_champion else 0
     return {"promoted": promoted, "champion": new_champion, "frontier": front,
-            "sealed_digest": wl.run.tier_digest("sealed"), "tested_levels": tested,
+            "sealed_digest": wl.gated_digest(g), "tested_levels": tested,
             "reasons": {cid: d.reason for cid, d in decisions.items()}}
 
 

@@ -51,10 +51,10 @@ class Grader:
     def tier_items(self, tier: str) -> list[Problem]:
         return [p for p, _ in self.run.tiers[tier].items()]
 
-    def grade(self, digest: str, tier: str) -> dict[int, list[int]]:
-        """Per level, the model's 0/1 items on every part of the tier."""
+    def grade(self, digest: str, tier: str, parts: list | None = None) -> dict[int, list[int]]:
+        """Per level, the model's 0/1 items on every part of the tier (or on `parts`: a fresh sealed sample)."""
         out: dict[int, list[int]] = {}
-        for part in self.run.tiers[tier].parts:
+        for part in parts or self.run.tiers[tier].parts:
             items = self.store.evaluation(digest, tier, part.digest)
             if items is None:
                 items = evaluator.grade(self.model(digest), self.task, [p for p, _ in load_shard(part.path)])
@@ -64,8 +64,8 @@ class Grader:
             out.update(items)
         return dict(sorted(out.items()))
 
-    def accuracy(self, digest: str, tier: str) -> dict[int, float]:
-        return evaluator.accuracy(self.grade(digest, tier))
+    def accuracy(self, digest: str, tier: str, parts: list | None = None) -> dict[int, float]:
+        return evaluator.accuracy(self.grade(digest, tier, parts))
 
     def accuracy_under_offset(self, digest: str, tier: str, offset: int, levels: list[int]) -> dict[int, float]:
         """Accuracy at `levels` decoded under a position offset (a check, not a grading: nothing is stored, and

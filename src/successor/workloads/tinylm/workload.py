@@ -14,7 +14,7 @@ from ...oversight import integrity
 from ...oversight.gate import first_to_beat
 from ...researchers.evolution import recipe_key
 from ...researchers.tinylm_search import recipe_brief, tinylm_researcher
-from . import bootstrap, evaluator, halving, ladder
+from . import bootstrap, evaluator, halving, ladder, sealed_fresh
 from .curation import curate
 from .flops import job_flops
 from .gating import gate
@@ -29,10 +29,35 @@ class TinyLMWorkload:
         self.researcher = researcher or tinylm_researcher(self.cfg.researcher)
         self.grader = Grader(self.run, self.store, self.audit, self.task)
         self.grade = self.grader.grade
+        self._fresh: dict[int, list] = {}  # generation -> its fresh sealed sample's parts (gate.sealed: fresh)
         self.model = self.grader.model
 
     def sealed_digest(self, g: int) -> str:
         return ladder.open_generation(self, g)  # the opening of g: the ladder grows here, if it must
+
+    def sealed_parts(self, g: int) -> list | None:
+        """What generation g's evaluate and gate grade as "sealed": None (the tier's own parts), or under
+        `gate.sealed: fresh` its own sample, drawn at the first call (evaluate's, once the candidates are trained)
+        and committed to by the `sealed.drawn` event before anything grades it (sealed_fresh.py)."""
+        if self.cfg.gate.sealed != "fresh":
+            return None
+        if g not in self._fresh:
+            part, meta = self.run.fresh_sealed(g), f"sealed.fresh.{g}"
+            known = self.store.get_meta(meta)
+            if known is None:  # a crash between the two repeats the event, with the same digest
+                self.audit.append(sealed_fresh.EVENT, generation=g, sealed_digest=part.digest,
+                                  levels=list(part.levels), per_level=self.cfg.task.sealed_per_level)
+                self.store.set_meta(meta, part.digest)
+            elif known != part.digest:
+                raise RuntimeError(f"generation {g}'s sealed sample, drawn again, is {part.digest[:12]}, not the "
+                                   f"recorded {known[:12]}")
+            self._fresh[g] = [part]
+        return self._fresh[g]
+
+    def gated_digest(self, g: int) -> str:
+        """The digest of what generation g's gate grades on (the sealed tier's, or its fresh sample's)."""
+        parts = self.sealed_parts(g)
+        return parts[0].digest if parts else self.run.tier_digest("sealed")
 
     # -- data and jobs ----------------------------------------------------------------------------------------
     def accepted_data(self) -> list[str]:
@@ -261,7 +286,9 @@ class TinyLMWorkload:
                 models[cid] = ctx["experiment"][cid]["model"]
         # the guardrail suite's per-level "accuracy" is the refusal rate on marked prompts
         tiers = ("validation", "sealed") + (("guardrail",) if "guardrail" in self.run.tiers else ())
-        return {name: {"model": digest, **{tier: {str(k): v for k, v in self.grader.accuracy(digest, tier).items()}
+        parts = {"sealed": self.sealed_parts(g)}  # a fresh sample is drawn here, before any grading of it
+        return {name: {"model": digest, **{tier: {str(k): v for k, v in
+                                                  self.grader.accuracy(digest, tier, parts.get(tier)).items()}
                                            for tier in tiers}}
                 for name, digest in models.items() if digest is not None}
 
@@ -276,7 +303,7 @@ class TinyLMWorkload:
         return {"data": {k: [Path(p).stem for p in v] for k, v in job["data"].items()},
                 "recipe": json.loads(self.store.one("SELECT recipe FROM candidates WHERE id=?", sel)["recipe"]),
                 "code_patch": patch["digest"] if patch else None,
-                "sealed_tier_sha256": self.run.tier_digest("sealed")}
+                "sealed_tier_sha256": self.gated_digest(g)}
 
     def promoted(self, g: int, champion: str) -> None:
         """Nothing beside the store to move: the champion is the store's."""
