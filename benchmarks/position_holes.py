@@ -9,9 +9,13 @@ token that predicts an answer digit is right under half the time, teacher-forced
 
     .venv/bin/python benchmarks/position_holes.py RUN [RUN ...]
     .venv/bin/python benchmarks/position_holes.py RUN --finetune 400    # train the kept model on, then scan again
+    .venv/bin/python benchmarks/position_holes.py RUN --finetune 300 --redraw   # its hole rows drawn afresh first
+    .venv/bin/python benchmarks/position_holes.py RUN --champion 5 --levels 8,16,20,21,22   # a later champion
 
 `--finetune STEPS`: the kept model trained STEPS more steps on fresh human-range problems under every offset
-(AdamW, lr 5e-4, batch 64, outside the loop), to see whether training heals a hole.
+(AdamW, lr 5e-4, batch 64, outside the loop), to see whether training heals a hole; `--redraw`: first its position
+embedding rows at the hole positions drawn again from the model's initial distribution (normal, std 0.02).
+`--champion G`: scan generation G's champion instead, at `--levels`.
 """
 from __future__ import annotations
 
@@ -33,10 +37,16 @@ from successor.workloads.tinylm.sequences import IGNORE, training_batch
 from successor.workloads.tinylm.tasks import get_task
 
 
-def attempts(run: Path) -> list[tuple[str, str, dict, bool]]:
-    """(candidate, model digest, recipe, kept) for every finished generation-0 attempt."""
+def attempts(run: Path, champion: int | None = None) -> list[tuple[str, str, dict, bool]]:
+    """(candidate, model digest, recipe, kept) for every finished generation-0 attempt, or for the champion of
+    generation `champion` (its recipe: generation 0's kept attempt's, whose offsets it was first trained under)."""
     db = sqlite3.connect(f"file:{run / 'lineage.db'}?mode=ro", uri=True)
     try:
+        if champion is not None:
+            model = db.execute("SELECT champion_model FROM generations WHERE idx=?", (champion,)).fetchone()[0]
+            recipe = db.execute("SELECT c.recipe FROM experiments e JOIN candidates c ON c.id=e.candidate_id "
+                                "WHERE e.model=?", (model,)).fetchone()[0]
+            return [(f"champion of generation {champion}", model, json.loads(recipe), True)]
         kept = db.execute("SELECT champion_model FROM generations WHERE idx=0").fetchone()[0]
         rows = db.execute("SELECT e.candidate_id, e.model, c.recipe FROM experiments e JOIN candidates c ON "
                           "c.id=e.candidate_id WHERE e.generation=0 AND e.status='done' ORDER BY c.ordinal").fetchall()
@@ -88,6 +98,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=60, help="fresh problems a length")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--finetune", type=int, default=0, help="steps to train the kept model on, then scan again")
+    ap.add_argument("--redraw", action="store_true", help="with --finetune: redraw the hole rows first")
+    ap.add_argument("--champion", type=int, default=None, help="scan this generation's champion instead")
+    ap.add_argument("--levels", default=None, help="with --champion: the lengths to scan, e.g. 8,16,20,22")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     print("| run | seed | attempt | kept | offset 0, by length | worst under offsets 1..max, by length (at offset) "
@@ -97,8 +110,8 @@ def main() -> None:
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         task = get_task(cfg["task"]["name"])
         lo, hi = cfg["task"]["human_levels"]
-        levels = list(range(lo, hi + 1))
-        for cid, digest, recipe, kept in attempts(run):
+        levels = [int(x) for x in a.levels.split(",")] if a.levels else list(range(lo, hi + 1))
+        for cid, digest, recipe, kept in attempts(run, a.champion):
             model = checkpoint.load(run / "artifacts" / "models" / digest)
             rows = [("", model)]
             for label, m in rows:
@@ -109,8 +122,12 @@ def main() -> None:
                       f"{' '.join(f'{w:.2f}@{o}' for w, o in worst.values())} | "
                       f"{', '.join(map(str, holes)) or '-'} | {'yes' if hole else 'no'} |", flush=True)
                 if kept and a.finetune and not label:
+                    if a.redraw and holes:
+                        with torch.no_grad():
+                            for p in holes:
+                                m.pos.weight[p].normal_(0.0, 0.02)
                     finetune(m, task, levels, recipe["max_offset"], a.finetune)
-                    rows.append((f" + {a.finetune} steps", m))
+                    rows.append((f" + {a.finetune} steps" + (" (hole rows redrawn)" if a.redraw else ""), m))
 
 
 if __name__ == "__main__":

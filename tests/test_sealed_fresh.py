@@ -75,6 +75,17 @@ def test_each_generation_is_gated_on_its_own_sample_committed_before_any_grading
         graded_on = {d for (d,) in db.execute("SELECT tier_digest FROM evaluations WHERE model=? AND tier='sealed'",
                                               (champ,))}
         assert set(digests) <= graded_on, "generation 1 graded its champion again, on generation 1's sample"
+        # the report's heatmap reads each generation's champion on the sample its gate graded
+        from successor.reporting.lineage import sealed_grid
+
+        db.row_factory = sqlite3.Row
+        levels, gens, grid = sealed_grid(db)
+        for i, (g, digest) in enumerate(zip(gens, digests)):
+            model = db.execute("SELECT champion_model FROM generations WHERE idx=?", (g,)).fetchone()[0]
+            want = {r["level"]: r["correct"] / r["n"] for r in db.execute(
+                "SELECT level, n, correct FROM evaluations WHERE model=? AND tier='sealed' AND tier_digest=?",
+                (model, digest))}
+            assert want and {lvl: grid[levels.index(lvl), i] for lvl in want} == want
     finally:
         db.close()
     ok, lines = successor.verify(fresh_run)

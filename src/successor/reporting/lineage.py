@@ -43,8 +43,11 @@ def sealed_grid(db: sqlite3.Connection) -> tuple[list[int], list[int], np.ndarra
     acc: dict[tuple[int, int], float] = {}
     for g in gens:
         sql, args = "SELECT level, n, correct FROM evaluations WHERE model=? AND tier='sealed'", [g["champion_model"]]
-        if g["sealed_digest"]:  # every part of the sealed tier the generation was gated on (the ladder's too)
-            parts = tier_part_digests(db, "sealed", g["sealed_digest"])
+        # what the generation was gated on: every part of the sealed tier (the ladder's too), or under
+        # gate.sealed: fresh its own sample, which its gate's result names
+        gated = (stage_result(db, g["idx"], "gate") or {}).get("sealed_digest") or g["sealed_digest"]
+        if gated:
+            parts = tier_part_digests(db, "sealed", gated)
             sql, args = sql + f" AND tier_digest IN ({','.join('?' * len(parts))})", args + parts
         for r in db.execute(sql, args):
             if r["n"]:
