@@ -46,7 +46,7 @@ WEAKNESS = "human range not learned"
 PLATEAU_FLOOR = 0.5
 # The share of its offset-0 validation accuracy every human level must keep under every training offset: models
 # with a hole fell from 0.95-1.00 to 0.00-0.12 under the offsets that reach it; the others kept 0.85 or more at
-# every length and offset (BENCHMARKS.md), and the smoke bootstrap's length 2 (0.82 at offset 0) kept 0.63-0.87.
+# every length and offset (BENCHMARKS.md, "Position holes").
 HOLE_FLOOR = 0.5
 
 
