@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import struct
 
 import numpy as np
@@ -13,6 +14,7 @@ from successor.workloads.tinylm.data import labelled
 from successor.workloads.tinylm.tasks import PAD_ID, encode, get_task
 from successor.workloads.tinylm import checkpoint
 from successor.workloads.tinylm.decode import greedy, greedy_same_level
+from successor.workloads.tinylm.model import TinyLM
 from successor.workloads.tinylm.recipe import Recipe
 from successor.workloads.tinylm.sequences import IGNORE, position_ids, training_batch
 from successor.workloads.tinylm.train import Mixture, new_model, train
@@ -197,6 +199,28 @@ def test_training_is_deterministic(mixture):
         assert torch.equal(sa[k], sb[k]), k
     assert ma["loss_curve"] == mb["loss_curve"]
     assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_bf16_training_runs_the_forward_in_bf16_and_keeps_fp32_weights(mixture, monkeypatch):
+    r = tiny("digit_index", steps=15, seed=3)
+    seen: list[torch.dtype] = []
+    forward = TinyLM.forward
+
+    def spy(self, idx, pos, past=None):
+        logits, cache = forward(self, idx, pos, past)
+        seen.append(logits.dtype)
+        return logits, cache
+
+    monkeypatch.setattr(TinyLM, "forward", spy)
+    a, ma = train(TASK, r, mixture)
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    b, mb = train(TASK, r.model_copy(update={"precision": "bf16"}), mixture)
+    assert seen and set(seen) == {torch.bfloat16}  # the autocast forward, every step
+    assert all(v.dtype == torch.float32 for v in b.state_dict().values())  # weights and checkpoint stay fp32
+    assert all(math.isfinite(x) for _, x in mb["loss_curve"])
+    assert ma["loss_curve"] != mb["loss_curve"]  # another float type: other numbers
+    assert mb["loss_curve"][-1][1] < mb["loss_curve"][0][1]  # and it still learns
 
 
 def held_out_loss(model, scheme, items):

@@ -49,6 +49,10 @@ class Recipe(BaseModel):
     plateau_loss: float = Field(1.0, gt=0.0, description="see plateau_step")
     guardrail_from: int = Field(0, ge=0, description="the step marking starts at: a bootstrap's batches stay "
                                 "exactly as without the guardrail until it has left its loss plateau")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="the forward pass's float type in training: "
+                                               "bf16 runs it under torch.autocast (faster where the CPU has bf16 "
+                                               "instructions); the weights, the optimizer and the checkpoint stay "
+                                               "fp32, and the harness always decodes in fp32")
     length_buckets: int = Field(1, ge=1, le=16, description="a batch runs as up to this many groups of rows of "
                                 "similar length, each padded to its own longest row: the same loss up to rounding, "
                                 "fewer padded tokens (1: one group, padded to the batch's longest)")

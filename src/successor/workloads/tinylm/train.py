@@ -6,6 +6,7 @@ Dev accuracy in metrics.json is the candidate's own report: shown to humans, nev
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -239,6 +240,8 @@ def train(
     plateau: int | None = None
     guard_rng = seeds.rng(recipe.seed, "trainer-guardrail")  # its own stream: the main one draws as without it
     levels = mixture.levels() if recipe.curriculum_steps else []
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if recipe.precision == "bf16" else
+                contextlib.nullcontext())
     for step in range(recipe.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, recipe)
@@ -252,7 +255,9 @@ def train(
         for rows in groups:
             idx, pos, tgt = training_batch(task, model.cfg.position, [batch[i][0] for i in rows],
                                            [batch[i][1] for i in rows], offsets[rows])
-            logits, _ = model(idx, pos)
+            with autocast:
+                logits, _ = model(idx, pos)
+            logits = logits.float()
             parts.append(answer_loss_sum(logits, tgt, recipe.loss) if len(groups) > 1 else
                          (answer_loss(logits, tgt, recipe.loss), 1))
             tokens += int((idx != PAD_ID).sum())
