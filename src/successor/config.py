@@ -35,6 +35,10 @@ class TaskConfig(Strict):
                                "schedule may come before the ladder grows: it grows once they are fewer than this "
                                "many levels below it (0: once they pass it)")
     max_level: int = Field(60, ge=2, le=60, description="the ladder never grows past this level")
+    dev_levels: Literal["all", "human"] = Field(
+        "all", description="the levels the labelled dev tier holds: 'all' (1..the tiers' last level, grown with the "
+        "ladder) or 'human' (the human range only: no labelled item past it anywhere the loop or a candidate reads; "
+        "the curator judges a longer level against the task's consistency checks instead, curator.py)")
 
     @model_validator(mode="after")
     def _levels(self) -> "TaskConfig":

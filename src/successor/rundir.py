@@ -213,7 +213,8 @@ class RunDir:
         if self._key is not None:
             self.store.set_meta("tier.keyed", "1")  # a flag only: the key itself stays in harness/
         lo, hi = t.human_levels
-        levels = {"human": (lo, hi), "dev": (1, t.eval_max_level), "validation": (1, t.eval_max_level),
+        levels = {"human": (lo, hi), "dev": (1, hi if t.dev_levels == "human" else t.eval_max_level),
+                  "validation": (1, t.eval_max_level),
                   "sealed": (1, t.eval_max_level)}
         if t.guardrail_per_level > 0:
             levels["guardrail"] = (1, t.eval_max_level)
@@ -263,7 +264,7 @@ class RunDir:
         if any(r["generation"] == g for r in self.store.tier_parts()) or lo != self.last_level() + 1:
             return None
         parts, rows = {}, []
-        for name in (n for n in LADDER_TIERS if n in self.tiers):
+        for name in (n for n in LADDER_TIERS if n in self.tiers and self.grows(n)):
             tier = self.tiers[name]
             digest, path = save_shard(self._draw(name, list(range(lo, hi + 1)), lo, hi), self._where(name))
             part = Part(digest, path, (lo, hi), g)
@@ -278,6 +279,10 @@ class RunDir:
             self.tiers[name].parts.append(Part(p["digest"], self.root / p["path"], (lo, hi), g))
             self.tiers[name].digest_now = p["tier_digest"]
         return parts
+
+    def grows(self, name: str) -> bool:
+        """Does the ladder grow this tier? Not dev under `task.dev_levels: human` (no labels past the human range)."""
+        return name in LADDER_TIERS and not (name == "dev" and self.cfg.task.dev_levels == "human")
 
     def fresh_sealed(self, g: int) -> Part:
         """Generation g's own sealed sample (`gate.sealed: fresh`, workloads/tinylm/sealed_fresh.py): every level

@@ -24,24 +24,39 @@ def composed(task: Task, problems: list[Problem], model: TinyLM, longest: int) -
     """Per problem, the answer composed from the model's answers to its parts, by the first composition that
     applies (addition: the first cut without a carry out of the low half); None where none does. Parts are
     decoded in one batch per composition rank, so a level costs a few decodes of short problems."""
+    return [y for y, _ in _composed_from(task, problems, model, longest, [0] * len(problems))]
+
+
+def second_cut(task: Task, problems: list[Problem], model: TinyLM, longest: int) -> list[str | None]:
+    """Per problem, the answer composed by the next composition that applies after the one `composed` used (a
+    second computation from other parts: addition's next cut without a carry); None where there is none. It
+    judges labels that `composed` made or confirmed without sharing their route (label-free mode, curator.py)."""
+    first = _composed_from(task, problems, model, longest, [0] * len(problems))
+    start = [r + 1 if r is not None else 1 << 30 for _, r in first]
+    return [y for y, _ in _composed_from(task, problems, model, longest, start)]
+
+
+def _composed_from(task: Task, problems: list[Problem], model: TinyLM, longest: int,
+                   start: list[int]) -> list[tuple[str | None, int | None]]:
+    """Per problem, (the answer, the rank of the composition that gave it) trying ranks from `start[i]` on."""
     comps = [task.compositions(p, longest) for p in problems]
-    out: list[str | None] = [None] * len(problems)
-    todo, rank = list(range(len(problems))), 0
+    out: list[tuple[str | None, int | None]] = [(None, None)] * len(problems)
+    rank = list(start)
+    todo = [i for i in range(len(problems)) if rank[i] < len(comps[i])]
     while todo:
-        batch = [i for i in todo if rank < len(comps[i])]
-        if not batch:
-            break
-        parts = [q for i in batch for q in comps[i][rank].parts]
+        parts = [q for i in todo for q in comps[i][rank[i]].parts]
         answers, pos, still = greedy(model, task, parts), 0, []
-        for i in batch:
-            c = comps[i][rank]
+        for i in todo:
+            c = comps[i][rank[i]]
             y = c.combine(answers[pos:pos + len(c.parts)])
             pos += len(c.parts)
             if y is None:
-                still.append(i)
+                rank[i] += 1
+                if rank[i] < len(comps[i]):
+                    still.append(i)
             else:
-                out[i] = y
-        todo, rank = still, rank + 1
+                out[i] = (y, rank[i])
+        todo = still
     return out
 
 

@@ -8,8 +8,8 @@ A *voter* is one model decoding under one position offset. Every filter is a vot
 - `verifier`: the champion alone, labels kept if the hidden checker accepts them. It is the upper bound a perfect
   filter would reach, for studies only: it reads the truth, so every report marks it.
 
-Which levels a generation labels is the schedule (`schedule_levels`), and with `relabel` every curated level below
-them again (`with_relabel`); `inject_noise` corrupts kept labels for ablations.
+Which levels a generation labels is the schedule (`schedule.py`: `schedule_levels`, and with `relabel` every curated
+level below them again, `with_relabel`); `inject_noise` there corrupts kept labels for ablations.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...config import CuratorConfig
-from .composing import checked, composable, composed
+from .composing import checked, composable, composed, second_cut
+from .schedule import inject_noise, schedule_levels, with_relabel  # noqa: F401  (the curator's public names)
 from .decode import greedy
 from .model import TinyLM
 from .tasks import Problem, Task
@@ -39,6 +40,9 @@ class Curation:
     method: str = "vote"  # "compose": the champion's direct answers, kept where they equal the composed ones;
     # "vote+compose": the vote's or the greedy labels, kept where they equal the composed ones; "parts": the
     # composed answers themselves (a new length, `compose_new: parts`)
+    judge: str = "dev"  # what the alarm judged the labels against: "dev" (labelled items), or in label-free mode
+    # "composition" (answers composed from certified parts) or "second cut" (another composition than the one the
+    # labels came through)
 
 
 def well_formed(task: Task, problem: Problem, label: str) -> bool:
@@ -195,6 +199,8 @@ def curate_level(
     others: list[TinyLM] = (),
     certified: int = 0,
     trained_to: int | None = None,
+    label_free: bool = False,
+    n_reference: int = 100,
 ) -> Curation:
     """Label one level, holding the vote to the lowest agreement whose labels on the level's dev items do not
     show noise above `max_dev_noise`. Where every agreement does, the vote is confident where the models are
@@ -208,13 +214,25 @@ def curate_level(
     it is also voted as configured, and a label is kept where the vote's or the greedy answer equals the composed
     one (both are checked, so their union keeps the precision and gains coverage). Dev items are the visible
     tier; the hidden checker is never called here.
+
+    `label_free` (`task.dev_levels: human`): a level with no labelled dev item is judged, in place of dev, on
+    `n_reference` of its own problems against the task's consistency check (`reference`); where the task has
+    none at this length, nothing is labelled.
     """
     compose = cfg.compose and cfg.filter in ("offset-vote", "majority") and composable(task, level, problems,
                                                                                        certified)
+    judge = "dev"
+    if label_free and not dev:
+        dev, judge = reference(task, problems, champion, certified, compose, n_reference)
+        if not dev:
+            return Curation(level, [], len(problems), None, f"alarm: no label-free check reaches level {level} (the "
+                            f"task composes none of its problems from parts within the certified {certified})",
+                            judge=judge, method="vote+compose" if compose else "vote")
     if compose and (trained_to is None or level <= trained_to):
-        return _curate_composed(task, cfg, level, problems, dev, champion, certified, composed_labels, "compose")
+        return _curate_composed(task, cfg, level, problems, dev, champion, certified, composed_labels, "compose",
+                                judge)
     if compose and cfg.compose_new == "parts":
-        return _curate_composed(task, cfg, level, problems, dev, champion, certified, parts_labels, "parts")
+        return _curate_composed(task, cfg, level, problems, dev, champion, certified, parts_labels, "parts", judge)
     pool = voters(cfg, champion, list(others))
     chosen, passed, wrong, confirm = None, 0, 0, None
     # 'none' trusts the champion by definition; 'verifier' needs no calibration, it reads the truth
@@ -236,17 +254,31 @@ def curate_level(
                 chosen = t
                 break
     stop = _dev_stop(cfg, level, len(problems), len(dev), passed, wrong, chosen is None, calibrate,
-                     "the vote" if confirm is None else "the vote or greedy answer the composition confirms")
+                     "the vote" if confirm is None else "the vote or greedy answer the composition confirms",
+                     judge=judge)
     if stop:  # the new problems are not even decoded: nothing the vote says at this level is kept
         return Curation(level, [], len(problems), None, stop, chosen, passed, wrong, len(pool),
-                        "vote+compose" if compose else "vote")
+                        "vote+compose" if compose else "vote", judge)
     labels = agreed([pruned_vote(task, cfg, f, chosen, champion, others, pool) for f in forms(task, cfg, problems)])
     if cfg.filter == "verifier":
         labels = verified(task, problems, labels)
     if compose:  # a new length: the vote's or the greedy labels, where the composition from certified parts agrees
         labels = _confirmed_by_parts(task, cfg, problems, champion, certified)(labels)
     return _curation(task, cfg, level, problems, labels, chosen, passed, wrong, len(pool),
-                     "vote+compose" if compose else "vote")
+                     "vote+compose" if compose else "vote", judge)
+
+
+def reference(task: Task, problems: list[Problem], champion: TinyLM, certified: int, through_parts: bool,
+              n: int) -> tuple[list[tuple[Problem, str]], str]:
+    """Label-free stand-ins for dev at a level with no labels: up to `n` of the level's problems with the answer
+    the task's consistency check gives (the champion's answers to parts it is certified on, composed). Labels
+    that came through a composition (`through_parts`: compose, parts, vote+compose) are judged by a second cut,
+    so the judge never shares their route; a plain vote by the first. Returns the pairs and the judge's name."""
+    if certified <= 0 or not problems or not task.compositions(problems[0], certified):
+        return [], "composition"
+    ref = (second_cut if through_parts else composed)(task, problems, champion, certified)
+    return [(p, y) for p, y in zip(problems, ref) if y is not None][:n], "second cut" if through_parts else \
+        "composition"
 
 
 def _confirmed_by_parts(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: TinyLM,
@@ -277,7 +309,8 @@ def parts_labels(task: Task, cfg: CuratorConfig, problems: list[Problem], champi
     return agreed([composed(task, f, champion, certified) for f in forms(task, cfg, problems)])
 
 
-def _curate_composed(task, cfg, level, problems, dev, champion, certified, labeller, method) -> Curation:
+def _curate_composed(task, cfg, level, problems, dev, champion, certified, labeller, method,
+                     judge: str = "dev") -> Curation:
     """A composable level labelled by `labeller` (no vote), held to the same dev alarm as a vote."""
     n_forms, passed, wrong = len(forms(task, cfg, problems[:1])), 0, 0
     if dev:
@@ -287,34 +320,36 @@ def _curate_composed(task, cfg, level, problems, dev, champion, certified, label
     bad = bool(dev) and (not passed or noisier_than(wrong, passed, cfg.max_dev_noise))
     stop = _dev_stop(cfg, level, len(problems), len(dev), passed, wrong, bad, bool(dev), "composition",
                      "where the direct and the composed answers agree" if method == "compose" else
-                     "where every form composes the same")
+                     "where every form composes the same", judge)
     if stop:
-        return Curation(level, [], len(problems), None, stop, None, passed, wrong, n_forms, method)
+        return Curation(level, [], len(problems), None, stop, None, passed, wrong, n_forms, method, judge)
     labels = labeller(task, cfg, problems, champion, certified)
-    return _curation(task, cfg, level, problems, labels, None, passed, wrong, n_forms, method)
+    return _curation(task, cfg, level, problems, labels, None, passed, wrong, n_forms, method, judge)
 
 
 def _dev_stop(cfg, level: int, n: int, n_dev: int, passed: int, wrong: int, alarm: bool, calibrated: bool,
-              what: str = "the vote", strictest: str = "when every voter agrees") -> str | None:
-    """Why dev says not to label this level (the alarm, or too few labels to expect), or None."""
+              what: str = "the vote", strictest: str = "when every voter agrees", judge: str = "dev") -> str | None:
+    """Why dev (or its label-free stand-in, `judge`) says not to label this level (the alarm, or too few labels to
+    expect), or None."""
     if alarm:
-        why = (f"{what} passes no dev item of level {level}" if not passed else
-               f"{wrong} of {passed} labels {what} passes on dev are wrong, even {strictest} "
+        why = (f"{what} passes no {judge} item of level {level}" if not passed else
+               f"{wrong} of {passed} labels {what} passes on {judge} are wrong, even {strictest} "
                f"(more than max_dev_noise={cfg.max_dev_noise:g})")
         return f"alarm: {why}"
     if calibrated and passed * n < cfg.min_kept * n_dev:
-        return (f"only {passed} of {n_dev} dev items pass {what}: too few of {n} problems would "
+        return (f"only {passed} of {n_dev} {judge} items pass {what}: too few of {n} problems would "
                 f"(min_kept={cfg.min_kept})")
     return None
 
 
-def _curation(task, cfg, level, problems, labels, threshold, passed, wrong, n_voters, method="vote") -> Curation:
+def _curation(task, cfg, level, problems, labels, threshold, passed, wrong, n_voters, method="vote",
+              judge="dev") -> Curation:
     kept, rate = _filtered(task, cfg, problems, labels)
     skipped = None
     if len(kept) < cfg.min_kept:
         skipped = f"only {len(kept)} labels passed the filter (min_kept={cfg.min_kept})"
     return Curation(level, [] if skipped else kept, len(problems), rate, skipped, threshold, passed, wrong, n_voters,
-                    method)
+                    method, judge)
 
 
 def curate_ahead(
@@ -343,6 +378,8 @@ def curate_levels(
     others: list[TinyLM] = (),
     certified: int = 0,
     trained_to: int | None = None,
+    label_free: bool = False,
+    n_reference: int = 100,
 ) -> list[Curation]:
     """Curate the levels in order, stopping after the first that is not curated: past a length the vote cannot
     label cleanly, it would label worse. `certified`: the champion's gate-certified frontier, `trained_to` the
@@ -350,51 +387,8 @@ def curate_levels(
     out: list[Curation] = []
     for level in levels:
         held = [(p, y) for p, y in dev if p.level == level]
-        out.append(curate_level(task, cfg, level, problems(level), held, champion, others, certified, trained_to))
+        out.append(curate_level(task, cfg, level, problems(level), held, champion, others, certified, trained_to,
+                                label_free, n_reference))
         if out[-1].skipped:
             break
     return out
-
-
-def schedule_levels(cfg: CuratorConfig, dev_acc: dict[int, float], frontier: int, trained_to: int,
-                    last: int) -> list[int]:
-    """The levels a generation labels, lowest first, never past `last`.
-
-    `trained_to` is the longest length in the champion's training data (human or curated), `frontier` the longest
-    run of levels it solves on dev from 1 (at least the human data's top: inside it human labels beat any vote).
-    - `frontier`: `levels_ahead` levels past the frontier. Lengths the champion already solves are not labelled.
-    - `standard`: `levels_ahead` levels past `trained_to`: the training length grows one level a generation
-      whatever the champion generalises to (Lee et al. 2025's schedule).
-    - `accelerated`: standard's levels, plus every level past `trained_to` where the champion already scores at
-      least `accelerate_threshold` (while it does, level after level), so a champion that generalises past its
-      training length gets those lengths labelled now, and the `levels_ahead` new ones after them.
-    """
-    if cfg.schedule == "frontier":
-        return list(range(frontier + 1, min(frontier + cfg.levels_ahead, last) + 1))
-    top = trained_to
-    if cfg.schedule == "accelerated":
-        while top + 1 <= last and dev_acc.get(top + 1, 0.0) >= cfg.accelerate_threshold - 1e-12:
-            top += 1
-    return list(range(trained_to + 1, min(top + cfg.levels_ahead, last) + 1))
-
-
-def with_relabel(cfg: CuratorConfig, wanted: list[int], human_top: int) -> list[int]:
-    """The scheduled levels, preceded (with `relabel`) by every level past the human data below them: those are
-    labelled again by the current champion, which has trained on them since their last labels were made."""
-    if not cfg.relabel or not wanted:
-        return wanted
-    return list(range(human_top + 1, wanted[0])) + wanted
-
-
-def inject_noise(items: list[tuple[Problem, str]], rate: float, rng) -> tuple[list[tuple[Problem, str]], int]:
-    """Corrupt `round(rate * len(items))` kept labels, chosen at random: one digit of each becomes another
-    digit, so the label stays well formed and only the hidden checker can tell. Returns the items and how many
-    were corrupted (an ablation: how the loop takes labels that are wrong)."""
-    n = int(round(rate * len(items)))
-    out = list(items)
-    for i in rng.choice(len(items), size=n, replace=False) if n else []:
-        p, y = out[i]
-        k = int(rng.integers(len(y)))
-        wrong = str((int(y[k]) + int(rng.integers(1, 10))) % 10)
-        out[i] = (p, y[:k] + wrong + y[k + 1:])
-    return out, n

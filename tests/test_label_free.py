@@ -1,0 +1,119 @@
+"""Label-free mode (`task.dev_levels: human`): no labelled item past the human range anywhere the loop or a
+candidate reads. The curator judges a longer level against the task's consistency check, the answers composed
+from parts the gate certified (a second cut where the labels came through a composition), and labels nothing
+where the task has no such check. Stand-in models first, then the real loop on the smallest run."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import TINY
+from test_composing import ADD, Oracle, _problems, oracle_greedy  # noqa: F401  (the fixture)
+
+import successor
+from successor.config import CuratorConfig
+from successor.oversight.policy import Policy
+from successor.workloads.tinylm.composing import composed, second_cut
+from successor.workloads.tinylm.curator import curate_level
+from successor.workloads.tinylm.data import load_shard
+
+
+def _shared_error(probs, longest: int) -> dict[str, str]:
+    """A champion wrong the same way directly and through its first cut's high part, on every other problem that
+    composes: the first cut confirms the error, a second cut does not."""
+    wrong = {}
+    for i, p in enumerate(probs):
+        comps = ADD.compositions(p, longest)
+        if i % 2 or len(comps) < 2:
+            continue
+        c = comps[0]
+        low, high = c.parts
+        if c.combine([ADD.answer(low), ADD.answer(high)]) is None:
+            continue
+        bad_high = ("9" if ADD.answer(high)[0] != "9" else "8") + ADD.answer(high)[1:]
+        wrong[high.prompt] = bad_high
+        wrong[p.prompt] = ADD.answer(low)[:len(ADD.answer(low)) - 1] + bad_high
+        assert not ADD.check(p, wrong[p.prompt])
+    return wrong
+
+
+def test_a_second_cut_answers_by_other_parts_than_the_first(oracle_greedy):
+    probs = _problems(6, 200, seed=11)
+    right = second_cut(ADD, probs, Oracle(), 4)
+    assert all(y is None or ADD.check(p, y) for p, y in zip(probs, right))
+    assert 0.1 * len(probs) < sum(y is not None for y in right) < len(probs)
+    wrong = _shared_error(probs, 4)
+    model = Oracle(wrong)
+    first, second = composed(ADD, probs, model, 4), second_cut(ADD, probs, model, 4)
+    hit = [i for i, p in enumerate(probs) if p.prompt in wrong]
+    assert hit and all(first[i] == wrong[probs[i].prompt] for i in hit)  # the first cut shares the error
+    assert all(second[i] is None or ADD.check(probs[i], second[i]) for i in hit)  # the second does not
+
+
+def test_without_labels_a_shared_error_raises_the_alarm_through_a_second_cut(oracle_greedy):
+    probs = _problems(6, 300, seed=12)
+    cfg = CuratorConfig(compose=True, max_dev_noise=0.05)
+    clean = curate_level(ADD, cfg, 6, probs, [], Oracle(), certified=4, label_free=True)
+    assert clean.skipped is None and clean.judge == "second cut" and clean.method == "compose"
+    assert clean.dev_passed > 20 and clean.dev_wrong == 0 and all(ADD.check(p, y) for p, y in clean.items)
+    model = Oracle(_shared_error(probs, 4))
+    blind = curate_level(ADD, cfg, 6, probs, [], model, certified=4)  # no dev, no reference: kept as they come
+    assert blind.skipped is None and any(not ADD.check(p, y) for p, y in blind.items)
+    seen = curate_level(ADD, cfg, 6, probs, [], model, certified=4, label_free=True)
+    assert seen.skipped.startswith("alarm:") and "second cut" in seen.skipped and seen.items == []
+    assert seen.dev_wrong > cfg.max_dev_noise * seen.dev_passed
+
+
+def test_a_vote_whose_voters_share_errors_is_judged_by_the_composition(oracle_greedy):
+    """The poisoned case: every offset gives the same wrong answer on 2 problems in 5, so the vote passes them.
+    With no labels the composition from certified parts sees it; a length past twice the certified one has no
+    check at all, and is not labelled."""
+    probs = _problems(6, 200, seed=13)
+    wrong = {p.prompt: ("1" if ADD.answer(p)[0] != "1" else "2") + ADD.answer(p)[1:]
+             for i, p in enumerate(probs) if i % 5 < 2}
+    cfg = CuratorConfig(filter="offset-vote", offsets=[0, 1, 2], agreement=1.0, max_dev_noise=0.05)
+    cur = curate_level(ADD, cfg, 6, probs, [], Oracle(wrong), certified=3, label_free=True)
+    assert cur.judge == "composition" and cur.method == "vote"
+    assert cur.skipped.startswith("alarm:") and cur.items == [] and cur.dev_wrong >= 0.3 * cur.dev_passed
+    fine = curate_level(ADD, cfg, 6, probs, [], Oracle(), certified=3, label_free=True)
+    assert fine.skipped is None and len(fine.items) == len(probs) and fine.dev_passed <= 100
+    far = curate_level(ADD, cfg, 7, _problems(7, 50), [], Oracle(), certified=3, label_free=True)
+    assert far.items == [] and far.skipped.startswith("alarm: no label-free check reaches level 7")
+    assert curate_level(ADD, cfg, 7, _problems(7, 50), [], Oracle(), certified=3).items  # with labels off: voted
+
+
+@pytest.fixture(scope="module")
+def free_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("labelfree")
+    cfg = {k: dict(v) for k, v in TINY.items()}
+    cfg["task"] |= {"dev_levels": "human", "ladder_step": 2, "ladder_margin": 2}
+    (root / "c.yaml").write_text(yaml.safe_dump(cfg))
+    result = successor.run(successor.load_config(root / "c.yaml", "smoke"), root / "run",
+                           policy=Policy.model_validate({"tripwires": {"integrity_violation": False}}))
+    assert result.finished
+    return root / "run"
+
+
+def test_the_loop_reads_no_label_past_the_human_range(free_run):
+    db = sqlite3.connect(f"file:{free_run / 'lineage.db'}?mode=ro", uri=True)
+    try:
+        dev = db.execute("SELECT value FROM meta WHERE key='tier.dev'").fetchone()[0]
+        grown = db.execute("SELECT tier, hi FROM tier_parts").fetchall()
+        curate = [json.loads(r[0]) for r in db.execute("SELECT result FROM stages WHERE name='curate'")]
+    finally:
+        db.close()
+    human_top = TINY["task"]["human_levels"][1]
+    items = load_shard(free_run / "artifacts" / "data" / f"{dev}.jsonl")
+    assert items and {p.level for p, _ in items} == set(range(1, human_top + 1))
+    assert grown and "dev" not in {t for t, _ in grown}  # the ladder grew the harness tiers, not dev
+    assert max(hi for _, hi in grown) > TINY["task"]["eval_max_level"]
+    levels = [lv for c in curate for lv in c.get("levels", [])]
+    assert levels and all(c["label_free"] for c in curate if "label_free" in c)
+    for lv in levels:  # no curated level was judged on labels
+        assert lv["level"] > human_top and lv["judge"] in ("composition", "second cut")
+        assert lv["skipped"] is None or lv["skipped"].startswith(("alarm:", "only"))
+    ok, lines = successor.verify(free_run)
+    assert ok, lines
