@@ -1,24 +1,15 @@
 """Label-free mode (`task.dev_levels: human`): no labelled item past the human range anywhere the loop or a
 candidate reads. The curator judges a longer level against the task's consistency check, the answers composed
 from parts the gate certified (a second cut where the labels came through a composition), and labels nothing
-where the task has no such check. Stand-in models first, then the real loop on the smallest run."""
+where the task has no such check. Stand-in models here; the real loop's test shares the smallest run of
+test_sealed_fresh.py (both opt-in modes at once: one run fewer in the suite)."""
 from __future__ import annotations
 
-import json
-import sqlite3
-from pathlib import Path
-
-import pytest
-import yaml
-from conftest import TINY
 from test_composing import ADD, Oracle, _problems, oracle_greedy  # noqa: F401  (the fixture)
 
-import successor
 from successor.config import CuratorConfig
-from successor.oversight.policy import Policy
 from successor.workloads.tinylm.composing import composed, second_cut
 from successor.workloads.tinylm.curator import curate_level
-from successor.workloads.tinylm.data import load_shard
 
 
 def _shared_error(probs, longest: int) -> dict[str, str]:
@@ -83,37 +74,3 @@ def test_a_vote_whose_voters_share_errors_is_judged_by_the_composition(oracle_gr
     far = curate_level(ADD, cfg, 7, _problems(7, 50), [], Oracle(), certified=3, label_free=True)
     assert far.items == [] and far.skipped.startswith("alarm: no label-free check reaches level 7")
     assert curate_level(ADD, cfg, 7, _problems(7, 50), [], Oracle(), certified=3).items  # with labels off: voted
-
-
-@pytest.fixture(scope="module")
-def free_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("labelfree")
-    cfg = {k: dict(v) for k, v in TINY.items()}
-    cfg["task"] |= {"dev_levels": "human", "ladder_step": 2, "ladder_margin": 2}
-    (root / "c.yaml").write_text(yaml.safe_dump(cfg))
-    result = successor.run(successor.load_config(root / "c.yaml", "smoke"), root / "run",
-                           policy=Policy.model_validate({"tripwires": {"integrity_violation": False}}))
-    assert result.finished
-    return root / "run"
-
-
-def test_the_loop_reads_no_label_past_the_human_range(free_run):
-    db = sqlite3.connect(f"file:{free_run / 'lineage.db'}?mode=ro", uri=True)
-    try:
-        dev = db.execute("SELECT value FROM meta WHERE key='tier.dev'").fetchone()[0]
-        grown = db.execute("SELECT tier, hi FROM tier_parts").fetchall()
-        curate = [json.loads(r[0]) for r in db.execute("SELECT result FROM stages WHERE name='curate'")]
-    finally:
-        db.close()
-    human_top = TINY["task"]["human_levels"][1]
-    items = load_shard(free_run / "artifacts" / "data" / f"{dev}.jsonl")
-    assert items and {p.level for p, _ in items} == set(range(1, human_top + 1))
-    assert grown and "dev" not in {t for t, _ in grown}  # the ladder grew the harness tiers, not dev
-    assert max(hi for _, hi in grown) > TINY["task"]["eval_max_level"]
-    levels = [lv for c in curate for lv in c.get("levels", [])]
-    assert levels and all(c["label_free"] for c in curate if "label_free" in c)
-    for lv in levels:  # no curated level was judged on labels
-        assert lv["level"] > human_top and lv["judge"] in ("composition", "second cut")
-        assert lv["skipped"] is None or lv["skipped"].startswith(("alarm:", "only"))
-    ok, lines = successor.verify(free_run)
-    assert ok, lines

@@ -1,6 +1,7 @@
 """`gate.sealed: fresh`: each generation's evaluate and gate grade a sample of the sealed levels drawn for that
 generation once its candidates are trained, committed to in the audit log before anything grades it, and drawn
-again from the tier key by `audit verify`. Through the real loop on the smallest smoke run."""
+again from the tier key by `audit verify`. Through the real loop on the smallest smoke run, which also runs in
+label-free mode (`task.dev_levels: human`, test_label_free.py)."""
 from __future__ import annotations
 
 import json
@@ -28,6 +29,8 @@ def _records(run: Path) -> list[dict]:
 def fresh_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("fresh")
     cfg = {k: dict(v) for k, v in TINY.items()} | {"gate": {"sealed": "fresh"}}
+    # label-free mode rides along (test_label_free.py's loop test): one tiny run fewer in the suite
+    cfg["task"] |= {"dev_levels": "human", "ladder_step": 2, "ladder_margin": 2}
     (root / "fresh.yaml").write_text(yaml.safe_dump(cfg))
     result = successor.run(successor.load_config(root / "fresh.yaml", "smoke"), root / "run",
                            policy=Policy.model_validate(NO_INTEGRITY_WAIT))
@@ -125,3 +128,25 @@ def test_fresh_is_off_by_default_and_a_script_run_refuses_it(tmp_path):
     script.write_text(yaml.safe_dump(raw | {"gate": {"sealed": "fresh"}}))
     with pytest.raises((ConfigError, ValueError), match="gate.sealed is for tinylm"):
         successor.load_config(script)
+
+
+def test_the_loop_reads_no_label_past_the_human_range(fresh_run):
+    db = sqlite3.connect(f"file:{fresh_run / 'lineage.db'}?mode=ro", uri=True)
+    try:
+        dev = db.execute("SELECT value FROM meta WHERE key='tier.dev'").fetchone()[0]
+        grown = db.execute("SELECT tier, hi FROM tier_parts").fetchall()
+        curate = [json.loads(r[0]) for r in db.execute("SELECT result FROM stages WHERE name='curate'")]
+    finally:
+        db.close()
+    human_top = TINY["task"]["human_levels"][1]
+    items = load_shard(fresh_run / "artifacts" / "data" / f"{dev}.jsonl")
+    assert items and {p.level for p, _ in items} == set(range(1, human_top + 1))
+    assert grown and "dev" not in {t for t, _ in grown}  # the ladder grew the harness tiers, not dev
+    assert max(hi for _, hi in grown) > TINY["task"]["eval_max_level"]
+    levels = [lv for c in curate for lv in c.get("levels", [])]
+    assert levels and all(c["label_free"] for c in curate if "label_free" in c)
+    for lv in levels:  # no curated level was judged on labels
+        assert lv["level"] > human_top and lv["judge"] in ("composition", "second cut")
+        assert lv["skipped"] is None or lv["skipped"].startswith(("alarm:", "only"))
+    ok, lines = successor.verify(fresh_run)
+    assert ok, lines
