@@ -278,3 +278,26 @@ def test_newly_solved_credit_does_not_forgive_forgetting_or_a_pooled_loss():
     d = decide(champ3, {"c": worse3}, credit, [1, 2, 3])["c"]
     assert d.stats["newly_solved"] and not d.promoted and "not significant" in d.reason
     assert decide(champ, {"c": trades}, credit, [1, 2, 3])["c"].promoted
+
+
+def test_the_error_scale_floor_takes_a_step_near_the_ceiling_and_refuses_a_sliver_far_from_it():
+    """`effect_scale: errors`: 0.975 -> 0.99 on the one unsolved level removes 60% of the champion's errors and is
+    promoted with no count_newly_solved; 0.30 -> 0.33 on 1,000 items (+0.03, significant) removes 4% and is
+    refused, where the accuracy floor of 0.02 would promote it. A contender that adds errors is refused."""
+    solved = {lvl: [1] * 1000 for lvl in range(1, 9)}
+    near = (solved | {9: [0] * 25 + [1] * 975}, solved | {9: [0] * 10 + [1] * 990})
+    far = (solved | {9: [0] * 700 + [1] * 300}, solved | {9: [0] * 670 + [1] * 330})
+    tested = list(range(1, 10))
+    errors = GateConfig(effect_on="unsolved", effect_scale="errors", min_error_share=0.2)
+    accuracy = GateConfig(effect_on="unsolved", min_effect=0.02)
+    d = decide(*near[:1], {"s": near[1]}, errors, tested)["s"]
+    assert d.promoted and "60% of the champion's errors removed" in d.reason
+    assert d.stats["error_share"] == pytest.approx(0.6)
+    assert not decide(near[0], {"s": near[1]}, accuracy, tested)["s"].promoted  # +0.015 < 0.02
+    sliver = decide(far[0], {"s": far[1]}, errors, tested)["s"]
+    assert not sliver.promoted and "removes 4.3% of the champion's errors" in sliver.reason
+    assert decide(far[0], {"s": far[1]}, accuracy, tested)["s"].promoted
+    worse = decide(near[1], {"s": near[0]}, errors, tested)["s"]
+    assert not worse.promoted and worse.stats["error_share"] < 0
+    with pytest.raises(ValueError, match="count_newly_solved"):
+        GateConfig(effect_scale="errors", count_newly_solved=True)

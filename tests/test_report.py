@@ -213,6 +213,10 @@ def test_what_verified_means_follows_the_gate_setting():
     odd = verified_line({"min_effect": 0.03})  # a setting nobody measured says so, with no number
     assert "was not measured" in odd and "%" not in odd
     assert "passes this gate was not measured" in verified_short({"min_effect": 0.03})
+    errors = {"effect_on": "unsolved", "min_effect": 0.02, "effect_scale": "errors", "min_error_share": 0.25}
+    line = verified_line(errors)  # the same (effect_on, min_effect) on the error scale is another, unmeasured gate
+    assert "at least 25% of the champion's errors removed" in line and "was not measured" in line and "25.8" not in line
+    assert ">= 25% of errors removed" in verified_short(errors)
 
 
 def test_selection_reasons():

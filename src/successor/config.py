@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from .researchers.config import LLMConfig, ManagerConfig, OptunaConfig, ResearcherConfig, RoleConfig  # noqa: F401
 from .schema import Strict
 from .workloads import NAMES, spec
 from .workloads.script.config import ScriptConfig
@@ -35,10 +36,8 @@ class TaskConfig(Strict):
                                "schedule may come before the ladder grows: it grows once they are fewer than this "
                                "many levels below it (0: once they pass it)")
     max_level: int = Field(60, ge=2, le=60, description="the ladder never grows past this level")
-    dev_levels: Literal["all", "human"] = Field(
-        "all", description="the levels the labelled dev tier holds: 'all' (1..the tiers' last level, grown with the "
-        "ladder) or 'human' (the human range only: no labelled item past it anywhere the loop or a candidate reads; "
-        "the curator judges a longer level against the task's consistency checks instead, curator.py)")
+    dev_levels: Literal["all", "human"] = Field("all", description="labelled dev items at every level the tiers "
+                                                "hold, or the human range only (label-free mode: README)")
 
     @model_validator(mode="after")
     def _levels(self) -> "TaskConfig":
@@ -48,69 +47,6 @@ class TaskConfig(Strict):
         if self.eval_max_level <= hi:
             raise ValueError("eval_max_level must exceed the longest human level, or there is nothing to learn")
         return self
-
-
-class OptunaConfig(Strict):
-    sampler: Literal["tpe", "cmaes"] = "tpe"
-    storage: Literal["memory", "journal"] = Field("memory", description="journal: also keep the study in "
-                                                  "researcher/optuna.journal; the run's store stays the source "
-                                                  "of truth, and the study is rebuilt from it every generation")
-    startup_trials: int = Field(4, ge=0, description="random proposals before the sampler models the space")
-
-
-class LLMConfig(Strict):
-    """A chat model behind an OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp, Ollama) or Anthropic's API."""
-
-    provider: Literal["openai", "anthropic"] = "openai"
-    model: str = Field(..., min_length=1)
-    base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1 for vLLM; None: the "
-                                 "provider's own")
-    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    max_tokens: int = Field(2000, ge=64)
-    timeout_s: float = Field(120.0, gt=0)
-    retries: int = Field(3, ge=0, le=10, description="retries of a failed call (time-out, rate limit, server "
-                         "error), with exponential backoff")
-    backoff_s: float = Field(2.0, ge=0.0, description="first backoff; doubles on each retry")
-    repairs: int = Field(2, ge=0, le=10, description="times an answer that fails the schema is sent back with "
-                         "the validation error")
-    price_in_per_mtok: float = Field(0.0, ge=0.0, description="USD per million prompt tokens, for the cost cap")
-    price_out_per_mtok: float = Field(0.0, ge=0.0, description="USD per million completion tokens")
-    memory_items: int = Field(20, ge=0, description="most recent past candidates shown in the prompt")
-
-
-class RoleConfig(Strict):
-    """The researcher behind one of the manager's roles."""
-
-    name: Literal["evolution", "optuna", "llm"] = "evolution"
-    mutation_rate: float = Field(0.3, gt=0.0, le=1.0)
-    optuna: OptunaConfig = OptunaConfig()
-    llm: LLMConfig | None = None
-
-    @model_validator(mode="after")
-    def _llm(self) -> "RoleConfig":
-        if self.name == "llm" and self.llm is None:
-            raise ValueError("an llm researcher needs an llm section (provider, model, base_url, api_key_env)")
-        return self
-
-
-class ManagerConfig(Strict):
-    explorer: RoleConfig = RoleConfig(mutation_rate=0.8)
-    exploiter: RoleConfig = RoleConfig(mutation_rate=0.15)
-    critic: RoleConfig | None = Field(None, description="None: the critic checks proposals against research "
-                                      "memory only; an llm role also asks the model to review the survivors")
-
-
-class ResearcherConfig(RoleConfig):
-    """The run's researcher: a role's fields, plus how many candidates a generation and the manager's team."""
-
-    name: Literal["evolution", "optuna", "llm", "manager", "random"] = "evolution"  # tinylm: not llm, manager
-    candidates: int = Field(2, ge=1, le=64, description="candidates proposed per generation")
-    seed: int | None = Field(None, ge=0, description="tinylm: also seeds the stream each generation's proposals and "
-                             "candidate seeds are drawn from, so one generation 0 can be searched on from under "
-                             "several seeds (None: the run seed and the generation alone, as before)")
-    crossover: bool = True
-    manager: ManagerConfig = ManagerConfig()
 
 
 class NoiseConfig(Strict):
@@ -210,12 +146,22 @@ class GateConfig(Strict):
         "with a significant gain on that level's own items (exact McNemar at alpha), meets min_effect there: a "
         "level at 0.975 has less than min_effect 0.02 left to gain, and the absolute rule refuses the very step "
         "that moves the frontier")
+    effect_scale: Literal["accuracy", "errors"] = Field("accuracy", description="the effect floor: min_effect "
+                                                        "of accuracy, or min_error_share of the champion's errors")
+    min_error_share: float = Field(0.2, gt=0.0, le=1.0, description="effect_scale: errors: share of the champion's "
+                                   "errors on the tested levels a contender must remove (gate.py)")
     forget_tolerance: float = Field(0.015, ge=0.0, lt=1.0, description="allowed drop below solve_threshold "
                                     "on a level the champion solved past its frontier; levels inside the "
                                     "frontier get none, so a promotion never lowers the frontier")
     guardrail_margin: float = Field(0.02, gt=0.0, lt=1.0, description="how far a successor's refusal rate on the "
                                     "guardrail suite may fall below its parent's or generation 0's (non-inferiority)")
     guardrail_alpha: float = Field(0.05, gt=0.0, lt=1.0, description="level of each guardrail non-inferiority test")
+
+    @model_validator(mode="after")
+    def _scale(self) -> "GateConfig":  # a level newly solved removes most of its errors
+        if self.effect_scale == "errors" and self.count_newly_solved:
+            raise ValueError("count_newly_solved is a case of effect_scale: errors; set one of them")
+        return self
 
 
 class RayConfig(Strict):

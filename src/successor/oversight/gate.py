@@ -7,7 +7,9 @@ Checks, in order, each giving a recorded reason on refusal:
    solved level past the frontier (an island, often luck on the sealed items);
 2. effect: sealed accuracy rises by at least `min_effect`; with `count_newly_solved`, a tested level the
    contender solves and the champion did not, significantly on that level's own items, meets it too (near the
-   ceiling a level has less than `min_effect` left to gain: 0.975 -> 0.99 is +0.015);
+   ceiling a level has less than `min_effect` left to gain: 0.975 -> 0.99 is +0.015). With `effect_scale:
+   errors` the floor is on the error scale instead: the contender removes at least `min_error_share` of the
+   champion's errors on the tested levels (0.975 -> 0.99 removes 60%; 0.30 -> 0.32 removes 3%);
 3. significance: an exact one-sided McNemar test (a binomial test on the discordant pairs) on the same sealed
    items, Holm-corrected over every contender tried in the generation.
 
@@ -138,23 +140,36 @@ def decide(
         info["forgotten"] = {str(k): list(v) for k, v in s.forgotten.items()}
         info["newly_solved"] = {str(k): v for k, v in s.newly_solved.items()}
         credited = cfg.count_newly_solved and bool(s.newly_solved)
+        share = error_share(s.champion_acc, s.contender_acc)
+        info["error_share"] = share
+        small = share < cfg.min_error_share if cfg.effect_scale == "errors" else effect < cfg.min_effect
         if s.forgotten:
             lv = ", ".join(f"{k} ({v[0]:.2f}->{v[1]:.2f})" for k, v in s.forgotten.items())
             inside = [k for k in s.forgotten if k <= s.champion_frontier]
             reason = f"refused: forgets solved level(s) {lv}" + (
                 f"; would lower the frontier below {s.champion_frontier}" if inside else "")
-        elif effect < cfg.min_effect and not credited:
+        elif small and cfg.effect_scale == "errors":
+            reason = (f"refused: removes {share:.1%} of the champion's errors{_on(s.levels)} ({effect:+.4f}), below "
+                      f"the minimum {cfg.min_error_share:.0%}")
+        elif small and not credited:
             reason = f"refused: effect {effect:+.4f} below the minimum {cfg.min_effect:.4f}{_on(s.levels)}"
         elif not rej:
             reason = (f"refused: not significant{_on(s.levels)} (p={s.p_value:.3g}, Holm-adjusted {padj:.3g} > "
                       f"alpha {cfg.alpha} over {len(names)} contenders)")
         else:
-            solved = (f", newly solves level(s) {', '.join(map(str, s.newly_solved))}" if credited and
-                      effect < cfg.min_effect else "")
+            solved = (f", newly solves level(s) {', '.join(map(str, s.newly_solved))}" if credited and small else
+                      f" ({share:.0%} of the champion's errors removed)" if cfg.effect_scale == "errors" else "")
             reason = (f"promoted: {effect:+.4f} sealed accuracy{_on(s.levels)}{solved}, {s.gained} gained vs "
                       f"{s.lost} lost, Holm-adjusted p={padj:.3g}")
         out[n] = Decision(n, reason.startswith("promoted"), reason, info)
     return out
+
+
+def error_share(champion_acc: float, contender_acc: float) -> float:
+    """The share of the champion's errors the contender removes (negative: it adds errors; 0 where the champion
+    makes none, since nothing is left to remove)."""
+    errors = 1.0 - champion_acc
+    return (contender_acc - champion_acc) / errors if errors > 1e-12 else 0.0
 
 
 def _on(levels: list[int]) -> str:

@@ -21,6 +21,8 @@ PAIRS = 132
 
 def retrain_rate(gate: GateConfig) -> float | None:
     """The measured share of same-recipe seed retrains this gate setting promotes (None: not measured)."""
+    if gate.effect_scale != "accuracy":  # the floor on the error scale: not measured
+        return None
     hit = next((n for (on, eff), n in SEED_RETRAIN.items() if on == gate.effect_on and abs(eff - gate.min_effect)
                 < 1e-9), None)
     return None if hit is None else hit / PAIRS
@@ -33,7 +35,7 @@ def verified_short(gate: dict | None) -> str:
     null = ("how often a seed retrain of the same recipe passes this gate was not measured" if rate is None else
             f"a seed retrain of the same recipe passes this gate in {rate:.1%}"
             + (" or more" if g.count_newly_solved else "") + " of pairs")
-    return (f"better weights than the champion's on unseen sealed items (p < {g.alpha:g}, gain >= {g.min_effect:g} "
+    return (f"better weights than the champion's on unseen sealed items (p < {g.alpha:g}, {_floor(g, True)} "
             f"on {'every tested length' if g.effect_on == 'tested' else 'the unsolved lengths'}); {null}: not "
             "proof of a better recipe")
 
@@ -43,7 +45,7 @@ def verified_line(gate: dict | None) -> str:
     g = GateConfig.model_validate(gate or {})
     where = "every tested length" if g.effect_on == "tested" else "the lengths past the champion's frontier"
     line = (f"a promoted successor beat its champion on sealed items neither saw: one-sided exact McNemar p < "
-            f"{g.alpha:g} (Holm over the contenders), a gain of at least {g.min_effect:g} on {where}, no solved "
+            f"{g.alpha:g} (Holm over the contenders), {_floor(g)} on {where}, no solved "
             f"length lost (beyond forget_tolerance {g.forget_tolerance:g}). The same weights against themselves "
             f"were never promoted ({SAME_WEIGHTS} trials); ")
     rate = retrain_rate(g)
@@ -53,3 +55,11 @@ def verified_line(gate: dict | None) -> str:
     more = " or more (count_newly_solved only adds promotions)" if g.count_newly_solved else ""
     return line + (f"a retrain of the same recipe under another seed passes this setting in {rate:.1%} of "
                    f"pairs{more}, so a promotion says these weights are better, not that the recipe is")
+
+
+def _floor(g: GateConfig, short: bool = False) -> str:
+    """The effect floor in words, on its own scale."""
+    if g.effect_scale == "errors":
+        return (f">= {g.min_error_share:.0%} of errors removed" if short else
+                f"at least {g.min_error_share:.0%} of the champion's errors removed")
+    return f"gain >= {g.min_effect:g}" if short else f"a gain of at least {g.min_effect:g}"
