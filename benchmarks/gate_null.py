@@ -207,6 +207,9 @@ def main() -> None:
                     help="true improvements, as shares of the tested sealed items")
     ap.add_argument("--min-effects", type=float, nargs="+", default=[0.005, 0.0075, 0.01, 0.0125],
                     help="min_effect values to sweep over seed-retrain pairs")
+    ap.add_argument("--error-shares", type=float, nargs="*", default=[0.1, 0.2, 0.3, 0.4, 0.5],
+                    help="min_error_share values to sweep under effect_scale: errors (the floor on the error "
+                    "scale, count_newly_solved off)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the retrains (they change the "
                     "weights, so each count has its own cache)")
     ap.add_argument("--rng", type=int, default=0, help="seed of the bootstrap and power draws")
@@ -219,8 +222,8 @@ def main() -> None:
         ap.error(f"--run-dir {a.run_dir}: not a run directory (no lineage.db); pass one with --run-dir")
     if a.seeds < 2 or a.bootstrap < 1 or a.trials < 1 or a.threads < 1:
         ap.error("--seeds must be >= 2, and --bootstrap, --trials and --threads >= 1")
-    if any(not 0 <= d < 1 for d in a.deltas + a.min_effects):
-        ap.error("--deltas and --min-effects must lie in [0, 1)")
+    if any(not 0 <= d < 1 for d in a.deltas + a.min_effects) or any(not 0 < e <= 1 for e in a.error_shares):
+        ap.error("--deltas and --min-effects must lie in [0, 1), --error-shares in (0, 1]")
     import torch
 
     torch.set_num_threads(a.threads)
@@ -261,6 +264,12 @@ def main() -> None:
         c = cfg.model_copy(update={"min_effect": me})
         hits = sum(promoted(runs[i], runs[j], c, levels) for i, j in pairs)
         sweep.append([f"{me:g}", cell(hits, len(pairs))] + [
+            f"{pair_power(runs, pairs, d, c, levels, a.trials, rng) / a.trials:.1%}" for d in a.deltas if d])
+    errors_sweep = []
+    for share in a.error_shares:
+        c = cfg.model_copy(update={"effect_scale": "errors", "min_error_share": share, "count_newly_solved": False})
+        hits = sum(promoted(runs[i], runs[j], c, levels) for i, j in pairs)
+        errors_sweep.append([f"{share:.0%}", cell(hits, len(pairs))] + [
             f"{pair_power(runs, pairs, d, c, levels, a.trials, rng) / a.trials:.1%}" for d in a.deltas if d])
     took = time.time() - t0
     tested = [float(np.mean([x for lvl in levels for x in run[lvl]])) for run in runs]
@@ -313,6 +322,13 @@ What `min_effect` would hold the goal between seed retrains, and what it costs i
 ({a.trials} fresh trials a cell; chosen on these {a.seeds} seeds, so optimistic):
 
 {table(['min_effect', 'seed-retrain pairs promoted'] + [f'power at {d:.1%}' for d in a.deltas if d], sweep)}
+
+The floor on the error scale instead (`effect_scale: errors`: the contender removes at least `min_error_share` of
+the champion's errors on the tested lengths; `count_newly_solved` off, since a length newly solved removes most of
+its errors), same pairs, same kind of power trials:
+
+{table(['min_error_share', 'seed-retrain pairs promoted'] + [f'power at {d:.1%}' for d in a.deltas if d],
+       errors_sweep)}
 """)
     print(text)
     if a.write:
