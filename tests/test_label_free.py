@@ -74,3 +74,7 @@ def test_a_vote_whose_voters_share_errors_is_judged_by_the_composition(oracle_gr
     far = curate_level(ADD, cfg, 7, _problems(7, 50), [], Oracle(), certified=3, label_free=True)
     assert far.items == [] and far.skipped.startswith("alarm: no label-free check reaches level 7")
     assert curate_level(ADD, cfg, 7, _problems(7, 50), [], Oracle(), certified=3).items  # with labels off: voted
+    few = curate_level(ADD, cfg.model_copy(update={"min_kept": 30}), 6, probs[:40], [], Oracle(), certified=3,
+                       label_free=True)  # 6 from parts of 3: one cut, about a quarter of 40 problems compose
+    assert few.items == [] and few.skipped.startswith("alarm: no label-free check reaches level 6: the task "
+                                                      "composes") and "min_kept=30" in few.skipped

@@ -224,9 +224,10 @@ def curate_level(
     judge = "dev"
     if label_free and not dev:
         dev, judge = reference(task, problems, champion, certified, compose, n_reference)
-        if not dev:
-            return Curation(level, [], len(problems), None, f"alarm: no label-free check reaches level {level} (the "
-                            f"task composes none of its problems from parts within the certified {certified})",
+        if len(dev) < max(cfg.min_kept, 1):  # a handful of checked items cannot tell a clean vote from a dirty one
+            why = (f"the task composes {len(dev)} of its {len(problems)} problems by the {judge} from parts within "
+                   f"the certified {certified} (min_kept={cfg.min_kept})")
+            return Curation(level, [], len(problems), None, f"alarm: no label-free check reaches level {level}: {why}",
                             judge=judge, method="vote+compose" if compose else "vote")
     if compose and (trained_to is None or level <= trained_to):
         return _curate_composed(task, cfg, level, problems, dev, champion, certified, composed_labels, "compose",
