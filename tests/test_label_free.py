@@ -78,3 +78,28 @@ def test_a_vote_whose_voters_share_errors_is_judged_by_the_composition(oracle_gr
                        label_free=True)  # 6 from parts of 3: one cut, about a quarter of 40 problems compose
     assert few.items == [] and few.skipped.startswith("alarm: no label-free check reaches level 6: the task "
                                                       "composes") and "min_kept=30" in few.skipped
+
+
+def test_the_accelerated_schedule_reads_how_often_direct_answers_equal_composed_ones(oracle_greedy):
+    """Label-free, dev ends at the human range, so the schedule's acceleration past the training length reads the
+    champion's consistency instead: right through length 10, wrong on every direct answer from 11 on (its parts
+    are right), it reaches 9-10 at 1.0, stops at 11, and the schedule labels 9-11."""
+    from types import SimpleNamespace
+
+    from successor.config import load_config
+    from successor.workloads.tinylm.curation import consistent_reach
+    from successor.workloads.tinylm.schedule import schedule_levels
+
+    cfg = load_config()
+    wl = SimpleNamespace(cfg=cfg, task=ADD, run=SimpleNamespace(last_level=lambda: 14))
+
+    class Short(Oracle):  # wrong on every problem longer than 10 digits, right on its parts
+        def __init__(self):
+            super().__init__()
+            self.wrong = type("Wrong", (dict,), {"get": lambda d, prompt, right: right if len(prompt.split("+")[0])
+                                                 <= 10 else "9" * len(right)})()
+
+    reach = consistent_reach(wl, 1, Short(), certified=6, trained_to=8)
+    assert reach == {9: 1.0, 10: 1.0, 11: 0.0}
+    assert schedule_levels(cfg.curator, reach, 8, 8, 14) == [9, 10, 11]
+    assert consistent_reach(wl, 1, Short(), certified=0, trained_to=8) == {}  # nothing certified: no reach
