@@ -293,7 +293,12 @@ def test_curate_level_skips_without_decoding_when_dev_predicts_too_few_labels(fa
     assert cur.items == [] and cur.dev_passed == 1 and cur.dev_wrong == 0 and cur.agreement is None
     assert cur.skipped == "only 1 of 10 dev items pass the vote: too few of 40 problems would (min_kept=10)"
     assert len(calls) == len(OFFSETS)  # dev only
-    assert curate_level(TASK, vote_cfg(min_kept=4), 5, level5, dev5, CHAMP).skipped is None
+    # a lower min_kept expects enough labels, but one judged label proves nothing about the vote (MIN_JUDGED)
+    assert curate_level(TASK, vote_cfg(min_kept=4), 5, level5, dev5, CHAMP).skipped == \
+        "only 1 dev items pass the vote: too few to judge its labels by (at least 5)"
+    answers(table, pool, {i: 1 for i in range(46, 50)})  # five dev items pass: judged, and curated
+    five = curate_level(TASK, vote_cfg(min_kept=4), 5, level5, dev5, CHAMP)
+    assert five.skipped is None and five.dev_passed >= 5
 
 
 # -- pruned_vote ---------------------------------------------------------------------------------------------

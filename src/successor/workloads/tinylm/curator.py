@@ -328,6 +328,9 @@ def _curate_composed(task, cfg, level, problems, dev, champion, certified, label
     return _curation(task, cfg, level, problems, labels, None, passed, wrong, n_forms, method, judge)
 
 
+MIN_JUDGED = 5  # fewer judged labels prove nothing: 2 of 2 right let 3.6% noise through (BENCHMARKS, label-free)
+
+
 def _dev_stop(cfg, level: int, n: int, n_dev: int, passed: int, wrong: int, alarm: bool, calibrated: bool,
               what: str = "the vote", strictest: str = "when every voter agrees", judge: str = "dev") -> str | None:
     """Why dev (or its label-free stand-in, `judge`) says not to label this level (the alarm, or too few labels to
@@ -340,6 +343,8 @@ def _dev_stop(cfg, level: int, n: int, n_dev: int, passed: int, wrong: int, alar
     if calibrated and passed * n < cfg.min_kept * n_dev:
         return (f"only {passed} of {n_dev} {judge} items pass {what}: too few of {n} problems would "
                 f"(min_kept={cfg.min_kept})")
+    if calibrated and passed < MIN_JUDGED:
+        return f"only {passed} {judge} items pass {what}: too few to judge its labels by (at least {MIN_JUDGED})"
     return None
 
 
