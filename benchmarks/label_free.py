@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", help="LABEL=RUN_DIR")
     ap.add_argument("--upto", type=int, help="generations 0..UPTO of each run only (the summary table)")
     ap.add_argument("--write", metavar="NAME", help="write the tables into BENCHMARKS.md between NAME's markers")
+    ap.add_argument("--title", default="Label-free mode against dev labels (issue 26)",
+                    help="the section's title, where it is new")
     a = ap.parse_args()
     rows, detail, alarms = [], [], []
     for spec in a.runs:
@@ -88,7 +90,7 @@ def main() -> None:
     text = f"{head}\n\nEvery level the curate stage looked at:\n\n{body}"
     print(text)
     if a.write:
-        write_section(HERE.parent / "BENCHMARKS.md", a.write, f"Label-free mode (issue 26): {a.write}", text)
+        write_section(HERE.parent / "BENCHMARKS.md", a.write, a.title, text)
         (HERE / "results" / f"{a.write}.json").write_text(json.dumps(alarms, indent=1))
 
 
