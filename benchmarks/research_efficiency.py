@@ -56,8 +56,9 @@ class Method:
 # The smoke preset's task (reversed addition, human lengths 1-2, lengths 1-4 evaluated, a 2-layer d=64 model),
 # with three candidates a generation as the default preset has; one experiment at a time per run (two runs go
 # side by side on the two cores, --jobs).
-# The score sums sealed accuracy over one fixed range of lengths, so the tiers do not grow (`ladder_step: 0`).
-BASE = {"name": "research-efficiency", "task": {"ladder_step": 0}, "researcher": {"candidates": 3},
+# The score sums sealed accuracy over one fixed range of lengths, so the tiers do not grow (`ladder_step: 0`); dev
+# labels at every length, as it was measured before the default became label-free.
+BASE = {"name": "research-efficiency", "task": {"ladder_step": 0, "dev_levels": "all"}, "researcher": {"candidates": 3},
         "loop": {"generations": 200, "executor": {"workers": 1}}}
 HALVING = {"researcher.candidates": 6, "loop.halving": {"rungs": 2, "eta": 3, "unit": "steps"}}
 METHODS = [

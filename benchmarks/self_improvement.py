@@ -45,7 +45,9 @@ PROTOCOL_BEFORE_25 = {
     "gate": {"effect_on": "tested", "min_effect": 0.01, "count_newly_solved": False}}
 ADDITION = {
     "name": "self-improvement-addition",
-    "task": {"eval_max_level": 20, "sealed_per_level": 200, "validation_per_level": 60, "guardrail_per_level": 30},
+    # dev labels at every length, as these conditions were measured (the default became label-free later)
+    "task": {"eval_max_level": 20, "sealed_per_level": 200, "validation_per_level": 60, "guardrail_per_level": 30,
+             "dev_levels": "all"},
     # the bootstrap these runs had (issue 25 later gave the default a curriculum, a longer schedule and a plateau
     # check): without it, a new run would start from another generation 0
     "bootstrap": {"steps": 3000, "schedule_steps": 3000, "curriculum_steps": 0, "offset_ramp_steps": 0,
@@ -70,7 +72,7 @@ BASES: dict[str, tuple[str, dict]] = {
     "copy": ("default", {
         "name": "self-improvement-copy",
         "task": {"name": "copy", "eval_max_level": 20, "sealed_per_level": 200, "validation_per_level": 60,
-                 "guardrail_per_level": 30},
+                 "guardrail_per_level": 30, "dev_levels": "all"},
         "bootstrap": {"steps": 1000, "schedule_steps": 1000, "max_offset": 5, "guardrail_from": 700,
                       "curriculum_steps": 0, "offset_ramp_steps": 0, "plateau_step": 0},
         "successor": {"max_offset": 5} | PROTOCOL_BEFORE_25["successor"], "gate": PROTOCOL_BEFORE_25["gate"],

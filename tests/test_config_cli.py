@@ -261,3 +261,10 @@ def test_long_preset_is_the_default_protocol_with_more_generations(tmp_path):
     assert load_config(tmp_path / "s.yaml", preset="long").bootstrap.seed == 4  # the seed follows here too
     r = invoke("config", "--preset", "long")
     assert r.exit_code == 0 and json.loads(r.stdout)["loop"]["generations"] == long.loop.generations
+
+
+def test_the_default_is_label_free_and_smoke_keeps_its_measured_dev_labels():
+    assert load_config().task.dev_levels == "human" and load_config(preset="long").task.dev_levels == "human"
+    assert load_config(preset="smoke").task.dev_levels == "all"
+    from successor.config import TaskConfig
+    assert TaskConfig().dev_levels == "all"  # the section's own default, which the unit tests use

@@ -249,7 +249,9 @@ class RunConfig(Strict):
     script: ScriptConfig | None = Field(None, description="the script workload: the user's own program")
     # 1,000 sealed items a length: on 200, a length going 0.975 -> 0.99 is 3 gained and 0 lost (p = 0.125), which
     # no test can confirm; on 1,000 it is about 15 and 0 (p ~ 3e-5)
-    task: TaskConfig = TaskConfig(sealed_per_level=1000)
+    # Label-free (issue 26): no labelled dev item past the human range; measured on seeds 0-2 it held the frontier
+    # within one length of dev labels (BENCHMARKS.md, "Label-free mode")
+    task: TaskConfig = TaskConfig(sealed_per_level=1000, dev_levels="human")
     # The bootstrap: training from scratch on 1-8 digits at once sits on a loss plateau (loss 1.9, length 2 at chance)
     # for the whole run on some seeds (seeds 2, 3 and 5 of the former schedule: issue 25). The random position
     # offsets, there from step 0, keep the attention that lines digits up from forming: so their range grows from 0
