@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from . import evaluator
-from .composing import composed
+from .composing import composable, composed
 from .curator import curate_levels, greedy_labels, inject_noise, schedule_levels, with_relabel
 from .data import save_shard, tier_rng
 from .tasks import Problem
@@ -84,7 +84,7 @@ def consistent_reach(wl, g: int, champion, certified: int, trained_to: int, n: i
     level = trained_to + 1
     while level <= wl.run.last_level():
         probs = problems(wl, g, level)[:n]
-        if certified <= 0 or not probs or not wl.task.compositions(probs[0], certified):
+        if not composable(wl.task, level, probs, certified):
             break
         pairs = [(d, c) for d, c in zip(greedy_labels(wl.task, cfg, probs, champion),
                                          composed(wl.task, probs, champion, certified)) if c is not None]

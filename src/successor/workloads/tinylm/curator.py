@@ -223,7 +223,7 @@ def curate_level(
                                                                                        certified)
     judge = "dev"
     if label_free and not dev:
-        dev, judge = reference(task, problems, champion, certified, compose, n_reference)
+        dev, judge = reference(task, level, problems, champion, certified, compose, n_reference)
         if len(dev) < max(cfg.min_kept, 1):  # a handful of checked items cannot tell a clean vote from a dirty one
             why = (f"the task composes {len(dev)} of its {len(problems)} problems by the {judge} from parts within "
                    f"the certified {certified} (min_kept={cfg.min_kept})")
@@ -269,13 +269,13 @@ def curate_level(
                      "vote+compose" if compose else "vote", judge)
 
 
-def reference(task: Task, problems: list[Problem], champion: TinyLM, certified: int, through_parts: bool,
-              n: int) -> tuple[list[tuple[Problem, str]], str]:
+def reference(task: Task, level: int, problems: list[Problem], champion: TinyLM, certified: int,
+              through_parts: bool, n: int) -> tuple[list[tuple[Problem, str]], str]:
     """Label-free stand-ins for dev at a level with no labels: up to `n` of the level's problems with the answer
     the task's consistency check gives (the champion's answers to parts it is certified on, composed). Labels
     that came through a composition (`through_parts`: compose, parts, vote+compose) are judged by a second cut,
     so the judge never shares their route; a plain vote by the first. Returns the pairs and the judge's name."""
-    if certified <= 0 or not problems or not task.compositions(problems[0], certified):
+    if not composable(task, level, problems, certified):
         return [], "composition"
     ref = (second_cut if through_parts else composed)(task, problems, champion, certified)
     return [(p, y) for p, y in zip(problems, ref) if y is not None][:n], "second cut" if through_parts else \
