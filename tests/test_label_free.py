@@ -103,3 +103,41 @@ def test_the_accelerated_schedule_reads_how_often_direct_answers_equal_composed_
     assert reach == {9: 1.0, 10: 1.0, 11: 0.0}
     assert schedule_levels(cfg.curator, reach, 8, 8, 14) == [9, 10, 11]
     assert consistent_reach(wl, 1, Short(), certified=0, trained_to=8) == {}  # nothing certified: no reach
+
+
+def test_every_kept_label_is_checked_against_two_agreeing_compositions(oracle_greedy):
+    """A vote whose voters share an error on one problem in eight past the first 250: the judge before the vote
+    (its first 100 composable problems) sees none, but the check of every kept label against two compositions
+    that agree (cuts from parts of 2-4 digits, all right) does, and keeps nothing. A clean champion passes it
+    with every judged label right; `max_kept_noise: 1` turns it off."""
+    probs = _problems(6, 400, seed=14)
+    wrong = {p.prompt: ("1" if ADD.answer(p)[0] != "1" else "2") + ADD.answer(p)[1:]
+             for i, p in enumerate(probs) if i >= 250 and i % 8 == 0}
+    cfg = CuratorConfig(filter="offset-vote", offsets=[0, 1, 2], agreement=1.0, max_dev_noise=0.05)
+    seen = curate_level(ADD, cfg, 6, probs, [], Oracle(wrong), certified=4, label_free=True)
+    assert seen.dev_wrong == 0 and seen.dev_passed >= 50  # the judge before the vote saw nothing wrong
+    assert seen.items == [] and seen.skipped.startswith("alarm:") and "max_kept_noise=0.01" in seen.skipped
+    assert seen.checked > 150 and seen.checked_wrong > 0.01 * seen.checked
+    off = curate_level(ADD, cfg.model_copy(update={"max_kept_noise": 1.0}), 6, probs, [], Oracle(wrong),
+                       certified=4, label_free=True)
+    assert off.skipped is None and sum(not ADD.check(p, y) for p, y in off.items) == len(wrong)
+    clean = curate_level(ADD, cfg, 6, probs, [], Oracle(), certified=4, label_free=True)
+    assert clean.skipped is None and len(clean.items) == len(probs)
+    assert clean.checked > 150 and clean.checked_wrong == 0
+    # with labels (dev mode) the check does not run: dev judges
+    assert curate_level(ADD, cfg, 6, probs, [], Oracle(wrong), certified=4).checked == 0
+
+
+def test_agreeing_cuts_judge_only_where_two_routes_give_the_same_answer(oracle_greedy):
+    """Through-parts labels (skip 1) are judged by the second and third cuts; a level with one cut has none."""
+    from successor.workloads.tinylm.composing import agreeing_cuts, cuts
+
+    probs = _problems(7, 200, seed=15)
+    every = cuts(ADD, probs, Oracle(), 5, 3)
+    assert all(len(c) <= 3 and all(ADD.check(p, y) for y in c) for p, c in zip(probs, every))
+    two = agreeing_cuts(ADD, probs, Oracle(), 5, 0)
+    after_first = agreeing_cuts(ADD, probs, Oracle(), 5, 1)
+    assert [y is not None for y in two] == [len(c) >= 2 for c in every]
+    assert [y is not None for y in after_first] == [len(c) >= 3 for c in every]
+    assert sum(y is not None for y in after_first) < sum(y is not None for y in two)
+    assert all(y is None for y in agreeing_cuts(ADD, _problems(6, 50), Oracle(), 3, 0))  # 6 from 3: one cut

@@ -73,6 +73,10 @@ class CuratorConfig(Strict):
     max_dev_noise: float = Field(0.05, ge=0.0, lt=1.0, description="label noise the vote may have: it is held to "
                                  "the lowest agreement whose labels on the level's dev items are no more wrong "
                                  "than this share; a level where none qualifies is not curated (the alarm)")
+    max_kept_noise: float = Field(0.01, ge=0.0, le=1.0, description="label-free mode (task.dev_levels: human): "
+                                  "at a level with no dev labels, the share of its kept labels that two agreeing "
+                                  "compositions from certified parts may say are wrong before nothing of the level "
+                                  "is kept (the alarm); 1 turns the check off")
     voter_floor: float = Field(0.0, ge=0.0, le=1.0, description="per level, vote only with the voters whose dev "
                                "accuracy there is at least this share of the best voter's (0: every voter)")
     rewrites: bool = Field(False, description="every voter also answers the task's rewrites of each problem "

@@ -50,6 +50,7 @@ def curate(wl, g: int, ctx: dict) -> dict:
         levels.append({"level": cur.level, "labelled": cur.labelled, "kept": len(kept), "agreement": cur.agreement,
                        "threshold": cur.threshold, "dev_passed": cur.dev_passed, "dev_wrong": cur.dev_wrong,
                        "voters": cur.voters, "method": cur.method, "judge": cur.judge, "skipped": cur.skipped,
+                       "kept_checked": cur.checked, "kept_checked_wrong": cur.checked_wrong,
                        "injected": injected,
                        "champion_dev_acc": champion_acc.get(str(cur.level), 0.0),
                        "true_noise_hidden": true_noise(wl.task, kept)})

@@ -19,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...config import CuratorConfig
-from .composing import checked, composable, composed, second_cut
+from .composing import checked, composable, composed
 from .schedule import inject_noise, schedule_levels, with_relabel  # noqa: F401  (the curator's public names)
 from .decode import greedy
+from .judging import MIN_JUDGED, check_kept, reference
 from .model import TinyLM
 from .tasks import Problem, Task
 
@@ -43,6 +44,8 @@ class Curation:
     judge: str = "dev"  # what the alarm judged the labels against: "dev" (labelled items), or in label-free mode
     # "composition" (answers composed from certified parts) or "second cut" (another composition than the one the
     # labels came through)
+    checked: int = 0  # label-free: kept labels that two agreeing compositions could judge (`judging.check_kept`)
+    checked_wrong: int = 0  # of those, how many the compositions say are wrong
 
 
 def well_formed(task: Task, problem: Problem, label: str) -> bool:
@@ -202,6 +205,17 @@ def curate_level(
     label_free: bool = False,
     n_reference: int = 100,
 ) -> Curation:
+    """Label one level (`_label_level`); in label-free mode a level judged without dev has its kept labels
+    checked once more, each against two agreeing compositions (`judging.check_kept`)."""
+    cur = _label_level(task, cfg, level, problems, dev, champion, others, certified, trained_to, label_free,
+                       n_reference)
+    if label_free and cur.judge != "dev":
+        cur = check_kept(task, cfg, cur, champion, certified)
+    return cur
+
+
+def _label_level(task, cfg, level, problems, dev, champion, others, certified, trained_to, label_free,
+                 n_reference) -> Curation:
     """Label one level, holding the vote to the lowest agreement whose labels on the level's dev items do not
     show noise above `max_dev_noise`. Where every agreement does, the vote is confident where the models are
     wrong (the alarm of error accumulation, DESIGN.md) and the level is not curated. Dev is decoded first, so
@@ -269,19 +283,6 @@ def curate_level(
                      "vote+compose" if compose else "vote", judge)
 
 
-def reference(task: Task, level: int, problems: list[Problem], champion: TinyLM, certified: int,
-              through_parts: bool, n: int) -> tuple[list[tuple[Problem, str]], str]:
-    """Label-free stand-ins for dev at a level with no labels: up to `n` of the level's problems with the answer
-    the task's consistency check gives (the champion's answers to parts it is certified on, composed). Labels
-    that came through a composition (`through_parts`: compose, parts, vote+compose) are judged by a second cut,
-    so the judge never shares their route; a plain vote by the first. Returns the pairs and the judge's name."""
-    if not composable(task, level, problems, certified):
-        return [], "composition"
-    ref = (second_cut if through_parts else composed)(task, problems, champion, certified)
-    return [(p, y) for p, y in zip(problems, ref) if y is not None][:n], "second cut" if through_parts else \
-        "composition"
-
-
 def _confirmed_by_parts(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: TinyLM,
                         certified: int) -> Callable[[list[str | None]], list[str | None]]:
     """What a new composable level keeps of the vote's labels: each one the composition confirms, and where it
@@ -326,9 +327,6 @@ def _curate_composed(task, cfg, level, problems, dev, champion, certified, label
         return Curation(level, [], len(problems), None, stop, None, passed, wrong, n_forms, method, judge)
     labels = labeller(task, cfg, problems, champion, certified)
     return _curation(task, cfg, level, problems, labels, None, passed, wrong, n_forms, method, judge)
-
-
-MIN_JUDGED = 5  # fewer judged labels prove nothing: 2 of 2 right let 3.6% noise through (BENCHMARKS, label-free)
 
 
 def _dev_stop(cfg, level: int, n: int, n_dev: int, passed: int, wrong: int, alarm: bool, calibrated: bool,

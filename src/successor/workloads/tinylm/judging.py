@@ -1,0 +1,57 @@
+"""Label-free judges (`task.dev_levels: human`): what stands in for labelled dev items at a length past the human
+range. Both ask the task's consistency check (`Task.compositions`) through the champion's answers to parts it is
+certified on; neither reads a label or the hidden checker.
+
+- `reference`: before the vote, up to n of the level's problems with a composed answer, on which the vote's
+  agreement threshold is chosen and the first alarm raised, exactly as on dev.
+- `check_kept`: after it, every label the level would keep against the answer two further compositions agree on.
+  A hundred judged items cannot tell 0.2% noise from 1.2% (the poisoned schedule kept a length at 1.18% whose
+  judge had said 1 of 94, as clean lengths said 1 of 96); several hundred can, and a judge of two agreeing routes
+  is itself rarely wrong, so the bound can be 1%.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from .composing import agreeing_cuts, composable, composed, second_cut
+from .model import TinyLM
+from .tasks import Problem, Task
+
+if TYPE_CHECKING:
+    from ...config import CuratorConfig
+    from .curator import Curation
+
+MIN_JUDGED = 5  # fewer judged labels prove nothing: 2 of 2 right let 3.6% noise through (BENCHMARKS, label-free)
+
+
+def reference(task: Task, level: int, problems: list[Problem], champion: TinyLM, certified: int,
+              through_parts: bool, n: int) -> tuple[list[tuple[Problem, str]], str]:
+    """Label-free stand-ins for dev at a level with no labels: up to `n` of the level's problems with the answer
+    the task's consistency check gives (the champion's answers to parts it is certified on, composed). Labels
+    that came through a composition (`through_parts`: compose, parts, vote+compose) are judged by a second cut,
+    so the judge never shares their route; a plain vote by the first. Returns the pairs and the judge's name."""
+    if not composable(task, level, problems, certified):
+        return [], "composition"
+    ref = (second_cut if through_parts else composed)(task, problems, champion, certified)
+    return [(p, y) for p, y in zip(problems, ref) if y is not None][:n], "second cut" if through_parts else \
+        "composition"
+
+
+def check_kept(task: Task, cfg: "CuratorConfig", cur: "Curation", champion: TinyLM, certified: int) -> "Curation":
+    """The level's kept labels judged against the answers two compositions agree on (after the one the labels
+    came through, if they came through one). More than `max_kept_noise` of the judged ones wrong is the alarm:
+    nothing of the level is kept. Where fewer than MIN_JUDGED labels can be judged so, the check says so and
+    the level stands on the judge before the vote."""
+    if cur.skipped or not cur.items or cfg.max_kept_noise >= 1.0:
+        return cur
+    skip = 0 if cur.method == "vote" else 1
+    ref = agreeing_cuts(task, [p for p, _ in cur.items], champion, certified, skip)
+    pairs = [(y, r) for (_, y), r in zip(cur.items, ref) if r is not None]
+    wrong = sum(y != r for y, r in pairs)
+    cur = replace(cur, checked=len(pairs), checked_wrong=wrong)
+    if len(pairs) >= MIN_JUDGED and wrong > cfg.max_kept_noise * len(pairs):
+        why = (f"alarm: {wrong} of the {len(pairs)} kept labels two agreeing compositions can judge are wrong "
+               f"(more than max_kept_noise={cfg.max_kept_noise:g})")
+        return replace(cur, items=[], skipped=why)
+    return cur
