@@ -47,6 +47,7 @@ def levels(run: Path, upto: int | None) -> list[dict]:
                 out.append({"generation": g, "level": lv["level"], "judge": lv.get("judge", "dev"),
                             "method": lv.get("method"), "skipped": lv.get("skipped"), "kept": lv.get("kept", 0),
                             "dev_passed": lv.get("dev_passed"), "dev_wrong": lv.get("dev_wrong"),
+                            "checked": lv.get("kept_checked"), "checked_wrong": lv.get("kept_checked_wrong"),
                             "noise": lv.get("true_noise_hidden"), "champion_sealed": acc.get(lv["level"])})
         return out
     finally:
@@ -79,14 +80,15 @@ def main() -> None:
         for x in lv:
             detail.append([label, x["generation"], x["level"], x["judge"], x["method"],
                            "curated" if not x["skipped"] else x["skipped"][:90], x["kept"],
-                           f"{x['dev_wrong']}/{x['dev_passed']}", _pct(x["noise"]),
+                           f"{x['dev_wrong']}/{x['dev_passed']}",
+                           "–" if x["checked"] is None else f"{x['checked_wrong']}/{x['checked']}", _pct(x["noise"]),
                            "–" if x["champion_sealed"] is None else f"{x['champion_sealed']:.3f}"])
         alarms.append({"label": label, "run": str(run), "summary": s, "levels": lv,
                        "generations": [g["frontier"] for g in gens]})
     head = table(["run", "seed", "dev levels", "frontier by generation", "promoted", "noise mean", "noise max",
                   "lengths lost", "experiments CPU-s", "stages min", "generations with an alarm"], rows)
     body = table(["run", "gen", "level", "judge", "method", "outcome", "kept", "judge: wrong/passed",
-                  "true noise", "champion sealed"], detail)
+                  "kept check: wrong/judged", "true noise", "champion sealed"], detail)
     text = f"{head}\n\nEvery level the curate stage looked at:\n\n{body}"
     print(text)
     if a.write:
