@@ -141,3 +141,14 @@ def test_agreeing_cuts_judge_only_where_two_routes_give_the_same_answer(oracle_g
     assert [y is not None for y in after_first] == [len(c) >= 3 for c in every]
     assert sum(y is not None for y in after_first) < sum(y is not None for y in two)
     assert all(y is None for y in agreeing_cuts(ADD, _problems(6, 50), Oracle(), 3, 0))  # 6 from 3: one cut
+
+
+def test_lengths_labelled_by_compose_are_not_checked_again(oracle_greedy):
+    """A length the champion trained on is labelled by its direct answers where the first cut agrees: two routes
+    already, so the kept-label check leaves it (and its cost) out; a new length voted and confirmed is checked."""
+    probs = _problems(6, 200, seed=16)
+    cfg = CuratorConfig(compose=True, max_dev_noise=0.05)
+    trained = curate_level(ADD, cfg, 6, probs, [], Oracle(), certified=4, trained_to=6, label_free=True)
+    assert trained.method == "compose" and trained.skipped is None and trained.checked == 0
+    new = curate_level(ADD, cfg, 6, probs, [], Oracle(), certified=4, trained_to=5, label_free=True)
+    assert new.method == "vote+compose" and new.skipped is None and new.checked > 20 and new.checked_wrong == 0
