@@ -337,3 +337,34 @@ def test_schedule_steps_stops_a_longer_schedule_early(mixture):
 def test_schedule_steps_shorter_than_steps_refused():
     with pytest.raises(ValueError, match="schedule_steps"):
         Recipe(steps=10, schedule_steps=9)
+
+
+def test_decoded_once_decodes_each_answer_once_and_gives_the_same_answers(monkeypatch):
+    """The curate stage asks a model for the same answers several times; inside `decoded_once` each (model,
+    offset, problem) is decoded once, the answers are those of a plain decode, and outside the block every call
+    decodes again."""
+
+    from successor.workloads.tinylm import decode as dec
+    from successor.workloads.tinylm.model import ModelConfig
+    from successor.workloads.tinylm.tasks import VOCAB_SIZE
+
+    torch.manual_seed(0)
+    task = get_task("addition")
+    model, other = (TinyLM(ModelConfig(vocab_size=VOCAB_SIZE, n_layer=1, n_embd=32, n_head=2)) for _ in range(2))
+    probs = task.generate(3, 30, np.random.default_rng(1)) + task.generate(5, 20, np.random.default_rng(2))
+    plain = dec.greedy(model, task, probs)
+    decoded = []
+    inner = dec.greedy_same_level
+    monkeypatch.setattr(dec, "greedy_same_level", lambda m, t, ps, *a: decoded.extend(ps) or inner(m, t, ps, *a))
+    with dec.decoded_once():
+        assert dec.greedy(model, task, probs[:40]) == plain[:40]
+        assert len(decoded) == 40
+        assert dec.greedy(model, task, probs) == plain and len(decoded) == 50  # only the 10 new ones
+        assert dec.greedy(model, task, probs[::-1]) == plain[::-1] and len(decoded) == 50
+        with dec.decoded_once():  # nested: the same memo
+            assert dec.greedy(model, task, probs[:5]) == plain[:5] and len(decoded) == 50
+        dec.greedy(model, task, probs[:5], offset=2)  # another offset is another answer
+        dec.greedy(other, task, probs[:5])  # another model too
+        assert len(decoded) == 60
+    dec.greedy(model, task, probs[:5])
+    assert len(decoded) == 65  # outside the block nothing is remembered

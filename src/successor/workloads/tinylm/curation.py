@@ -10,6 +10,7 @@ from . import evaluator
 from .composing import composable, composed
 from .curator import curate_levels, greedy_labels, inject_noise, schedule_levels, with_relabel
 from .data import save_shard, tier_rng
+from .decode import decoded_once
 from .tasks import Problem
 
 
@@ -19,8 +20,14 @@ def curate(wl, g: int, ctx: dict) -> dict:
         return {"levels": [], "skipped": "bootstrap generation trains on human data only"}
     if ctx["select"]["selected"] is None:
         return {"levels": [], "skipped": "no candidate finished"}
+    with decoded_once():  # every answer the stage asks of a model is decoded once (decode.decoded_once)
+        return _curate(wl, g, ctx)
+
+
+def _curate(wl, g: int, ctx: dict) -> dict:
     # Inside the human range human labels are better than any vote (and the mixture keeps training on them), so
     # every schedule labels past it; which levels past it is the schedule's choice.
+    cfg = wl.cfg.curator
     human_top = wl.cfg.task.human_levels[1]
     champion_acc = ctx["assess"]["dev_acc"]
     label_free = wl.cfg.task.dev_levels == "human"

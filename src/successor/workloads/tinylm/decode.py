@@ -2,12 +2,35 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 
 from .model import TinyLM
 from .sequences import position_ids
 from .tasks import Problem, Task, decode, encode
+
+
+# inside `decoded_once`: (id(model), offset, problem) -> answer, and the models it holds (so no id is reused)
+_MEMO: ContextVar[tuple[dict, list] | None] = ContextVar("decoded_once", default=None)
+
+
+@contextmanager
+def decoded_once() -> Iterator[None]:
+    """Within the block, a model's greedy answer to a problem under an offset is decoded once. The curate stage
+    asks for the same answers several times (the schedule's reach, the judge's cuts, the labeller's greedy and
+    composed answers, the check of kept labels, the vote's offset 0), and no weight changes inside it. Nested
+    blocks share the outer memo."""
+    if _MEMO.get() is not None:
+        yield
+        return
+    token = _MEMO.set(({}, []))
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
 
 
 @torch.no_grad()
@@ -53,7 +76,19 @@ def greedy(
     batch_size: int = 512,
     use_cache: bool = True,
 ) -> list[str]:
-    """Decode any mix of levels and marks: groups by both, batches, and returns answers in the input order."""
+    """Decode any mix of levels and marks: groups by both, batches, and returns answers in the input order.
+    Inside `decoded_once`, only the answers not decoded before."""
+    memo = _MEMO.get()
+    if memo is not None:
+        seen, held = memo
+        if not any(m is model for m in held):
+            held.append(model)
+        todo = list(dict.fromkeys(p for p in problems if (id(model), offset, p) not in seen))
+        if todo:
+            with _off():
+                fresh = greedy(model, task, todo, offset, batch_size, use_cache)
+            seen.update(((id(model), offset, p), a) for p, a in zip(todo, fresh))
+        return [seen[(id(model), offset, p)] for p in problems]
     by_level: dict[tuple[int, bool], list[int]] = defaultdict(list)
     for i, p in enumerate(problems):
         by_level[(p.level, p.marked)].append(i)
@@ -65,3 +100,13 @@ def greedy(
             for i, a in zip(chunk, outs):
                 answers[i] = a
     return answers
+
+
+@contextmanager
+def _off() -> Iterator[None]:
+    """The memo switched off for one inner call (the decode that fills it)."""
+    token = _MEMO.set(None)
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)

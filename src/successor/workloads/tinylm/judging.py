@@ -33,9 +33,14 @@ def reference(task: Task, level: int, problems: list[Problem], champion: TinyLM,
     so the judge never shares their route; a plain vote by the first. Returns the pairs and the judge's name."""
     if not composable(task, level, problems, certified):
         return [], "composition"
-    ref = (second_cut if through_parts else composed)(task, problems, champion, certified)
-    return [(p, y) for p, y in zip(problems, ref) if y is not None][:n], "second cut" if through_parts else \
-        "composition"
+    judge, name = (second_cut, "second cut") if through_parts else (composed, "composition")
+    pairs: list[tuple[Problem, str]] = []
+    start = 0
+    while len(pairs) < n and start < len(problems):  # 2n at a time: most compose, so rarely more than once
+        chunk = problems[start:start + 2 * n]
+        pairs += [(p, y) for p, y in zip(chunk, judge(task, chunk, champion, certified)) if y is not None]
+        start += len(chunk)
+    return pairs[:n], name
 
 
 def check_kept(task: Task, cfg: "CuratorConfig", cur: "Curation", champion: TinyLM, certified: int) -> "Curation":
