@@ -274,11 +274,12 @@ def _label_level(task, cfg, level, problems, dev, champion, others, certified, t
     if stop:  # the new problems are not even decoded: nothing the vote says at this level is kept
         return Curation(level, [], len(problems), None, stop, chosen, passed, wrong, len(pool),
                         "vote+compose" if compose else "vote", judge)
-    labels = agreed([pruned_vote(task, cfg, f, chosen, champion, others, pool) for f in forms(task, cfg, problems)])
-    if cfg.filter == "verifier":
-        labels = verified(task, problems, labels)
-    if compose:  # a new length: the vote's or the greedy labels, where the composition from certified parts agrees
-        labels = _confirmed_by_parts(task, cfg, problems, champion, certified)(labels)
+    def voted(some: list[Problem]) -> list[str | None]:
+        labels = agreed([pruned_vote(task, cfg, f, chosen, champion, others, pool) for f in forms(task, cfg, some)])
+        return verified(task, some, labels) if cfg.filter == "verifier" else labels
+
+    # a new composable length: the vote's or the greedy labels, where the composition from certified parts agrees
+    labels = _confirmed_vote(task, cfg, problems, champion, certified, voted) if compose else voted(problems)
     return _curation(task, cfg, level, problems, labels, chosen, passed, wrong, len(pool),
                      "vote+compose" if compose else "vote", judge)
 
@@ -291,6 +292,20 @@ def _confirmed_by_parts(task: Task, cfg: CuratorConfig, problems: list[Problem],
     by_parts = composed(task, problems, champion, certified)
     greedy_ok = checked(greedy_labels(task, cfg, problems, champion), by_parts)
     return lambda labels: [v if v is not None else y for v, y in zip(checked(labels, by_parts), greedy_ok)]
+
+
+def _confirmed_vote(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: TinyLM, certified: int,
+                    voted: Callable[[list[Problem]], list[str | None]]) -> list[str | None]:
+    """`_confirmed_by_parts` of the vote's labels, voting only where it can change a label: a problem whose greedy
+    answer the composition confirms keeps the composed answer whatever the vote says, and one with no composition
+    keeps nothing. The same labels, for a vote over a few problems in ten past the champion's training length
+    (where its greedy answers are mostly right) rather than all of them."""
+    by_parts = composed(task, problems, champion, certified)
+    out = checked(greedy_labels(task, cfg, problems, champion), by_parts)
+    need = [i for i, (c, y) in enumerate(zip(by_parts, out)) if c is not None and y is None]
+    for i, v in zip(need, voted([problems[i] for i in need]) if need else []):
+        out[i] = v if v is not None and v == by_parts[i] else None
+    return out
 
 
 def greedy_labels(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: TinyLM) -> list[str | None]:
