@@ -148,5 +148,7 @@ def test_the_loop_reads_no_label_past_the_human_range(fresh_run):
     for lv in levels:  # no curated level was judged on labels
         assert lv["level"] > human_top and lv["judge"] in ("composition", "second cut")
         assert lv["skipped"] is None or lv["skipped"].startswith(("alarm:", "only"))
+        assert 0 <= lv["kept_checked_wrong"] <= lv["kept_checked"] <= lv["labelled"]  # the kept-label check
+        assert lv["method"] != "compose" or lv["kept_checked"] == 0  # two routes already agree there
     ok, lines = successor.verify(fresh_run)
     assert ok, lines
