@@ -217,6 +217,8 @@ def test_what_verified_means_follows_the_gate_setting():
     line = verified_line(errors)  # the same (effect_on, min_effect) on the error scale is another, unmeasured gate
     assert "at least 25% of the champion's errors removed" in line and "was not measured" in line and "25.8" not in line
     assert ">= 25% of errors removed" in verified_short(errors)
+    measured = verified_line(errors | {"min_error_share": 0.5})  # measured on one bed, near ceiling: said so
+    assert "15.9% of pairs (measured only on a champion near ceiling)" in measured
 
 
 def test_selection_reasons():
