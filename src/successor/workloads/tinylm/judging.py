@@ -12,15 +12,12 @@ certified on; neither reads a label or the hidden checker.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
+from ...config import CuratorConfig
 from .composing import agreeing_cuts, composable, composed, second_cut
+from .curated import Curation
 from .model import TinyLM
 from .tasks import Problem, Task
-
-if TYPE_CHECKING:
-    from ...config import CuratorConfig
-    from .curator import Curation
 
 MIN_JUDGED = 5  # fewer judged labels prove nothing: 2 of 2 right let 3.6% noise through (BENCHMARKS, label-free)
 
@@ -43,7 +40,7 @@ def reference(task: Task, level: int, problems: list[Problem], champion: TinyLM,
     return pairs[:n], name
 
 
-def check_kept(task: Task, cfg: "CuratorConfig", cur: "Curation", champion: TinyLM, certified: int) -> "Curation":
+def check_kept(task: Task, cfg: CuratorConfig, cur: Curation, champion: TinyLM, certified: int) -> Curation:
     """The level's kept labels judged against the answers two compositions agree on (after the one the labels
     came through, if they came through one). More than `max_kept_noise` of the judged ones wrong is the alarm:
     nothing of the level is kept. Where fewer than MIN_JUDGED labels can be judged so, the level stands on the
