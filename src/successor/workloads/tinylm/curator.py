@@ -22,7 +22,7 @@ from .composing import checked, composable, composed
 from .curated import Curation
 from .schedule import inject_noise, schedule_levels, with_relabel  # noqa: F401  (the curator's public names)
 from .decode import greedy
-from .judging import MIN_JUDGED, check_kept, reference
+from .judging import MIN_JUDGED, check_kept, noisier_than, reference
 from .model import TinyLM
 from .tasks import Problem, Task
 
@@ -163,14 +163,6 @@ def thresholds(cfg: CuratorConfig, n_voters: int) -> list[float]:
     return [c / n_voters for c in range(least, n_voters + 1)]
 
 
-def noisier_than(wrong: int, passed: int, bound: float) -> bool:
-    """Are `wrong` bad labels of `passed` more than `bound` of them? The point estimate, not a test: a few dozen
-    dev items can prove a vote neither clean nor dirty, and one wrong label in six (a vote at a length the
-    champion barely knows) is 17% noise, which a one-sided test at 2% lets through (p=0.11; measured: the
-    labels it kept were 9-12% wrong). Where dev cannot tell, the vote is held to a higher agreement."""
-    return wrong > bound * passed
-
-
 def curate_level(
     task: Task,
     cfg: CuratorConfig,
@@ -239,7 +231,7 @@ def _label_level(task, cfg, level, problems, dev, champion, others, certified, t
         if cfg.voter_floor > 0:  # judged on the problems as given; a voter kept answers every form
             keep = strong_voters(held[0], [y for _, y in dev], cfg.voter_floor)
             pool, held = [pool[i] for i in keep], [[h[i] for i in keep] for h in held]
-        confirm = (_confirmed_by_parts(task, cfg, dev_problems, champion, certified)
+        confirm = (_confirmed_by_parts(task, cfg, dev_problems, champion, certified)[0]
                    if compose and cfg.compose_judges_dev else None)
         for t in thresholds(cfg, len(pool)):
             dev_kept, _ = _kept(task, cfg, dev_problems, held, t, confirm)
@@ -264,27 +256,29 @@ def _label_level(task, cfg, level, problems, dev, champion, others, certified, t
 
 
 def _confirmed_by_parts(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: TinyLM,
-                        certified: int) -> Callable[[list[str | None]], list[str | None]]:
+                        certified: int) -> tuple[Callable[[list[str | None]], list[str | None]], list[int]]:
     """What a new composable level keeps of the vote's labels: each one the composition confirms, and where it
     confirms none, the champion's greedy answer if the composition confirms that (their union keeps the
-    precision and gains coverage). Decodes the composition and the greedy answers once."""
+    precision and gains coverage). Decodes the composition and the greedy answers once. Also returns where the
+    vote can change a label: a composition exists and the greedy answer is not confirmed (elsewhere the label is
+    the composed answer, or nothing, whatever the vote says)."""
     by_parts = composed(task, problems, champion, certified)
     greedy_ok = checked(greedy_labels(task, cfg, problems, champion), by_parts)
-    return lambda labels: [v if v is not None else y for v, y in zip(checked(labels, by_parts), greedy_ok)]
+    open_ = [i for i, (c, y) in enumerate(zip(by_parts, greedy_ok)) if c is not None and y is None]
+    return (lambda labels: [v if v is not None else y for v, y in zip(checked(labels, by_parts), greedy_ok)],
+            open_)
 
 
 def _confirmed_vote(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: TinyLM, certified: int,
                     voted: Callable[[list[Problem]], list[str | None]]) -> list[str | None]:
-    """`_confirmed_by_parts` of the vote's labels, voting only where it can change a label: a problem whose greedy
-    answer the composition confirms keeps the composed answer whatever the vote says, and one with no composition
-    keeps nothing. The same labels, for a vote over a few problems in ten past the champion's training length
-    (where its greedy answers are mostly right) rather than all of them."""
-    by_parts = composed(task, problems, champion, certified)
-    out = checked(greedy_labels(task, cfg, problems, champion), by_parts)
-    need = [i for i, (c, y) in enumerate(zip(by_parts, out)) if c is not None and y is None]
-    for i, v in zip(need, voted([problems[i] for i in need]) if need else []):
-        out[i] = v if v is not None and v == by_parts[i] else None
-    return out
+    """`_confirmed_by_parts` of the vote's labels, voting only where it can change a label: the same labels, for a
+    vote over a few problems in ten past the champion's training length (where its greedy answers are mostly
+    right) rather than all of them."""
+    confirm, open_ = _confirmed_by_parts(task, cfg, problems, champion, certified)
+    labels: list[str | None] = [None] * len(problems)
+    for i, v in zip(open_, voted([problems[i] for i in open_]) if open_ else []):
+        labels[i] = v
+    return confirm(labels)
 
 
 def greedy_labels(task: Task, cfg: CuratorConfig, problems: list[Problem], champion: TinyLM) -> list[str | None]:

@@ -85,10 +85,15 @@ def greedy(
             held.append(model)
         todo = list(dict.fromkeys(p for p in problems if (id(model), offset, p) not in seen))
         if todo:
-            with _off():
-                fresh = greedy(model, task, todo, offset, batch_size, use_cache)
+            fresh = _decode(model, task, todo, offset, batch_size, use_cache)
             seen.update(((id(model), offset, p), a) for p, a in zip(todo, fresh))
         return [seen[(id(model), offset, p)] for p in problems]
+    return _decode(model, task, problems, offset, batch_size, use_cache)
+
+
+def _decode(model: TinyLM, task: Task, problems: list[Problem], offset: int, batch_size: int,
+            use_cache: bool) -> list[str]:
+    """`greedy` without the memo: every answer decoded."""
     by_level: dict[tuple[int, bool], list[int]] = defaultdict(list)
     for i, p in enumerate(problems):
         by_level[(p.level, p.marked)].append(i)
@@ -101,12 +106,3 @@ def greedy(
                 answers[i] = a
     return answers
 
-
-@contextmanager
-def _off() -> Iterator[None]:
-    """The memo switched off for one inner call (the decode that fills it)."""
-    token = _MEMO.set(None)
-    try:
-        yield
-    finally:
-        _MEMO.reset(token)
