@@ -57,3 +57,45 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError):
         successor.run(tmp_path / "missing.yaml", tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_finished_run_extended_by_its_generation_count_alone(smoke_result, tmp_path):
+    """`--generations` on a finished run goes on from where it ended; the change is audited, every other change
+    is still refused."""
+    import json
+    import shutil
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from successor._cli import app
+    from successor.rundir import RunDir
+
+    result, _ = smoke_result
+    copy = tmp_path / "copy"
+    shutil.copytree(result.run_dir, copy, symlinks=True)
+    db = sqlite3.connect(copy / "lineage.db")
+    before = db.execute("SELECT id, generation, status FROM experiments ORDER BY id").fetchall()
+    db.close()
+    other = successor.load_config(preset="smoke")
+    other = other.model_copy(update={"loop": other.loop.model_copy(update={"generations": 5}),
+                                     "gate": other.gate.model_copy(update={"alpha": 0.2})})
+    with pytest.raises(ConfigError, match="gate"):
+        RunDir(copy, other)
+    assert yaml.safe_load((copy / "config.yaml").read_text())["loop"]["generations"] == 2
+
+    r = CliRunner().invoke(app, ["run", "--preset", "smoke", "--run-dir", str(copy), "--generations", "3",
+                                 "--quiet"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    db = sqlite3.connect(copy / "lineage.db")
+    gens = db.execute("SELECT idx, status FROM generations ORDER BY idx").fetchall()
+    assert gens == [(0, "done"), (1, "done"), (2, "done"), (3, "done")]
+    after = db.execute("SELECT id, generation, status FROM experiments ORDER BY id").fetchall()
+    assert set(before) < set(after) and {g for _, g, _ in set(after) - set(before)} == {3}
+    assert yaml.safe_load((copy / "config.yaml").read_text())["loop"]["generations"] == 3
+    events = [json.loads(line) for line in (copy / "audit.jsonl").read_text().splitlines()]
+    extended = [e["data"] for e in events if e["event"] == "run.extended"]
+    assert extended == [{"generations_before": 2, "generations": 3}]
+    assert [e["event"] for e in events].count("run.finished") == 2
+    ok, lines = successor.verify(copy)
+    assert ok, lines

@@ -1,6 +1,7 @@
 """A run on disk: its directory layout, resolved config, data tiers, store and audit log.
 
-    run_dir/config.yaml            the config as resolved (a re-run must match it)
+    run_dir/config.yaml            the config as resolved (a re-run must match it, but for loop.generations:
+                                   a finished run can be extended)
     run_dir/lineage.db             the SQLite store
     run_dir/audit.jsonl            the hash-chained audit log
     run_dir/artifacts/data/        human, dev and curated shards (candidate-visible), named by digest
@@ -83,6 +84,14 @@ def _resolved(stored: dict) -> dict:
         return stored
 
 
+def _only_generations_differ(old: dict, new: dict) -> bool:
+    """Whether two resolved configs differ in `loop.generations` and nothing else."""
+    loops = old.get("loop"), new.get("loop")
+    if not all(isinstance(x, dict) and isinstance(x.get("generations"), int) for x in loops):
+        return False
+    return {**old, "loop": {**loops[0], "generations": 0}} == {**new, "loop": {**loops[1], "generations": 0}}
+
+
 class RunDir:
     """A run directory, created or resumed.
 
@@ -104,9 +113,12 @@ class RunDir:
         self.root = Path(root).resolve()
         self.cfg = cfg
         self.task: Task | None = get_task(cfg.task.name) if spec(cfg.workload).HAS_TIERS else None
+        self.extended: tuple[int, int] | None = None  # (generations before, after) when a re-run changed them
         self._claim()
         self.store = Store(self.root / "lineage.db")
         self.audit = AuditLog(self.root / "audit.jsonl")
+        if self.extended is not None:
+            self.audit.append("run.extended", generations_before=self.extended[0], generations=self.extended[1])
         if tier_key is not None:
             self._seed_key(tier_key)
         self._key: bytes | None = None
@@ -148,8 +160,15 @@ class RunDir:
         path = self.root / "config.yaml"
         resolved = self.cfg.model_dump(mode="json")
         if os.path.lexists(path):
-            old = _resolved(_read_yaml(read_text_file(path, "run-dir"), f"run-dir: {path}"))
-            if old != resolved:
+            stored = _read_yaml(read_text_file(path, "run-dir"), f"run-dir: {path}")
+            old = _resolved(stored)
+            if old != resolved and _only_generations_differ(old, resolved):
+                # a run is extended (or cut short) by its generation count alone: what the generations already
+                # done were made under is unchanged, and the audit log records the change
+                self.extended = (old["loop"]["generations"], resolved["loop"]["generations"])
+                stored.setdefault("loop", {})["generations"] = resolved["loop"]["generations"]
+                write_text_atomic(path, yaml.safe_dump(stored, sort_keys=False))
+            elif old != resolved:
                 diff = sorted(k for k in set(old) | set(resolved) if old.get(k) != resolved.get(k))
                 raise ConfigError(f"run-dir: {self.root} holds a run with a different config "
                                   f"(sections differ: {', '.join(diff)}); use a new --run-dir")

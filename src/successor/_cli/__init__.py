@@ -98,6 +98,10 @@ def run(
     policy: Optional[Path] = typer.Option(None, "--policy", help="policy YAML (isolation, budgets, approval, "
                                           "tripwires); copied into the run directory, where it can be edited"),
     quiet: bool = typer.Option(False, "--quiet", help="no live display"),
+    generations: Optional[int] = typer.Option(None, "--generations", min=1, max=1000,
+                                              help="loop.generations; on a run directory that exists, the one "
+                                              "change its config may take: a finished run goes on to this many "
+                                              "(recorded in the audit log as run.extended)"),
     audit_key: Optional[Path] = typer.Option(None, "--audit-key", envvar="SUCCESSOR_AUDIT_KEY",
                                              help="private key (successor audit keygen) that signs the audit "
                                              "log's head after every append; keep it outside the run directory"),
@@ -113,6 +117,8 @@ def run(
     live = not quiet and sys.stderr.isatty()
     try:
         cfg = load_config(config, preset)
+        if generations is not None:
+            cfg = cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"generations": generations})})
         pol = load_policy(policy) if policy is not None else None
         total = cfg.loop.generations + 1
         view = LiveView(total, 0) if live else Progress() if quiet else PlainProgress(sys.stderr, total)
