@@ -1,4 +1,4 @@
-"""Fork a finished run after generation 0 under a changed config, to measure a loop setting without paying for
+"""Fork a finished run after generation 0 (or N: `--after N`) under a changed config, to measure a loop setting without paying for
 the bootstrap again (about 8 minutes of a 15-minute demo, and deterministic on one machine anyway).
 
 The fork copies the run directory, deletes every generation after 0 from the lineage, cuts the audit log after
@@ -33,9 +33,10 @@ LATER = {"generations": "idx", "stages": "generation", "candidates": "generation
          "tier_parts": "generation"}
 
 
-def fork(source: Path, dest: Path, changes: dict) -> Path:
-    """Copy `source` after its generation 0 to `dest` with `changes` ({"section.field": value}) made to its config;
-    returns the fork's config file (`dest/fork.yaml`). Refuses a change that generation 0 depends on."""
+def fork(source: Path, dest: Path, changes: dict, after: int = 0) -> Path:
+    """Copy `source` after its generation `after` (0: the bootstrap) to `dest` with `changes` ({"section.field":
+    value}) made to its config; returns the fork's config file (`dest/fork.yaml`). Refuses a change that generation 0
+    depends on."""
     if dest.exists():
         raise SystemExit(f"{dest} exists")
     cfg = yaml.safe_load((source / "config.yaml").read_text())
@@ -52,7 +53,10 @@ def fork(source: Path, dest: Path, changes: dict) -> Path:
     # now, and copying it opens the honeypots it is watched through (measured: that disqualified a candidate).
     ro = sqlite3.connect(f"file:{source / 'lineage.db'}?mode=ro", uri=True)
     try:
-        first = {r[0] for r in ro.execute("SELECT id FROM experiments WHERE generation = 0")}
+        done = {r[0] for r in ro.execute("SELECT idx FROM generations WHERE status = 'done'")}
+        if not set(range(after + 1)) <= done:
+            raise SystemExit(f"{source}: generation {after} is not done (done: {sorted(done)})")
+        first = {r[0] for r in ro.execute("SELECT id FROM experiments WHERE generation <= ?", (after,))}
     finally:
         ro.close()
     workspaces = (source / "workspaces").resolve()
@@ -64,12 +68,12 @@ def fork(source: Path, dest: Path, changes: dict) -> Path:
 
     shutil.copytree(source, dest, ignore=skipped)
     db = sqlite3.connect(dest / "lineage.db")
-    for (exp_id,) in db.execute("SELECT id FROM experiments WHERE generation >= 1"):
+    for (exp_id,) in db.execute("SELECT id FROM experiments WHERE generation > ?", (after,)):
         shutil.rmtree(dest / "workspaces" / exp_id, ignore_errors=True)
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     for table, column in LATER.items():
         if table in tables:  # a lineage made before the ladder has no tier_parts
-            db.execute(f"DELETE FROM {table} WHERE {column} >= 1")
+            db.execute(f"DELETE FROM {table} WHERE {column} > ?", (after,))
     src, dst = source.resolve(), dest.resolve()
     for table, key in (("models", "digest"), ("data_manifests", "digest")):
         for k, path in db.execute(f"SELECT {key}, path FROM {table}").fetchall():
@@ -84,12 +88,12 @@ def fork(source: Path, dest: Path, changes: dict) -> Path:
     for line in (dest / "audit.jsonl").read_text().splitlines():
         kept.append(line)
         rec = json.loads(line)
-        if rec["event"] == "generation.end" and rec["data"]["generation"] == 0:
+        if rec["event"] == "generation.end" and rec["data"]["generation"] == after:
             break
     (dest / "audit.jsonl").write_text("\n".join(kept) + "\n")
     last = json.loads(kept[-1])
     _write_head(dest / "audit.jsonl", last["seq"], last["hash"])  # the cut is a fork, not a loss: say so in the chain
-    AuditLog(dest / "audit.jsonl").append("run.forked", source=str(source), after_generation=0,
+    AuditLog(dest / "audit.jsonl").append("run.forked", source=str(source), after_generation=after,
                                           changes=dict(changes))
     text = yaml.safe_dump(cfg, sort_keys=False)
     (dest / "config.yaml").write_text(text)
@@ -102,9 +106,10 @@ def main() -> None:
     ap.add_argument("source", type=Path)
     ap.add_argument("dest", type=Path)
     ap.add_argument("set", nargs="*", help="section.field=value")
+    ap.add_argument("--after", type=int, default=0, help="keep generations 0..AFTER (default 0: the bootstrap)")
     a = ap.parse_args()
-    conf = fork(a.source, a.dest, overrides(a.set))
-    print(f"{a.dest}: generation 0 of {a.source}; resume with: successor run {conf} --run-dir {a.dest}")
+    conf = fork(a.source, a.dest, overrides(a.set), a.after)
+    print(f"{a.dest}: generations 0-{a.after} of {a.source}; resume with: successor run {conf} --run-dir {a.dest}")
 
 
 def run_to_end(config: Path, run: Path, preset: str = "default", policy: Path | None = None) -> int:
