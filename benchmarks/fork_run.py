@@ -1,5 +1,5 @@
-"""Fork a finished run after generation 0 (or N: `--after N`) under a changed config, to measure a loop setting without paying for
-the bootstrap again (about 8 minutes of a 15-minute demo, and deterministic on one machine anyway).
+"""Fork a finished run after generation 0 (or N: `--after N`) under a changed config, to measure a loop setting
+without paying for the bootstrap again (about 8 minutes of a 15-minute demo, and deterministic on one machine anyway).
 
 The fork copies the run directory, deletes every generation after 0 from the lineage, cuts the audit log after
 generation 0's last record (the hash chain stays valid: it is a prefix), and writes the changed config both as
