@@ -107,7 +107,7 @@ def main() -> None:
     ap.add_argument("dest", type=Path)
     ap.add_argument("set", nargs="*", help="section.field=value")
     ap.add_argument("--after", type=int, default=0, help="keep generations 0..AFTER (default 0: the bootstrap)")
-    a = ap.parse_args()
+    a = ap.parse_intermixed_args()
     conf = fork(a.source, a.dest, overrides(a.set), a.after)
     print(f"{a.dest}: generations 0-{a.after} of {a.source}; resume with: successor run {conf} --run-dir {a.dest}")
 
