@@ -115,7 +115,6 @@ def train_missing(run_dir: Path, generation: int, seeds: int, cache: Path, threa
     from successor.config import RunConfig
     from successor.rundir import RunDir
     from successor.workloads.tinylm import checkpoint
-    from successor.workloads.tinylm.data import load_shard
     from successor.workloads.tinylm.evaluator import grade
     from successor.workloads.tinylm.recipe import Recipe
     from successor.workloads.tinylm.train import Mixture, job_sources, train
@@ -125,14 +124,16 @@ def train_missing(run_dir: Path, generation: int, seeds: int, cache: Path, threa
     if gate is None:
         raise SystemExit(f"{run_dir}: generation {generation} has no finished gate stage")
     job = successor_job(run, generation)
-    key = {"sealed": run.tiers["sealed"].digest, "parent": Path(job["parent"]).name, "recipe": job["recipe"]}
+    # every part of the sealed tier: with the ladder, the tested levels reach past the first part's (a cache
+    # graded on the first part alone has another digest here, and is made again)
+    key = {"sealed": run.tiers["sealed"].digest_now, "parent": Path(job["parent"]).name, "recipe": job["recipe"]}
     if data.get("key") != key or data.get("threads") != threads:  # threads change the weights (seed 1: 0.760 vs
         data = {"key": key, "threads": threads, "seeds": {}}  # 0.752 at length 9 on 2 and 1 threads)
     data |= {"levels": gate["tested_levels"], "gate": run.cfg.gate.model_dump(), "recipe": job["recipe"]}
     missing = [s for s in range(1, seeds + 1) if str(s) not in data["seeds"]]
     if missing:
         sources, parent = job_sources(job), checkpoint.load(Path(job["parent"]))
-        problems = [p for p, _ in load_shard(run.tiers["sealed"].path)]
+        problems = [p for p, _ in run.tiers["sealed"].items()]
     for seed in missing:
         t0 = time.time()
         recipe = Recipe(**job["recipe"] | {"seed": seed})
