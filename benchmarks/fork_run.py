@@ -91,6 +91,19 @@ def fork(source: Path, dest: Path, changes: dict, after: int = 0) -> Path:
         if rec["event"] == "generation.end" and rec["data"]["generation"] == after:
             break
     (dest / "audit.jsonl").write_text("\n".join(kept) + "\n")
+    # gradings the source made later (of an early model on a tier part grown after the cut) are the source's, not
+    # the fork's: without their evaluation.saved records, `audit verify` rightly calls them added outside the run
+    saved = {(d["model"], d["tier"], d["tier_digest"]) for d in (json.loads(line)["data"] for line in kept
+                                                                 if json.loads(line)["event"] == "evaluation.saved")}
+    for statement in (dest / "provenance").glob("gen-*.json"):  # the later generations' promotions, likewise
+        if not statement.stem[4:].isdigit() or int(statement.stem[4:]) > after:
+            statement.unlink()
+    db = sqlite3.connect(dest / "lineage.db")
+    rows = db.execute("SELECT DISTINCT model, tier, tier_digest FROM evaluations").fetchall()
+    db.executemany("DELETE FROM evaluations WHERE model=? AND tier=? AND tier_digest=?",
+                   [r for r in rows if tuple(r) not in saved])
+    db.commit()
+    db.close()
     last = json.loads(kept[-1])
     _write_head(dest / "audit.jsonl", last["seq"], last["hash"])  # the cut is a fork, not a loss: say so in the chain
     AuditLog(dest / "audit.jsonl").append("run.forked", source=str(source), after_generation=after,
