@@ -1,9 +1,10 @@
 """Fork a finished run after generation 0 (or N: `--after N`) under a changed config, to measure a loop setting
 without paying for the bootstrap again (about 8 minutes of a 15-minute demo, and deterministic on one machine anyway).
 
-The fork copies the run directory, deletes every generation after 0 from the lineage, cuts the audit log after
-generation 0's last record (the hash chain stays valid: it is a prefix), and writes the changed config both as
-the run's config and as `fork.yaml`. Then resume it as any run:
+The fork copies the run directory, deletes every generation after N (default 0) from the lineage, cuts the audit
+log after generation N's last record (the hash chain stays valid: it is a prefix), drops the gradings and
+provenance statements the source made after that cut, and writes the changed config both as the run's config and
+as `fork.yaml`. Then resume it as any run:
 
     .venv/bin/python benchmarks/fork_run.py runs/demo runs/fork curator.max_dev_noise=0.05 successor.steps=200
     .venv/bin/successor run runs/fork/fork.yaml --run-dir runs/fork
@@ -67,6 +68,15 @@ def fork(source: Path, dest: Path, changes: dict, after: int = 0) -> Path:
         return [n for n in names if n == "report"]
 
     shutil.copytree(source, dest, ignore=skipped)
+    kept, saved = [], set()  # the audit log up to the cut, and the gradings it records
+    for line in (dest / "audit.jsonl").read_text().splitlines():
+        kept.append(line)
+        rec = json.loads(line)
+        if rec["event"] == "evaluation.saved":
+            saved.add((rec["data"]["model"], rec["data"]["tier"], rec["data"]["tier_digest"]))
+        if rec["event"] == "generation.end" and rec["data"]["generation"] == after:
+            break
+    (dest / "audit.jsonl").write_text("\n".join(kept) + "\n")
     db = sqlite3.connect(dest / "lineage.db")
     for (exp_id,) in db.execute("SELECT id FROM experiments WHERE generation > ?", (after,)):
         shutil.rmtree(dest / "workspaces" / exp_id, ignore_errors=True)
@@ -81,29 +91,17 @@ def fork(source: Path, dest: Path, changes: dict, after: int = 0) -> Path:
             if p.is_relative_to(src):  # the fork reads its own copy, not the source's files
                 db.execute(f"UPDATE {table} SET path=? WHERE {key}=? AND path=?", (str(dst / p.relative_to(src)), k,
                                                                                   path))
-    db.commit()
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
-    kept = []
-    for line in (dest / "audit.jsonl").read_text().splitlines():
-        kept.append(line)
-        rec = json.loads(line)
-        if rec["event"] == "generation.end" and rec["data"]["generation"] == after:
-            break
-    (dest / "audit.jsonl").write_text("\n".join(kept) + "\n")
     # gradings the source made later (of an early model on a tier part grown after the cut) are the source's, not
     # the fork's: without their evaluation.saved records, `audit verify` rightly calls them added outside the run
-    saved = {(d["model"], d["tier"], d["tier_digest"]) for d in (json.loads(line)["data"] for line in kept
-                                                                 if json.loads(line)["event"] == "evaluation.saved")}
-    for statement in (dest / "provenance").glob("gen-*.json"):  # the later generations' promotions, likewise
-        if not statement.stem[4:].isdigit() or int(statement.stem[4:]) > after:
-            statement.unlink()
-    db = sqlite3.connect(dest / "lineage.db")
     rows = db.execute("SELECT DISTINCT model, tier, tier_digest FROM evaluations").fetchall()
     db.executemany("DELETE FROM evaluations WHERE model=? AND tier=? AND tier_digest=?",
                    [r for r in rows if tuple(r) not in saved])
     db.commit()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
+    for statement in (dest / "provenance").glob("gen-*.json"):  # the later generations' promotions
+        if not statement.stem[4:].isdigit() or int(statement.stem[4:]) > after:
+            statement.unlink()
     last = json.loads(kept[-1])
     _write_head(dest / "audit.jsonl", last["seq"], last["hash"])  # the cut is a fork, not a loss: say so in the chain
     AuditLog(dest / "audit.jsonl").append("run.forked", source=str(source), after_generation=after,

@@ -162,16 +162,16 @@ class RunDir:
         if os.path.lexists(path):
             stored = _read_yaml(read_text_file(path, "run-dir"), f"run-dir: {path}")
             old = _resolved(stored)
-            if old != resolved and _only_generations_differ(old, resolved):
+            if old != resolved:
+                if not _only_generations_differ(old, resolved):
+                    diff = sorted(k for k in set(old) | set(resolved) if old.get(k) != resolved.get(k))
+                    raise ConfigError(f"run-dir: {self.root} holds a run with a different config "
+                                      f"(sections differ: {', '.join(diff)}); use a new --run-dir")
                 # a run is extended (or cut short) by its generation count alone: what the generations already
                 # done were made under is unchanged, and the audit log records the change
                 self.extended = (old["loop"]["generations"], resolved["loop"]["generations"])
                 stored.setdefault("loop", {})["generations"] = resolved["loop"]["generations"]
                 write_text_atomic(path, yaml.safe_dump(stored, sort_keys=False))
-            elif old != resolved:
-                diff = sorted(k for k in set(old) | set(resolved) if old.get(k) != resolved.get(k))
-                raise ConfigError(f"run-dir: {self.root} holds a run with a different config "
-                                  f"(sections differ: {', '.join(diff)}); use a new --run-dir")
         else:
             write_text_atomic(path, yaml.safe_dump(resolved, sort_keys=False))
 

@@ -105,4 +105,3 @@ def _decode(model: TinyLM, task: Task, problems: list[Problem], offset: int, bat
             for i, a in zip(chunk, outs):
                 answers[i] = a
     return answers
-

@@ -19,6 +19,7 @@ from .curated import Curation
 from .model import TinyLM
 from .tasks import Problem, Task
 
+
 def noisier_than(wrong: int, passed: int, bound: float) -> bool:
     """Are `wrong` bad labels of `passed` more than `bound` of them? The point estimate, not a test: a few dozen
     dev items can prove a vote neither clean nor dirty, and one wrong label in six (a vote at a length the
