@@ -201,6 +201,31 @@ def test_training_is_deterministic(mixture):
     assert any(not torch.equal(sa[k], sc[k]) for k in sa)
 
 
+def test_the_trainers_adamw_is_torchs_bit_for_bit_and_spares_the_dynamo_import(mixture, monkeypatch):
+    """The trainer's AdamW (successor/workloads/tinylm/optim.py) against torch.optim.AdamW itself: warmup, cosine,
+    decayed and undecayed groups, the weight average; and a training process that never imports torch._dynamo."""
+    import subprocess
+    import sys
+
+    from successor.workloads.tinylm import train as train_module
+
+    r = tiny("digit_index", steps=30, seed=3, warmup=5, weight_decay=0.1, ema=0.9)
+    ours, _ = train(TASK, r, mixture)
+    monkeypatch.setattr(train_module, "AdamW", torch.optim.AdamW)
+    theirs, _ = train(TASK, r, mixture)
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    code = ("import sys, numpy as np; from successor.workloads.tinylm.data import labelled; "
+            "from successor.workloads.tinylm.recipe import Recipe; from successor.workloads.tinylm.tasks import get_task; "
+            "from successor.workloads.tinylm.train import Mixture, train; t = get_task('addition'); "
+            "m = Mixture({'human': labelled(t, [1, 2], 50, np.random.default_rng(0))}, {'human': 1.0}); "
+            "train(t, Recipe(init='scratch', n_layer=1, n_embd=16, n_head=2, steps=3, batch_size=8), m); "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
+
+
 def test_bf16_training_runs_the_forward_in_bf16_and_keeps_fp32_weights(mixture, monkeypatch):
     r = tiny("digit_index", steps=15, seed=3)
     seen: list[torch.dtype] = []

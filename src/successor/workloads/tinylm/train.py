@@ -24,6 +24,7 @@ from . import checkpoint
 from .data import load_shard
 from .decode import greedy
 from .model import ModelConfig, TinyLM
+from .optim import AdamW
 from .recipe import Recipe
 from .sequences import IGNORE, training_batch
 from .tasks import PAD_ID, VOCAB_SIZE, Problem, Task, get_task
@@ -227,7 +228,7 @@ def train(
     decays = {n: p.dim() >= 2 and not n.startswith(("tok.", "pos.")) for n, p in model.named_parameters()}
     decay = [p for n, p in model.named_parameters() if decays[n]]
     no_decay = [p for n, p in model.named_parameters() if not decays[n]]
-    opt = torch.optim.AdamW(
+    opt = AdamW(
         [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=recipe.lr,
         betas=(0.9, 0.98),
@@ -249,7 +250,7 @@ def train(
         if recipe.guardrail_share and step >= recipe.guardrail_from:
             batch = with_guardrail(task, batch, recipe.guardrail_share, guard_rng)
         offsets = rng.integers(0, offset_range(step, recipe) + 1, size=len(batch))
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         groups = length_buckets([len(p.prompt) + len(y) for p, y in batch], recipe.length_buckets)
         parts = []
         for rows in groups:
