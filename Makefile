@@ -30,11 +30,12 @@ demo: setup
 	$(PY) -m successor status $(RUN_DIR)
 
 # Five workers, a test module each at a time (--dist loadfile keeps a module's fixtures on one worker): most of
-# the suite waits on subprocesses, sandboxes and polls (user CPU was 10.5 min of a 17.4 min run on three workers).
-# Measured on 2 cores from a clean clone: pytest 15 min 14 s with -n 3, 11 min 20 s with -n 5 (fewer tests then).
-# The slow modules go first (--no-loadscope-reorder keeps tests/conftest.py's SLOW_FIRST order; by default xdist
-# orders modules by their count of tests, which left the one-test loop modules to the end): 2026-12-07, a clean
-# clone, alone: `time make test` 15 min 29 s, pytest 14 min 10 s (797 tests; 16 min 46 s for 767 before).
+# the suite waits on subprocesses, sandboxes and polls. The slow modules go first (--no-loadscope-reorder keeps
+# tests/conftest.py's SLOW_FIRST order; by default xdist orders modules by their count of tests, which left the
+# one-test loop modules to the end). tests/conftest.py gives every test process one torch thread: five workers
+# evaluating at two OpenMP threads each oversubscribed the cores (10 more CPU-minutes). Measured on 2 cores, a clone, alone,
+# 2026-12-07 (816 tests): pytest 10 min 40 s (user CPU 6 min 44 s); 14 min 34 s before the one thread (user 16 min
+# 50 s), 17 min 26 s before the trainer stopped importing torch._dynamo.
 test: setup
 	$(PY) -m pytest -q -n 5 --dist loadfile --no-loadscope-reorder --durations=25
 

@@ -18,6 +18,12 @@ _KEY_FILE.write_bytes(bytes(range(32)))
 os.environ.setdefault("SUCCESSOR_TIER_KEY", str(_KEY_FILE))
 
 
+# One torch thread in the test processes and the runs they start (experiments get theirs from the config): five
+# xdist workers on 2 cores, each with a harness evaluating at two OpenMP threads beside its experiments, spent CPU
+# spinning in OpenMP's waits. Set before anything imports torch (this file is loaded first).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 # The modules whose tests run whole loops, slowest first (`make test --durations`). Under `--dist loadfile
 # --no-loadscope-reorder` xdist hands modules to its workers in collection order; by default it orders them by
 # their count of tests, which put these one-to-six-test modules last, where each became the suite's tail.
