@@ -26,30 +26,19 @@ import torch
 
 from successor.workloads.tinylm import checkpoint
 from successor.workloads.tinylm import train as train_module
-from successor.workloads.tinylm.decode import greedy
+from successor.workloads.tinylm.evaluator import frontier
 from successor.workloads.tinylm.recipe import Recipe
 from successor.workloads.tinylm.tasks import get_task
-from successor.workloads.tinylm.train import Mixture, job_sources, train
+from successor.workloads.tinylm.train import Mixture, accuracy_by_level, job_sources, train
 
 SNAPSHOTS = (250, 375, 500, 625, 750)
-BAR = 0.99
 
 
-def score(model, task, tests: dict[int, list]) -> dict[int, float]:
+def score(model, task, tests: list) -> dict[int, float]:
+    """Accuracy by length on the fresh problems, each checked against its true answer (the hidden checker)."""
     model.eval()
     with torch.no_grad():
-        out = {lvl: float(np.mean([task.check(p, y) for p, y in zip(probs, greedy(model, task, probs))]))
-               for lvl, probs in tests.items()}
-    return {lvl: round(a, 4) for lvl, a in out.items()}
-
-
-def frontier(acc: dict[int, float]) -> int:
-    f = 0
-    for lvl in sorted(acc):
-        if acc[lvl] < BAR:
-            break
-        f = lvl
-    return f
+        return {lvl: round(a, 4) for lvl, a in accuracy_by_level(model, task, tests).items()}
 
 
 def successor_jobs(run: Path, generations: list[int]) -> list[tuple[int, str, int]]:
@@ -74,8 +63,9 @@ def probe(run: Path, generation: int, job_id: str, parent_frontier: int, n: int,
     sources = job_sources(job)
     top = max(p.level for p, _ in sources["newest"])
     rng = np.random.default_rng(20261207 + generation)
-    tests = {lvl: task.generate(lvl, n if lvl > 8 else min(n, 300), rng) for lvl in range(1, top + 2)}
-    new = [lvl for lvl in tests if parent_frontier < lvl <= top]
+    tests = [(p, task.answer(p)) for lvl in range(1, top + 2)
+             for p in task.generate(lvl, n if lvl > 8 else min(n, 300), rng)]
+    new = list(range(parent_frontier + 1, top + 1))
     out = {"run": str(run), "generation": generation, "job": job_id, "parent_frontier": parent_frontier,
            "top_label": top, "n": n, "parent": score(checkpoint.load(Path(job["parent"])), task, tests),
            "snapshots": {}, "schedules": {}}
@@ -91,10 +81,13 @@ def probe(run: Path, generation: int, job_id: str, parent_frontier: int, n: int,
             if step in SNAPSHOTS and step < total:
                 out["snapshots"][str(step)] = summary(score(copy.deepcopy(averages[0].module), task, tests), new)
 
-        train_module.AveragedModel = Recorded
+        train_module.AveragedModel, plain = Recorded, train_module.AveragedModel
         t = time.process_time()
-        model, _ = train(task, recipe, Mixture.of(recipe, sources), checkpoint.load(Path(job["parent"])),
-                         log_every=1, progress=progress)
+        try:
+            model, _ = train(task, recipe, Mixture.of(recipe, sources), checkpoint.load(Path(job["parent"])),
+                             log_every=1, progress=progress)
+        finally:
+            train_module.AveragedModel = plain
         out["snapshots"][str(recipe.steps)] = summary(score(model, task, tests), new)
         out["cpu_s"] = round(time.process_time() - t, 1)
     for steps in schedules:  # a shorter run with its cosine laid out over its own steps, from the same parent
