@@ -33,9 +33,9 @@ demo: setup
 # the suite waits on subprocesses, sandboxes and polls. The slow modules go first (--no-loadscope-reorder keeps
 # tests/conftest.py's SLOW_FIRST order; by default xdist orders modules by their count of tests, which left the
 # one-test loop modules to the end). tests/conftest.py gives every test process one torch thread: five workers
-# evaluating at two OpenMP threads each oversubscribed the cores (10 more CPU-minutes). Measured on 2 cores, a clone, alone,
-# 2026-12-07 (816 tests): pytest 10 min 40 s (user CPU 6 min 44 s); 14 min 34 s before the one thread (user 16 min
-# 50 s), 17 min 26 s before the trainer stopped importing torch._dynamo.
+# evaluating at two OpenMP threads each oversubscribed the cores (10 more CPU-minutes). Measured on 2 cores, alone,
+# 2026-12-07 (816 tests): a clean clone's `time make test` 10 min 58 s, pytest 9 min 34 s (user CPU 7 min 15 s);
+# pytest 14 min 34 s before the one thread, 17 min 26 s before the trainer stopped importing torch._dynamo.
 test: setup
 	$(PY) -m pytest -q -n 5 --dist loadfile --no-loadscope-reorder --durations=25
 
