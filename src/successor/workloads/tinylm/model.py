@@ -61,7 +61,8 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, rot: torch.Tensor | None, past: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def forward(self, x: torch.Tensor, rot: torch.Tensor | None, past: tuple[torch.Tensor, torch.Tensor] | None = None,
+                mask: torch.Tensor | None = None):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
@@ -74,9 +75,11 @@ class CausalSelfAttention(nn.Module):
         causal = past is None or T > 1
         if past is not None and T > 1:
             raise ValueError("cached decoding feeds one token at a time")
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
-        )
+        drop = self.dropout if self.training else 0.0
+        if mask is not None:  # packed rows: causal within each example only
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=drop)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.proj(y), (k, v)
 
@@ -94,8 +97,8 @@ class Block(nn.Module):
             nn.Dropout(cfg.dropout),
         )
 
-    def forward(self, x, rot=None, past=None):
-        a, kv = self.attn(self.ln1(x), rot, past)
+    def forward(self, x, rot=None, past=None, mask=None):
+        a, kv = self.attn(self.ln1(x), rot, past, mask)
         x = x + a
         x = x + self.mlp(self.ln2(x))
         return x, kv
@@ -131,8 +134,18 @@ class TinyLM(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor, pos: torch.Tensor, past: KVCache | None = None):
-        """Logits for every position, and the updated KV cache. `pos` holds the position ids of `idx`."""
+    def forward(self, idx: torch.Tensor, pos: torch.Tensor, past: KVCache | None = None,
+                segments: torch.Tensor | None = None):
+        """Logits for every position, and the updated KV cache. `pos` holds the position ids of `idx`. With
+        `segments` (B, T) (packed rows, `sequences.packed_batch`), a token attends only to earlier tokens of its
+        own segment."""
+        mask = None
+        if segments is not None:
+            if past is not None:
+                raise ValueError("packed rows are for training, not cached decoding")
+            T = idx.size(1)
+            causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+            mask = ((segments.unsqueeze(2) == segments.unsqueeze(1)) & causal).unsqueeze(1)
         x = self.tok(idx)
         if self.pos is not None:
             if int(pos.max()) >= self.cfg.max_positions:
@@ -142,6 +155,6 @@ class TinyLM(nn.Module):
         rot = rotary_angles(pos, self.cfg.n_embd // self.cfg.n_head) if self.cfg.position in ROTARY else None
         cache: KVCache = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, rot, None if past is None else past[i])
+            x, kv = block(x, rot, None if past is None else past[i], mask)
             cache.append(kv)
         return self.head(self.ln_f(x)), cache

@@ -56,6 +56,9 @@ class Recipe(BaseModel):
     length_buckets: int = Field(1, ge=1, le=16, description="a batch runs as up to this many groups of rows of "
                                 "similar length, each padded to its own longest row: the same loss up to rounding, "
                                 "fewer padded tokens (1: one group, padded to the batch's longest)")
+    pack: bool = Field(False, description="a batch runs as rows of examples packed end to end, each attending only "
+                       "to itself: the same loss up to rounding, in one pass over few padded tokens (not with "
+                       "length_buckets > 1)")
 
     @model_validator(mode="after")
     def _check(self) -> "Recipe":
@@ -71,6 +74,8 @@ class Recipe(BaseModel):
                              "widest offsets are drawn only at its end")
         if self.plateau_step and self.plateau_step >= self.steps:
             raise ValueError(f"plateau_step ({self.plateau_step}) must be < steps ({self.steps})")
+        if self.pack and self.length_buckets > 1:
+            raise ValueError("pack and length_buckets > 1 are two layouts of one batch: choose one")
         if self.schedule_steps is not None and self.schedule_steps < self.steps:
             raise ValueError(f"schedule_steps ({self.schedule_steps}) must be >= steps ({self.steps})")
         return self

@@ -26,7 +26,7 @@ from .decode import greedy
 from .model import ModelConfig, TinyLM
 from .optim import AdamW
 from .recipe import Recipe
-from .sequences import IGNORE, training_batch
+from .sequences import IGNORE, packed_batch, training_batch
 from .tasks import PAD_ID, VOCAB_SIZE, Problem, Task, get_task
 from .tasks.base import mark
 
@@ -119,12 +119,14 @@ def lr_at(step: int, recipe: Recipe) -> float:
     return recipe.lr
 
 
-def answer_loss(logits: torch.Tensor, tgt: torch.Tensor, per: str = "token") -> torch.Tensor:
+def answer_loss(logits: torch.Tensor, tgt: torch.Tensor, per: str = "token",
+                segments: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy on answer tokens only. `token` averages over every answer token of the batch, so a 10-digit
     answer weighs five times a 2-digit one; `sequence` averages within each answer first, so each example weighs
     the same. A successor learning length 9 with `token` let 2-digit carries slip (1.00 -> 0.96 on the sealed
-    tier) although 40% of its batch was human data: most of the loss came from the new length's long answers."""
-    return _reduced_loss(logits, tgt, per, "mean")
+    tier) although 40% of its batch was human data: most of the loss came from the new length's long answers.
+    With `segments` (packed rows), an example is a segment, not a row."""
+    return _reduced_loss(logits, tgt, per, "mean", segments)
 
 
 def answer_loss_sum(logits: torch.Tensor, tgt: torch.Tensor, per: str = "token") -> tuple[torch.Tensor, int]:
@@ -134,15 +136,23 @@ def answer_loss_sum(logits: torch.Tensor, tgt: torch.Tensor, per: str = "token")
     return _reduced_loss(logits, tgt, per, "sum"), count
 
 
-def _reduced_loss(logits: torch.Tensor, tgt: torch.Tensor, per: str, how: str) -> torch.Tensor:
-    """The answer tokens' cross-entropy, reduced by `how` (mean or sum) over tokens (`token`) or over the rows'
-    own means (`sequence`)."""
+def _reduced_loss(logits: torch.Tensor, tgt: torch.Tensor, per: str, how: str,
+                  segments: torch.Tensor | None = None) -> torch.Tensor:
+    """The answer tokens' cross-entropy, reduced by `how` (mean or sum) over tokens (`token`) or over the
+    examples' own means (`sequence`; an example is a row, or with `segments` a segment)."""
     if per == "token":
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt.reshape(-1),
                                                  ignore_index=IGNORE, reduction=how)
     losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=IGNORE, reduction="none")
     graded = (tgt != IGNORE).float()
-    rows = (losses * graded).sum(1) / graded.sum(1).clamp(min=1)
+    if segments is None:
+        rows = (losses * graded).sum(1) / graded.sum(1).clamp(min=1)
+    else:
+        real = segments.reshape(-1) >= 0
+        sid, n = segments.reshape(-1)[real], int(segments.max()) + 1
+        sums = torch.zeros(n, dtype=losses.dtype).index_add(0, sid, (losses * graded).reshape(-1)[real])
+        counts = torch.zeros(n, dtype=losses.dtype).index_add(0, sid, graded.reshape(-1)[real])
+        rows = sums / counts.clamp(min=1)
     return rows.mean() if how == "mean" else rows.sum()
 
 
@@ -174,6 +184,30 @@ def length_buckets(lengths: list[int], k: int) -> list[list[int]]:
         groups.append(order[a:i])
         i, j = a, j - 1
     return groups[::-1]
+
+
+def batch_loss(task: Task, model: TinyLM, recipe: Recipe, batch: list[tuple[Problem, str]], offsets: np.ndarray,
+               autocast) -> tuple[torch.Tensor, int]:
+    """The batch's answer loss and its real (non-pad) token count, laid out as the recipe says: padded to the
+    longest row (the default), in length buckets, or packed end to end (`pack`)."""
+    problems, labels = [p for p, _ in batch], [y for _, y in batch]
+    if recipe.pack:
+        idx, pos, tgt, seg = packed_batch(task, model.cfg.position, problems, labels, offsets)
+        with autocast:
+            logits, _ = model(idx, pos, segments=seg)
+        return answer_loss(logits.float(), tgt, recipe.loss, seg), int((idx != PAD_ID).sum())
+    groups = length_buckets([len(p.prompt) + len(y) for p, y in batch], recipe.length_buckets)
+    parts, tokens = [], 0
+    for rows in groups:
+        idx, pos, tgt = training_batch(task, model.cfg.position, [problems[i] for i in rows],
+                                       [labels[i] for i in rows], offsets[rows])
+        with autocast:
+            logits, _ = model(idx, pos)
+        logits = logits.float()
+        parts.append(answer_loss_sum(logits, tgt, recipe.loss) if len(groups) > 1 else
+                     (answer_loss(logits, tgt, recipe.loss), 1))
+        tokens += int((idx != PAD_ID).sum())
+    return sum(t for t, _ in parts) / sum(c for _, c in parts), tokens
 
 
 def with_guardrail(task: Task, batch: list[tuple[Problem, str]], share: float,
@@ -251,18 +285,8 @@ def train(
             batch = with_guardrail(task, batch, recipe.guardrail_share, guard_rng)
         offsets = rng.integers(0, offset_range(step, recipe) + 1, size=len(batch))
         opt.zero_grad()
-        groups = length_buckets([len(p.prompt) + len(y) for p, y in batch], recipe.length_buckets)
-        parts = []
-        for rows in groups:
-            idx, pos, tgt = training_batch(task, model.cfg.position, [batch[i][0] for i in rows],
-                                           [batch[i][1] for i in rows], offsets[rows])
-            with autocast:
-                logits, _ = model(idx, pos)
-            logits = logits.float()
-            parts.append(answer_loss_sum(logits, tgt, recipe.loss) if len(groups) > 1 else
-                         (answer_loss(logits, tgt, recipe.loss), 1))
-            tokens += int((idx != PAD_ID).sum())
-        loss = sum(t for t, _ in parts) / sum(c for _, c in parts)
+        loss, n = batch_loss(task, model, recipe, batch, offsets, autocast)
+        tokens += n
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}")
         loss.backward()
