@@ -4,7 +4,8 @@ longest) and once packed, alternating, in this process at one thread; each model
 problems with the hidden checker (a study: the loop never reads it).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/packing.py RUN --generations 3 6 --n 400 --out packing.json
-    .venv/bin/python benchmarks/packing.py --table packing.json ...
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/packing.py RUN ... --layouts buckets2 --out null.json
+    .venv/bin/python benchmarks/packing.py --table packing.json null.json ...
 
 Prints, for each job, the training CPU-s of both layouts, the >=99% frontier on the fresh problems, the mean
 accuracy at the lengths its newest labels reach past its parent's frontier, and the worst accuracy on the lengths
@@ -27,10 +28,13 @@ from successor.workloads.tinylm.recipe import Recipe
 from successor.workloads.tinylm.tasks import get_task
 from successor.workloads.tinylm.train import Mixture, job_sources, train
 
-LAYOUTS = {"padded": {"pack": False, "length_buckets": 1}, "packed": {"pack": True, "length_buckets": 1}}
+# buckets2: the padded batch in two length buckets, which changes nothing but rounding either: how far rounding
+# alone moves a 750-step successor (the null against which packed is read)
+LAYOUTS = {"padded": {"pack": False, "length_buckets": 1}, "packed": {"pack": True, "length_buckets": 1},
+           "buckets2": {"pack": False, "length_buckets": 2}}
 
 
-def probe(run: Path, generation: int, job_id: str, parent_frontier: int, n: int) -> dict:
+def probe(run: Path, generation: int, job_id: str, parent_frontier: int, n: int, layouts: list[str]) -> dict:
     job = json.loads((run / "jobs" / f"{job_id}.json").read_text())
     task = get_task(job["task"])
     recipe = Recipe(**job["recipe"])
@@ -42,7 +46,8 @@ def probe(run: Path, generation: int, job_id: str, parent_frontier: int, n: int)
     new = list(range(parent_frontier + 1, top + 1))
     out = {"run": str(run), "generation": generation, "job": job_id, "parent_frontier": parent_frontier,
            "top_label": top, "n": n, "threads": torch.get_num_threads(), "layouts": {}}
-    for name, update in LAYOUTS.items():
+    for name in layouts:
+        update = LAYOUTS[name]
         t = time.process_time()
         model, metrics = train(task, recipe.model_copy(update=update), Mixture.of(recipe, sources),
                                checkpoint.load(Path(job["parent"])))
@@ -55,19 +60,27 @@ def probe(run: Path, generation: int, job_id: str, parent_frontier: int, n: int)
 
 
 def table(paths: list[Path]) -> None:
-    rows = [r for p in paths for r in json.loads(p.read_text())]
+    merged: dict[tuple, dict] = {}
+    for r in (r for p in paths for r in json.loads(p.read_text())):  # a job's layouts may come from two passes
+        merged.setdefault((Path(r["run"]).name, r["generation"]), r | {"layouts": {}})["layouts"] |= r["layouts"]
+    names = [n for n in LAYOUTS if any(n in r["layouts"] for r in merged.values())]
     body = []
-    for r in rows:
-        a, b = r["layouts"]["padded"], r["layouts"]["packed"]
-        body.append([Path(r["run"]).name, r["generation"], r["parent_frontier"], a["train_cpu_s"], b["train_cpu_s"],
-                     f"{b['train_cpu_s'] / a['train_cpu_s']:.2f}", f"{a['frontier']} / {b['frontier']}",
-                     f"{a['new_mean']:.3f} / {b['new_mean']:.3f}", f"{a['solved_min']} / {b['solved_min']}"])
-    ratios = [r["layouts"]["packed"]["train_cpu_s"] / r["layouts"]["padded"]["train_cpu_s"] for r in rows]
-    print(markdown_table(["run", "gen", "parent frontier", "train CPU-s padded", "packed", "ratio",
-                          "frontier padded / packed", "new lengths padded / packed", "worst solved padded / packed"],
-                         body))
-    print(f"\nratio of training CPU, packed/padded: median {np.median(ratios):.2f}, "
-          f"range {min(ratios):.2f}-{max(ratios):.2f} over {len(ratios)} jobs")
+    for (run, g), r in merged.items():
+        got = [r["layouts"].get(n) for n in names]
+        cell = lambda key, fmt: " / ".join(fmt(x[key]) if x else "-" for x in got)  # noqa: E731
+        body.append([run, g, r["parent_frontier"], cell("train_cpu_s", str), cell("frontier", str),
+                     cell("new_mean", lambda v: f"{v:.3f}"), cell("solved_min", str)])
+    print(markdown_table(["run", "gen", "parent frontier", f"train CPU-s ({' / '.join(names)})", "frontier",
+                          "new lengths", "worst solved"], body))
+    for n in names[1:]:
+        pairs = [(r["layouts"]["padded"], r["layouts"][n]) for r in merged.values()
+                 if "padded" in r["layouts"] and n in r["layouts"]]
+        ratios = [b["train_cpu_s"] / a["train_cpu_s"] for a, b in pairs]
+        lower = sum(b["new_mean"] < a["new_mean"] for a, b in pairs)
+        print(f"\n{n}/padded: training CPU median {np.median(ratios):.2f} (range {min(ratios):.2f}-"
+              f"{max(ratios):.2f}); new lengths lower in {lower} of {len(pairs)} jobs, frontier lower in "
+              f"{sum(b['frontier'] < a['frontier'] for a, b in pairs)}, higher in "
+              f"{sum(b['frontier'] > a['frontier'] for a, b in pairs)}")
 
 
 def main() -> None:
@@ -77,6 +90,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=400)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--table", type=Path, nargs="+")
+    ap.add_argument("--layouts", nargs="+", default=["padded", "packed"], choices=list(LAYOUTS))
     a = ap.parse_args()
     if a.table:
         return table(a.table)
@@ -85,7 +99,7 @@ def main() -> None:
     for g, job, pf in successor_jobs(a.run, a.generations):
         if (str(a.run), g) in done:
             continue
-        results.append(probe(a.run, g, job, pf, a.n))
+        results.append(probe(a.run, g, job, pf, a.n, a.layouts))
         print(json.dumps({k: v for k, v in results[-1].items()}), flush=True)
         if a.out:
             a.out.parent.mkdir(parents=True, exist_ok=True)

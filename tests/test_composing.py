@@ -242,6 +242,11 @@ def test_the_profile_and_the_label_study_read_a_real_run(smoke_compose_run):
     for g, p in prof.items():
         assert set(p["stages"]) == set(STAGES)
         assert 0 < p["total"] <= spans[g] + 1.0  # the stages run inside their generation
+        # each stage's CPU in the harness: decoding (curate, evaluate) is the harness's own work; the experiments'
+        # CPU is the sandbox's count, apart
+        assert set(p["cpu"]) == set(STAGES) and min(p["cpu"].values()) >= 0
+        assert p["cpu"]["evaluate"] > 0 and p["experiment_cpu_s"] > 0
+        assert (p["cpu"]["curate"] > 0) == (g > 0)  # generation 0 curates nothing
     r = subprocess.run([sys.executable, str(bench / "composed_labels.py"), str(smoke_compose_run), "--generation",
                         "1", "--levels", "3-4", "--problems", "60", "--no-write"], capture_output=True, text=True,
                        timeout=600, cwd=bench)

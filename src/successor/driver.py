@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import signal
 import threading
 import time
@@ -27,6 +28,15 @@ from .rundir import RunDir
 from .safeio import file_digest
 from .store import sha256_text, stage_text
 from .workloads import spec
+
+
+def process_cpu_s() -> float:
+    """CPU-seconds of this process (every thread) and of the subprocesses it has waited for: what a stage cost the
+    harness, whatever else shares its cores. A sandboxed experiment's own CPU is not in it (bwrap's children are not
+    ours to wait for); the sandbox's cgroup counts it, in `experiments.cpu_s`."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
 
 STAGES = ["assess", "propose", "implement", "experiment", "interpret", "select", "curate", "train", "evaluate",
           "gate", "promote"]
@@ -95,12 +105,14 @@ class Driver:
                 self.progress.stage(g, name)
                 self.store.stage_started(g, name)
                 body = self.promote if name == "promote" else getattr(self.workload, name)
+                cpu = process_cpu_s()
                 result = body(g, ctx)
+                cpu = process_cpu_s() - cpu
                 # each event goes just before the row it binds (verify_store): a crash between leaves an event
                 # the resume repeats, never a row the log does not know
                 self.audit.append(f"stage.{name}", generation=g, result=_brief(result),
                                   result_sha256=sha256_text(stage_text(result)))
-                self.store.stage_done(g, name, result)
+                self.store.stage_done(g, name, result, cpu)
             ctx[name] = result
         end = ctx["promote"]
         self.audit.append("generation.end", generation=g, promoted=end["promoted"], champion=end["champion"],

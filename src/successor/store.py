@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS approvals(
   generation INTEGER PRIMARY KEY, requested REAL, reasons TEXT NOT NULL, decision TEXT, who TEXT, note TEXT,
   decided REAL);
 """
-MIGRATIONS = ["ALTER TABLE experiments ADD COLUMN cpu_s REAL", "ALTER TABLE experiments ADD COLUMN flops REAL"]
+MIGRATIONS = ["ALTER TABLE experiments ADD COLUMN cpu_s REAL", "ALTER TABLE experiments ADD COLUMN flops REAL",
+              "ALTER TABLE stages ADD COLUMN cpu_s REAL"]
 
 
 class Store:
@@ -114,9 +115,12 @@ class Store:
                "ON CONFLICT(generation, name) DO UPDATE SET status='running', started=excluded.started",
                generation, name, "running", time.time())
 
-    def stage_done(self, generation: int, name: str, result: dict) -> None:
-        self.x("UPDATE stages SET status='done', finished=?, result=? WHERE generation=? AND name=?",
-               time.time(), stage_text(result), generation, name)
+    def stage_done(self, generation: int, name: str, result: dict, cpu_s: float | None = None) -> None:
+        """`cpu_s`: what the stage cost the harness (`driver.process_cpu_s`; its experiments' CPU is theirs, in
+        `experiments.cpu_s`), which, unlike the wall between started and finished, other work on the cores does
+        not inflate."""
+        self.x("UPDATE stages SET status='done', finished=?, result=?, cpu_s=? WHERE generation=? AND name=?",
+               time.time(), stage_text(result), None if cpu_s is None else round(cpu_s, 3), generation, name)
 
     # -- generations -----------------------------------------------------------------------------------------
     def generation(self, idx: int) -> sqlite3.Row | None:
