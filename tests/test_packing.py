@@ -102,3 +102,29 @@ def test_packing_refuses_what_it_cannot_mean():
     _, cache = model(idx, pos)
     with pytest.raises(ValueError, match="cached decoding"):
         model(idx[:, :1], pos[:, :1], past=cache, segments=seg[:, :1])
+
+
+def test_the_incumbent_recipe_runs_in_the_configs_batch_layout(tmp_path):
+    """The recipe that made the champion carries over to its successor, but how a batch is computed follows the
+    config: a run resumed or forked with `successor.pack: true` trains packed (before, a fork after generation 1
+    ran its source's layout whatever its config said)."""
+    from types import SimpleNamespace
+
+    import successor
+    from successor.store import Store
+    from successor.workloads.tinylm.workload import TinyLMWorkload
+
+    store = Store(tmp_path / "lineage.db")
+    promoted = Recipe(steps=750, lr=3e-4, ema=0.99, length_buckets=3, seed=11)
+    store.x("INSERT INTO candidates VALUES(?,?,?,?,?,?,?)", "g1c0", 1, 0, promoted.model_dump_json(), "k", "why",
+            "parent-model")
+    store.x("INSERT INTO gate_decisions(generation, candidate_id, model, role, promoted, reason) "
+            "VALUES(1, 'g1c0', 'champ', 'successor', 1, 'gain')")
+    cfg = successor.load_config(preset="smoke")
+    for layout in ({"pack": True, "length_buckets": 1}, {"pack": False, "length_buckets": 2, "precision": "bf16"}):
+        cfg = cfg.model_copy(update={"successor": cfg.successor.model_copy(update=layout)})
+        got = TinyLMWorkload.incumbent(SimpleNamespace(store=store, cfg=cfg), "champ")
+        assert got.model_dump() == promoted.model_dump() | {"precision": "fp32"} | layout  # the rest is the champion's
+    # no promoted successor yet: the config's own recipe
+    assert TinyLMWorkload.incumbent(SimpleNamespace(store=store, cfg=cfg), "other") == cfg.successor
+    store.close()

@@ -81,6 +81,11 @@ class Recipe(BaseModel):
         return self
 
 
+# How a batch is computed, not what is learned: these follow the run's config (`successor:`), never the recipe
+# that made the champion, so a run resumed or forked under another layout runs that layout.
+LAYOUT_FIELDS = ("pack", "length_buckets", "precision")
+
+
 # The evolution researcher mutates these fields among these values (ordered, so a mutation is a neighbour step).
 SEARCH_SPACE: dict[str, list] = {
     "lr": [1e-4, 2e-4, 3e-4, 5e-4, 7e-4, 1e-3, 1.5e-3, 2e-3, 3e-3],

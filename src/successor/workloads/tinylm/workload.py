@@ -19,7 +19,7 @@ from .curation import curate
 from .flops import job_flops
 from .gating import gate
 from .grading import Grader
-from .recipe import Recipe
+from .recipe import LAYOUT_FIELDS, Recipe
 
 
 class TinyLMWorkload:
@@ -182,10 +182,15 @@ class TinyLMWorkload:
         return {"candidates": ids} | ({"finishing": finish} if finish else {})
 
     def incumbent(self, champion: str) -> Recipe:
+        """The recipe that made the champion (the config's successor recipe before any successor), in the
+        config's batch layout (`LAYOUT_FIELDS`)."""
         row = self.store.one("SELECT c.recipe FROM gate_decisions d JOIN candidates c ON c.id=d.candidate_id "
                              "WHERE d.model=? AND d.promoted=1 AND d.generation>0 AND c.parent_model IS NOT NULL",
                              champion)
-        return Recipe(**json.loads(row["recipe"])) if row else self.cfg.successor
+        if row is None:
+            return self.cfg.successor
+        layout = {f: getattr(self.cfg.successor, f) for f in LAYOUT_FIELDS}
+        return Recipe(**(json.loads(row["recipe"]) | layout))
 
     def recipe(self, cid: str) -> Recipe:
         return Recipe(**json.loads(self.store.one("SELECT recipe FROM candidates WHERE id=?", cid)["recipe"]))
