@@ -192,7 +192,8 @@ def run_dir(tmp_path) -> Path:
     with sqlite3.connect(root / "lineage.db") as db:  # the store rows these events bind (verify_store)
         db.executemany("INSERT INTO generations VALUES(?,?,'done',?,0,1,1,?,?)",
                        [(0, None, sealed, parent, 1), (1, parent, sealed, child, 2)])
-        db.execute("INSERT INTO stages VALUES(1,'train','done',0,1,?)", (stage_text(train),))
+        db.execute("INSERT INTO stages(generation, name, status, started, finished, result) "
+                   "VALUES(1,'train','done',0,1,?)", (stage_text(train),))
         db.execute("INSERT INTO experiments(id, candidate_id, generation, kind, status, model) "
                    "VALUES('x1','c1',1,'successor','done',?)", (child,))
     log = AuditLog(root / "audit.jsonl")
