@@ -128,3 +128,27 @@ def test_the_incumbent_recipe_runs_in_the_configs_batch_layout(tmp_path):
     # no promoted successor yet: the config's own recipe
     assert TinyLMWorkload.incumbent(SimpleNamespace(store=store, cfg=cfg), "other") == cfg.successor
     store.close()
+
+
+def test_a_loop_generation_trains_its_successor_packed(tmp_path):
+    """The smoke preset with `successor.pack: true` (the default preset packs): the successor's job carries the
+    layout, it trains, and the generation ends with the gate's decision."""
+    import json
+    import sqlite3
+
+    import successor
+    from successor.config import RunConfig, validated
+
+    cfg = successor.load_config(preset="smoke").model_dump(mode="json", exclude={"script"})
+    cfg["successor"]["pack"] = True
+    cfg["loop"] |= {"generations": 1, "bootstrap_attempts": 1}
+    assert successor.load_config(preset="default").successor.pack is True
+    result = successor.run(validated(RunConfig, cfg), tmp_path / "run",
+                           policy=successor.Policy.model_validate({"tripwires": {"integrity_violation": False}}))
+    assert result.finished
+    db = sqlite3.connect(tmp_path / "run" / "lineage.db")
+    (job_id, status), = db.execute("SELECT id, status FROM experiments WHERE generation=1 AND kind='successor'")
+    assert status == "done"
+    job = json.loads((tmp_path / "run" / "jobs" / f"{job_id}.json").read_text())
+    assert job["recipe"]["pack"] is True
+    assert db.execute("SELECT COUNT(*) FROM gate_decisions WHERE generation=1").fetchone()[0] >= 1

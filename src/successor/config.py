@@ -273,8 +273,10 @@ class RunConfig(Strict):
     # outweigh the short human ones): with both, four seeds of four kept every solved length (BENCHMARKS.md).
     # Curated data is never marked: successors keep the refusal through guardrail_share alone. 750 steps: at 250 the
     # relabelling lineage stalled at length 9, its champion standing at 0.97 on lengths it had labels for.
+    # Packed batches (the padded batch's loss up to rounding): training at 0.46-0.71 of the CPU, and on seeds 0-2
+    # forked at generation 3 the same frontiers within a length, every successor promoted (BENCHMARKS.md, "Packing").
     successor: Recipe = Recipe(init="parent", steps=750, lr=5e-4, warmup=25, batch_size=64, mix_newest=0.5,
-                               mix_human=0.4, loss="sequence", ema=0.99, guardrail_share=0.02)
+                               mix_human=0.4, loss="sequence", ema=0.99, guardrail_share=0.02, pack=True)
     # One candidate, the incumbent recipe (its probe still votes with the champion): at equal CPU the recipe search
     # found little (BENCHMARKS.md, research efficiency: a challenger was never promoted in 15 generations), and the
     # protocol below was measured so. `researcher.candidates: 2` or more brings the search back.
