@@ -21,12 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from markdown import table as markdown_table
-from successor_steps import score, successor_jobs, summary
+from successor_steps import each_job, replayed, score, summary
 
 from successor.workloads.tinylm import checkpoint
-from successor.workloads.tinylm.recipe import Recipe
-from successor.workloads.tinylm.tasks import get_task
-from successor.workloads.tinylm.train import Mixture, job_sources, train
+from successor.workloads.tinylm.train import Mixture, train
 
 # buckets2: the padded batch in two length buckets, which changes nothing but rounding either: how far rounding
 # alone moves a 750-step successor (the null against which packed is read)
@@ -35,15 +33,7 @@ LAYOUTS = {"padded": {"pack": False, "length_buckets": 1}, "packed": {"pack": Tr
 
 
 def probe(run: Path, generation: int, job_id: str, parent_frontier: int, n: int, layouts: list[str]) -> dict:
-    job = json.loads((run / "jobs" / f"{job_id}.json").read_text())
-    task = get_task(job["task"])
-    recipe = Recipe(**job["recipe"])
-    sources = job_sources(job)
-    top = max(p.level for p, _ in sources["newest"])
-    rng = np.random.default_rng(20261208 + generation)
-    tests = [(p, task.answer(p)) for lvl in range(1, top + 2)
-             for p in task.generate(lvl, n if lvl > 8 else min(n, 300), rng)]
-    new = list(range(parent_frontier + 1, top + 1))
+    job, task, recipe, sources, top, tests, new = replayed(run, generation, job_id, parent_frontier, n, 20261208)
     out = {"run": str(run), "generation": generation, "job": job_id, "parent_frontier": parent_frontier,
            "top_label": top, "n": n, "threads": torch.get_num_threads(), "layouts": {}}
     for name in layouts:
@@ -94,16 +84,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.table:
         return table(a.table)
-    results = json.loads(a.out.read_text()) if a.out and a.out.exists() else []
-    done = {(r["run"], r["generation"]) for r in results}
-    for g, job, pf in successor_jobs(a.run, a.generations):
-        if (str(a.run), g) in done:
-            continue
-        results.append(probe(a.run, g, job, pf, a.n, a.layouts))
-        print(json.dumps({k: v for k, v in results[-1].items()}), flush=True)
-        if a.out:
-            a.out.parent.mkdir(parents=True, exist_ok=True)
-            a.out.write_text(json.dumps(results, indent=1))
+    each_job(a.run, a.generations, a.out, lambda g, job, pf: probe(a.run, g, job, pf, a.n, a.layouts))
     if a.out:
         table([a.out])
 

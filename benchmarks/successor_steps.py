@@ -54,18 +54,24 @@ def summary(acc: dict[int, float], new: list[int]) -> dict:
     return {"frontier": frontier(acc), "new_mean": round(float(np.mean([acc[lv] for lv in new])), 4), "accuracy": acc}
 
 
+def replayed(run: Path, generation: int, job_id: str, parent_frontier: int, n: int, seed: int):
+    """A successor job to train again: (job, task, recipe, its training sources, its longest label, fresh problems
+    with their true answers at lengths 1 to one past it, n a length and at most 300 on the human ones, drawn under
+    `seed + generation`, and the lengths its labels reach past its parent's frontier)."""
+    job = json.loads((run / "jobs" / f"{job_id}.json").read_text())
+    task = get_task(job["task"])
+    sources = job_sources(job)
+    top = max(p.level for p, _ in sources["newest"])
+    rng = np.random.default_rng(seed + generation)
+    tests = [(p, task.answer(p)) for lvl in range(1, top + 2)
+             for p in task.generate(lvl, n if lvl > 8 else min(n, 300), rng)]
+    return job, task, Recipe(**job["recipe"]), sources, top, tests, list(range(parent_frontier + 1, top + 1))
+
+
 def probe(run: Path, generation: int, job_id: str, parent_frontier: int, n: int, threads: int,
           snapshots: bool, schedules: list[int]) -> dict:
     torch.set_num_threads(threads)
-    job = json.loads((run / "jobs" / f"{job_id}.json").read_text())
-    task = get_task(job["task"])
-    recipe = Recipe(**job["recipe"])
-    sources = job_sources(job)
-    top = max(p.level for p, _ in sources["newest"])
-    rng = np.random.default_rng(20261207 + generation)
-    tests = [(p, task.answer(p)) for lvl in range(1, top + 2)
-             for p in task.generate(lvl, n if lvl > 8 else min(n, 300), rng)]
-    new = list(range(parent_frontier + 1, top + 1))
+    job, task, recipe, sources, top, tests, new = replayed(run, generation, job_id, parent_frontier, n, 20261207)
     out = {"run": str(run), "generation": generation, "job": job_id, "parent_frontier": parent_frontier,
            "top_label": top, "n": n, "parent": score(checkpoint.load(Path(job["parent"])), task, tests),
            "snapshots": {}, "schedules": {}}
@@ -133,17 +139,24 @@ def main() -> None:
     a = ap.parse_args()
     if a.table:
         return table(a.table)
-    results = json.loads(a.out.read_text()) if a.out and a.out.exists() else []
-    done = {(r["generation"], r["job"]) for r in results}
-    for g, job, pf in successor_jobs(a.run, a.generations):
-        if (g, job) in done:
-            continue
-        results.append(probe(a.run, g, job, pf, a.n, a.threads, not a.no_snapshots, a.schedules))
-        print(json.dumps({k: v for k, v in results[-1].items() if k not in ("parent",)}), flush=True)
-        if a.out:
-            a.out.parent.mkdir(parents=True, exist_ok=True)
-            a.out.write_text(json.dumps(results, indent=1))
+    each_job(a.run, a.generations, a.out,
+             lambda g, job, pf: probe(a.run, g, job, pf, a.n, a.threads, not a.no_snapshots, a.schedules))
     table([a.out]) if a.out else None
+
+
+def each_job(run: Path, generations: list[int], out: Path | None, probe_one) -> None:
+    """`probe_one(generation, job, parent_frontier)` on each asked successor job of the run not yet in `out`,
+    each result printed and written to `out` as it comes (a second call resumes)."""
+    results = json.loads(out.read_text()) if out and out.exists() else []
+    done = {(Path(r["run"]).resolve(), r["generation"]) for r in results}
+    for g, job, pf in successor_jobs(run, generations):
+        if (run.resolve(), g) in done:
+            continue
+        results.append(probe_one(g, job, pf))
+        print(json.dumps({k: v for k, v in results[-1].items() if k != "parent"}), flush=True)
+        if out:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
