@@ -37,22 +37,22 @@ def _sequences(task: Task, scheme: str, problems: list[Problem], labels: list[st
     return out
 
 
-def _fill(rows: list[list[tuple[list[int], list[int], list[int]]]], T: int):
-    """Rows of concatenated examples, right-padded to T: (inputs, positions, targets, segments), where a
-    segment id names the example a token belongs to (its index in the batch) and -1 marks padding."""
+def _fill(seqs: list[tuple[list[int], list[int], list[int]]], rows: list[list[int]], T: int):
+    """Rows of the examples `rows` names (indices into `seqs`), concatenated and right-padded to T: (inputs,
+    positions, targets, segments), where a token's segment is its example's index and -1 marks padding."""
     B = len(rows)
     idx = torch.full((B, T), PAD_ID, dtype=torch.long)
     pos = torch.zeros((B, T), dtype=torch.long)
     tgt = torch.full((B, T), IGNORE, dtype=torch.long)
     seg = torch.full((B, T), -1, dtype=torch.long)
-    k = 0
     for b, row in enumerate(rows):
         o = 0
-        for s, p, t in row:
+        for i in row:
+            s, p, t = seqs[i]
             n = len(s)
             idx[b, o:o + n], pos[b, o:o + n], tgt[b, o:o + n] = torch.tensor(s), torch.tensor(p), torch.tensor(t)
-            seg[b, o:o + n] = k
-            o, k = o + n, k + 1
+            seg[b, o:o + n] = i
+            o += n
     return idx, pos, tgt, seg
 
 
@@ -65,7 +65,7 @@ def training_batch(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded (inputs, positions, targets), one example a row; loss falls on answer tokens only."""
     seqs = _sequences(task, scheme, problems, labels, offsets)
-    idx, pos, tgt, _ = _fill([[x] for x in seqs], max(len(x[0]) for x in seqs))
+    idx, pos, tgt, _ = _fill(seqs, [[i] for i in range(len(seqs))], max(len(x[0]) for x in seqs))
     return idx, pos, tgt
 
 
@@ -95,7 +95,4 @@ def packed_batch(
         else:
             rows[b].append(i)
             room[b] -= n
-    idx, pos, tgt, seg = _fill([[seqs[i] for i in row] for row in rows], T)
-    # number the segments by the examples' own order, not the packing's
-    ids = torch.tensor([i for row in rows for i in row] + [-1])
-    return idx, pos, tgt, ids[seg]
+    return _fill(seqs, rows, T)
